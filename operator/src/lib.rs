@@ -1,0 +1,2 @@
+//! mq-operator: the mqfleet custom resource types and their controllers.
+pub mod crd;

@@ -1,0 +1,1 @@
+//! mq-testbed: a real Kubernetes control plane on loopback for mqfleet's tests.
