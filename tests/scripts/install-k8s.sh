@@ -60,11 +60,14 @@ apt_install() {
   fi
 }
 
+BUILD_DIR=
+cleanup() { [ -z "$BUILD_DIR" ] || rm -rf "$BUILD_DIR"; }
+trap cleanup EXIT
+
 build() {
-  local work
-  work=$(mktemp -d "$CACHE/build.XXXXXX")
-  trap 'rm -rf "$work"' EXIT
-  cd "$work"
+  # The 2.7 GB source tree is only needed for the build; the EXIT trap removes it.
+  BUILD_DIR=$(mktemp -d "$CACHE/build.XXXXXX")
+  cd "$BUILD_DIR"
   log "fetching the kubernetes source package"
   apt-get source -qq kubernetes >/dev/null 2>&1 || apt-get source kubernetes
   cd kubernetes-*/
@@ -90,6 +93,8 @@ mkdir -p "$CACHE"
 if have_bins && [ -z "$(missing_pkgs)" ]; then exit 0; fi
 exec 9>"$CACHE/k8s.lock"
 flock 9
+# Holding the lock, no build runs: leftovers of an interrupted one can go.
+rm -rf "$CACHE"/build.*
 if ! have_bins; then NEED_SOURCE=1; fi
 apt_install
 have_bins || build

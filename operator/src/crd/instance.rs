@@ -1,0 +1,348 @@
+//! `MQInstance`: a message queue instance (name servers + brokers + its namespace).
+
+use super::common::{CommonStatus, ImmutableFields, OBJECT_NAME_PATTERN, Phase, USER_ID_PATTERN};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Instance ids: what clients send as `INSTANCE_ID`, and the `<instanceId>%` prefix of
+/// namespaced names. At most 62 bytes so `<instanceId>%<topic>` (topic ≤ 64) fits the
+/// 127-byte topic of RocketMQ 4.x's stored message format.
+pub const INSTANCE_ID_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
+
+/// A RocketMQ instance: its own name servers and brokers, and (with independent naming)
+/// its own namespace for topic and group names.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mqfleet.io",
+    version = "v1alpha1",
+    kind = "MQInstance",
+    plural = "mqinstances",
+    namespaced,
+    status = "MQInstanceStatus",
+    shortname = "mqi",
+    category = "mqfleet",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"InstanceId","type":"string","jsonPath":".status.instanceId","description":"Instance id clients use as INSTANCE_ID"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Ready Brokers","type":"integer","jsonPath":".status.readyBrokers","description":"Brokers serving every topic and group of the instance"}"#,
+    printcolumn = r#"{"name":"Brokers","type":"integer","jsonPath":".spec.brokers.replicas","description":"Desired brokers"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","description":"NAMESRV_ADDR for clients"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MQInstanceSpec {
+    /// Display name of the instance (console `instanceName`), 3–64 characters; unique per region.
+    #[schemars(length(min = 3, max = 64))]
+    pub instance_name: String,
+
+    /// Instance id clients send as `INSTANCE_ID`. Leave empty to derive a stable one from the
+    /// resource's namespace and name (the same after delete and re-create). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 62), pattern(INSTANCE_ID_PATTERN))]
+    pub instance_id: Option<String>,
+
+    /// Cluster profile the instance runs on (console `/json/cluster/list`).
+    #[serde(default = "default_cluster")]
+    #[schemars(length(min = 1, max = 64), pattern(OBJECT_NAME_PATTERN))]
+    pub cluster: String,
+
+    /// With independent naming the instance has its own namespace: topic and group names
+    /// are unique within it and may repeat in other instances. Immutable.
+    #[serde(default = "default_true")]
+    pub independent_naming: bool,
+
+    /// Send TPS limit the brokers enforce for the whole instance.
+    #[serde(default = "default_tps")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_send_tps: i64,
+
+    /// Receive TPS limit the brokers enforce for the whole instance.
+    #[serde(default = "default_tps")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_receive_tps: i64,
+
+    /// Most topics the instance may hold.
+    #[serde(default = "default_topic_capacity")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub topic_capacity: i32,
+
+    /// Free-form description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub remark: Option<String>,
+
+    /// User id of the account that created the instance (set by the console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(USER_ID_PATTERN))]
+    pub owner: Option<String>,
+
+    /// Container image for this instance's name servers and brokers; defaults to the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// The brokers: how many, their storage and flush policy.
+    #[serde(default)]
+    pub brokers: BrokerSpec,
+
+    /// The name servers clients and brokers meet at.
+    #[serde(default)]
+    pub name_servers: NameServerSpec,
+}
+
+/// The brokers of an instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// Number of brokers (`broker-<ordinal>`); scaling down drains the leaving brokers first.
+    #[serde(default = "default_broker_replicas")]
+    #[schemars(range(min = 1, max = 32))]
+    pub replicas: i32,
+
+    /// Persistent volume for each broker's store.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// `async` acknowledges once the message is in the page cache (flushed periodically);
+    /// `sync` acknowledges only after fsync.
+    #[serde(default)]
+    pub flush_mode: FlushMode,
+
+    /// CPU and memory for each broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// The name servers of an instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NameServerSpec {
+    /// Number of name servers.
+    #[serde(default = "default_name_server_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
+
+    /// CPU and memory for each name-server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Store volume of each broker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`).
+    #[serde(default = "default_storage_size")]
+    #[schemars(schema_with = "storage_size_schema")]
+    pub size: Quantity,
+
+    /// StorageClass of the volumes; empty uses the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+
+    /// Keep the brokers' volumes (and so their messages) when the instance is deleted.
+    #[serde(default = "default_true")]
+    pub retain_on_delete: bool,
+}
+
+/// When a broker acknowledges a send.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// Acknowledge after the write; flush periodically.
+    #[default]
+    Async,
+    /// Acknowledge only after fsync (group commit).
+    Sync,
+}
+
+/// Observed state of an `MQInstance`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MQInstanceStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and other conditions, each with a reason and a message saying what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Short state for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The instance id in effect (given or derived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// What clients put in `NAMESRV_ADDR` (`host:port[;host:port]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Brokers that are up and hold every topic and group of the instance.
+    #[serde(default)]
+    pub ready_brokers: i32,
+    /// Brokers that exist (ready or not).
+    #[serde(default)]
+    pub brokers: i32,
+    /// Topics of the instance.
+    #[serde(default)]
+    pub topics: i32,
+    /// Consumer groups of the instance.
+    #[serde(default)]
+    pub groups: i32,
+}
+
+impl CommonStatus for MQInstanceStatus {
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+impl ImmutableFields for MQInstanceSpec {
+    fn immutable_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "spec.instanceId",
+                self.instance_id.clone().unwrap_or_default(),
+            ),
+            (
+                "spec.independentNaming",
+                self.independent_naming.to_string(),
+            ),
+        ]
+    }
+}
+
+impl Default for BrokerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_broker_replicas(),
+            storage: StorageSpec::default(),
+            flush_mode: FlushMode::default(),
+            resources: None,
+        }
+    }
+}
+
+impl Default for NameServerSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_name_server_replicas(),
+            resources: None,
+        }
+    }
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            retain_on_delete: true,
+        }
+    }
+}
+
+/// Kubernetes' quantity grammar, so a size like `10 GB` is refused at admission rather than
+/// when the operator creates the PVC.
+const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+fn storage_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`).",
+        "x-kubernetes-int-or-string": true,
+        "pattern": QUANTITY_PATTERN,
+        "default": "10Gi",
+    })
+}
+
+fn default_cluster() -> String {
+    "default".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_tps() -> i64 {
+    5000
+}
+fn default_topic_capacity() -> i32 {
+    100
+}
+fn default_broker_replicas() -> i32 {
+    2
+}
+fn default_name_server_replicas() -> i32 {
+    2
+}
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".to_owned())
+}
+
+/// Derives the instance id of a resource that does not set one, in Aliyun's
+/// `MQ_INST_<16 digits>_<8 letters/digits>` style. A pure function of namespace and
+/// name, so deleting and re-creating the resource (GitOps, restore) keeps the id and
+/// clients keep their namespace.
+pub fn derive_instance_id(namespace: &str, name: &str) -> String {
+    use sha1::{Digest, Sha1};
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let digest = Sha1::digest(format!("{namespace}/{name}").as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    let digits = u64::from_be_bytes(head) % 10_000_000_000_000_000;
+    let suffix: String = digest[8..16]
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    format!("MQ_INST_{digits:016}_{suffix}")
+}
+
+impl MQInstance {
+    /// The instance id in effect: `spec.instanceId`, else the derived one.
+    pub fn effective_instance_id(&self) -> String {
+        self.spec.instance_id.clone().unwrap_or_else(|| {
+            derive_instance_id(
+                self.metadata.namespace.as_deref().unwrap_or("default"),
+                self.metadata.name.as_deref().unwrap_or_default(),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_instance_ids_are_stable_distinct_and_fit_the_namespace_budget() {
+        let a = derive_instance_id("team-a", "orders");
+        assert_eq!(a, derive_instance_id("team-a", "orders"));
+        assert_ne!(a, derive_instance_id("team-b", "orders"));
+        assert_ne!(a, derive_instance_id("team-a", "orders2"));
+        assert!(a.starts_with("MQ_INST_"), "{a}");
+        assert_eq!(a.len(), "MQ_INST_".len() + 16 + 1 + 8);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        // `<instanceId>%<topic>` with the longest topic (64) must fit 127 bytes.
+        assert!(a.len() + 1 + 64 <= 127);
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_the_documented_defaults() {
+        let spec: MQInstanceSpec = serde_json::from_str(r#"{"instanceName":"orders"}"#).unwrap();
+        assert_eq!(spec.cluster, "default");
+        assert!(spec.independent_naming);
+        assert_eq!(spec.brokers.replicas, 2);
+        assert_eq!(spec.brokers.flush_mode, FlushMode::Async);
+        assert_eq!(spec.brokers.storage.size.0, "10Gi");
+        assert!(spec.brokers.storage.retain_on_delete);
+        assert_eq!(spec.name_servers.replicas, 2);
+    }
+}

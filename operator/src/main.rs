@@ -1,0 +1,86 @@
+//! `mq-operator`: the mqfleet operator binary.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The mqfleet operator.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log output format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "MQ_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CRDs as YAML, or write one file per CRD into --out-dir.
+    Crds {
+        /// Directory to write `<crd-name>.yaml` files into (stale generated files are removed).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Crds { out_dir: None } => print!("{}", mq_operator::crd::crds_yaml()?),
+        Command::Crds { out_dir: Some(dir) } => write_crds(&dir)?,
+    }
+    Ok(())
+}
+
+/// Writes one file per CRD, so `git diff crds/` shows exactly what a type change did, and
+/// removes YAML files no type generates any more.
+fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = mq_operator::crd::crd_files()?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(".yaml") && !files.iter().any(|(f, _)| f == name) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    for (name, yaml) in files {
+        let path = dir.join(&name);
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "wrote CRD");
+    }
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
