@@ -143,6 +143,7 @@ integer_code!(
 
 integer_code!(
     /// RocketMQ permission bits of a topic (read = 4, write = 2).
+    #[derive(Default)]
     Perm,
     "Permission: 6 read and write, 4 read-only (writes prohibited), 2 write-only (reads prohibited).",
     {
@@ -151,6 +152,7 @@ integer_code!(
         /// Writes prohibited.
         ReadOnly = 4,
         /// Read and write.
+        #[default]
         ReadWrite = 6,
     }
 );
@@ -168,12 +170,6 @@ integer_code!(
         PublishSubscribe = 6,
     }
 );
-
-impl Default for Perm {
-    fn default() -> Self {
-        Perm::ReadWrite
-    }
-}
 
 /// Status fields every mqfleet resource carries (Strimzi/Kubernetes conventions).
 pub trait CommonStatus {
