@@ -1,0 +1,60 @@
+# mqfleet — entry points (kubebuilder-style). `make up` and `make test` are the two
+# a newcomer needs; everything installs what it is missing by itself.
+
+CARGO  ?= cargo
+PHASE  := hack/phase.sh
+TESTBED = target/debug/mq-testbed
+export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
+
+.PHONY: all deps build up down status test unit e2e lint fmt clippy crds bench clean
+
+all: build
+
+## deps: apt packages, Kubernetes v1.20.2 control plane binaries and helm (cached in ~/.cache/mqfleet)
+deps:
+	@$(PHASE) deps-k8s bash tests/scripts/install-k8s.sh
+	@$(PHASE) deps-helm bash tests/scripts/install-helm.sh
+
+## build: every binary of the workspace
+build:
+	$(CARGO) build --workspace --bins
+
+## up: a local platform on this machine (control plane on loopback, CRDs installed)
+up: deps
+	$(CARGO) build -p mq-testbed --bin mq-testbed
+	$(TESTBED) up --crds crds
+
+## down: stop exactly what `make up` started
+down:
+	@if [ -x $(TESTBED) ]; then $(TESTBED) down; else echo "nothing to stop (no $(TESTBED))"; fi
+
+## status: what `make up` runs
+status:
+	$(TESTBED) status
+
+## test: what CI runs — install, fmt, clippy, unit tests, end-to-end suites (each phase timed)
+test: deps
+	@$(PHASE) fmt $(CARGO) fmt --all -- --check
+	@$(PHASE) clippy $(CARGO) clippy --workspace --all-targets -- -D warnings
+	@$(PHASE) build $(CARGO) test --workspace --no-run
+	@$(PHASE) unit $(CARGO) test --workspace --exclude mq-testbed
+	@$(PHASE) e2e $(CARGO) test -p mq-testbed
+
+## lint: fmt and clippy, as CI runs them
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## crds: regenerate crds/ from the Rust types (a test fails when they differ)
+crds:
+	$(CARGO) run -q -p mq-operator -- crds --out-dir crds
+
+## bench: the benchmarks, with their figures
+bench:
+	@echo "No benchmarks yet: broker throughput/latency benchmarks arrive with the broker (issue 3)."
+
+clean: down
+	$(CARGO) clean
