@@ -1,5 +1,8 @@
 //! mq-broker: a RocketMQ-compatible name server and broker.
 //!
-//! The remoting protocol, the store, the name server, the broker and the admin
-//! client arrive with issue 3; this crate is the placeholder the workspace's
-//! dependency direction (`console → operator → broker`) is built around.
+//! Built bottom up (DESIGN.md, "Broker"): [`remoting`] is the wire protocol; the
+//! store, the name server, the broker and the admin client come next. The crate is
+//! what the workspace's dependency direction (`console → operator → broker`) is built
+//! around.
+
+pub mod remoting;
