@@ -5,4 +5,7 @@
 //! what the workspace's dependency direction (`console → operator → broker`) is built
 //! around.
 
+pub mod names;
+pub mod namesrv;
+pub mod net;
 pub mod remoting;

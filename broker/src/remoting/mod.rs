@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod body;
 pub mod codes;
 pub mod command;
 pub mod connection;

@@ -1,0 +1,148 @@
+//! The name server's request handling.
+
+use super::headers::{
+    GetRouteInfoRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
+    TopicRequestHeader, UnregisterBrokerRequestHeader,
+};
+use super::routes::{Registration, RouteTable};
+use crate::names::Namespace;
+use crate::net::{RequestContext, RequestHandler, not_supported};
+use crate::remoting::body::{self, RegisterBrokerBody};
+use crate::remoting::{CommandHeader, RemotingCommand, request_code, response_code};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A name server: routes plus the instance namespace bare route queries are mapped into.
+pub struct NameServer {
+    routes: Arc<RouteTable>,
+    namespace: Namespace,
+}
+
+impl NameServer {
+    /// A name server forgetting brokers silent for `expiry`.
+    pub fn new(namespace: Namespace, expiry: Duration) -> Self {
+        Self {
+            routes: Arc::new(RouteTable::new(expiry)),
+            namespace,
+        }
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Removes expired brokers every `interval`, forever (spawn it).
+    pub async fn run_expiry(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            self.routes.expire();
+        }
+    }
+
+    fn dispatch(&self, ctx: &RequestContext, req: &RemotingCommand) -> RemotingCommand {
+        let result = match req.code {
+            request_code::REGISTER_BROKER => self.register(ctx, req),
+            request_code::UNREGISTER_BROKER => self.unregister(req),
+            request_code::GET_ROUTEINFO_BY_TOPIC => self.route(req),
+            request_code::GET_BROKER_CLUSTER_INFO => {
+                Ok(ok(req).with_body(body::to_json(&self.routes.cluster_info())))
+            }
+            request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
+                Ok(ok(req).with_body(body::to_json(&self.routes.topics())))
+            }
+            request_code::DELETE_TOPIC_IN_NAMESRV => self.delete_topic(req),
+            // No KV config is kept: clients treat "not found" as "no order config".
+            request_code::GET_KV_CONFIG => Ok(RemotingCommand::response_to(
+                req,
+                response_code::QUERY_NOT_FOUND,
+                Some("no such kv config"),
+            )),
+            _ => Ok(not_supported(req)),
+        };
+        result.unwrap_or_else(|remark| {
+            RemotingCommand::response_to(req, response_code::SYSTEM_ERROR, Some(&remark))
+        })
+    }
+
+    fn register(
+        &self,
+        ctx: &RequestContext,
+        req: &RemotingCommand,
+    ) -> Result<RemotingCommand, String> {
+        let h = RegisterBrokerRequestHeader::from_command(req).map_err(|e| e.to_string())?;
+        if h.compressed == Some(true) {
+            return Err(
+                "compressed registration bodies are not supported; register with JSON".into(),
+            );
+        }
+        let body: RegisterBrokerBody = body::from_json(req.body.as_deref())
+            .map_err(|e| format!("bad registration body: {e}"))?;
+        let master = self.routes.register(Registration {
+            cluster: h.cluster_name,
+            broker_name: h.broker_name,
+            broker_addr: h.broker_addr,
+            broker_id: h.broker_id,
+            topics: body
+                .topic_config_serialize_wrapper
+                .topic_config_table
+                .into_values()
+                .collect(),
+            channel: Some(ctx.channel.clone()),
+        });
+        let mut response = ok(req).with_body(&br#"{"table":{}}"#[..]);
+        response.set_header(&RegisterBrokerResponseHeader {
+            ha_server_addr: None,
+            master_addr: master,
+        });
+        Ok(response)
+    }
+
+    fn unregister(&self, req: &RemotingCommand) -> Result<RemotingCommand, String> {
+        let h = UnregisterBrokerRequestHeader::from_command(req).map_err(|e| e.to_string())?;
+        self.routes.unregister(&h.broker_addr);
+        Ok(ok(req))
+    }
+
+    fn route(&self, req: &RemotingCommand) -> Result<RemotingCommand, String> {
+        let h = GetRouteInfoRequestHeader::from_command(req).map_err(|e| e.to_string())?;
+        let canonical = self.namespace.canonical(&h.topic);
+        match self
+            .routes
+            .route(&canonical)
+            .or_else(|| self.routes.route(&h.topic))
+        {
+            Some(route) => Ok(ok(req).with_body(body::to_json(&route))),
+            None => Ok(RemotingCommand::response_to(
+                req,
+                response_code::TOPIC_NOT_EXIST,
+                Some(&format!(
+                    "No topic route info in name server for the topic: {}",
+                    h.topic
+                )),
+            )),
+        }
+    }
+
+    fn delete_topic(&self, req: &RemotingCommand) -> Result<RemotingCommand, String> {
+        let h = TopicRequestHeader::from_command(req).map_err(|e| e.to_string())?;
+        self.routes
+            .delete_topic(&self.namespace.canonical(&h.topic));
+        Ok(ok(req))
+    }
+}
+
+fn ok(req: &RemotingCommand) -> RemotingCommand {
+    RemotingCommand::response_to(req, response_code::SUCCESS, None)
+}
+
+impl RequestHandler for NameServer {
+    async fn handle(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        Some(self.dispatch(&ctx, &request))
+    }
+}

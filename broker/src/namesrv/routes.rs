@@ -1,0 +1,303 @@
+//! The route table: brokers, their topics' queues, clusters, and broker liveness.
+
+use crate::net::Channel;
+use crate::remoting::body::{
+    BrokerData, ClusterInfo, QueueData, TopicConfig, TopicList, TopicRouteData,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+/// One broker's registration.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Cluster name.
+    pub cluster: String,
+    /// Broker name (group).
+    pub broker_name: String,
+    /// Address clients use.
+    pub broker_addr: String,
+    /// 0 for a master.
+    pub broker_id: i64,
+    /// The broker's topics (replaces what was known of a master's topics).
+    pub topics: Vec<TopicConfig>,
+    /// The connection it registered on: its close removes the broker at once.
+    pub channel: Option<Channel>,
+}
+
+struct Live {
+    last_seen: Instant,
+    cluster: String,
+    broker_name: String,
+    broker_id: i64,
+    channel: Option<Channel>,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// topic → broker name → queues.
+    topics: HashMap<String, BTreeMap<String, QueueData>>,
+    /// broker name → broker data.
+    brokers: BTreeMap<String, BrokerData>,
+    /// cluster → broker names.
+    clusters: BTreeMap<String, BTreeSet<String>>,
+    /// broker address → liveness.
+    live: HashMap<String, Live>,
+}
+
+/// Everything a name server knows, safe to share between connections.
+pub struct RouteTable {
+    tables: RwLock<Tables>,
+    expiry: Duration,
+}
+
+impl RouteTable {
+    /// A table that forgets brokers silent for longer than `expiry` (Java: 120 s).
+    pub fn new(expiry: Duration) -> Self {
+        Self {
+            tables: RwLock::default(),
+            expiry,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        self.tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.tables
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a registration; returns the address of the group's master, if known.
+    pub fn register(&self, reg: Registration) -> Option<String> {
+        let mut t = self.write();
+        t.clusters
+            .entry(reg.cluster.clone())
+            .or_default()
+            .insert(reg.broker_name.clone());
+        let data = t
+            .brokers
+            .entry(reg.broker_name.clone())
+            .or_insert_with(|| BrokerData {
+                cluster: reg.cluster.clone(),
+                broker_name: reg.broker_name.clone(),
+                broker_addrs: BTreeMap::new(),
+            });
+        // An id that moved to a new address (pod restarted with a new IP) replaces the old.
+        let stale: Vec<i64> = data
+            .broker_addrs
+            .iter()
+            .filter(|(id, addr)| **id != reg.broker_id && **addr == reg.broker_addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            data.broker_addrs.remove(&id);
+        }
+        data.broker_addrs
+            .insert(reg.broker_id, reg.broker_addr.clone());
+        let master = data.broker_addrs.get(&0).cloned();
+        if reg.broker_id == 0 {
+            replace_topics(&mut t, &reg.broker_name, &reg.topics);
+        }
+        t.live.insert(
+            reg.broker_addr.clone(),
+            Live {
+                last_seen: Instant::now(),
+                cluster: reg.cluster,
+                broker_name: reg.broker_name,
+                broker_id: reg.broker_id,
+                channel: reg.channel,
+            },
+        );
+        master
+    }
+
+    /// Removes a broker (UNREGISTER_BROKER, expiry, closed connection).
+    pub fn unregister(&self, broker_addr: &str) {
+        let mut t = self.write();
+        remove_broker(&mut t, broker_addr);
+    }
+
+    /// Removes brokers that have not registered within the expiry, or whose connection
+    /// closed; returns their addresses.
+    pub fn expire(&self) -> Vec<String> {
+        self.expire_at(Instant::now())
+    }
+
+    /// [`RouteTable::expire`] as of `now` (tests move the clock instead of waiting).
+    pub fn expire_at(&self, now: Instant) -> Vec<String> {
+        let mut t = self.write();
+        let dead: Vec<String> = t
+            .live
+            .iter()
+            .filter(|(_, l)| {
+                now.duration_since(l.last_seen) > self.expiry
+                    || l.channel.as_ref().is_some_and(Channel::is_closed)
+            })
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        for addr in &dead {
+            remove_broker(&mut t, addr);
+        }
+        dead
+    }
+
+    /// The route of `topic`, or `None` when no live broker has it.
+    pub fn route(&self, topic: &str) -> Option<TopicRouteData> {
+        let t = self.read();
+        let queues = t.topics.get(topic).filter(|q| !q.is_empty())?;
+        let broker_datas = queues
+            .keys()
+            .filter_map(|name| t.brokers.get(name).cloned())
+            .collect();
+        Some(TopicRouteData {
+            order_topic_conf: None,
+            queue_datas: queues.values().cloned().collect(),
+            broker_datas,
+            filter_server_table: BTreeMap::new(),
+        })
+    }
+
+    /// Brokers and clusters (GET_BROKER_CLUSTER_INFO).
+    pub fn cluster_info(&self) -> ClusterInfo {
+        let t = self.read();
+        ClusterInfo {
+            broker_addr_table: t.brokers.clone(),
+            cluster_addr_table: t.clusters.clone(),
+        }
+    }
+
+    /// Every topic with a route.
+    pub fn topics(&self) -> TopicList {
+        TopicList {
+            topic_list: self.read().topics.keys().cloned().collect(),
+            broker_addr: None,
+        }
+    }
+
+    /// Forgets a topic until a broker registers it again.
+    pub fn delete_topic(&self, topic: &str) {
+        self.write().topics.remove(topic);
+    }
+}
+
+/// A master's registration is its whole topic table: topics it no longer has lose it.
+fn replace_topics(t: &mut Tables, broker_name: &str, topics: &[TopicConfig]) {
+    t.topics.retain(|_, queues| {
+        queues.remove(broker_name);
+        !queues.is_empty()
+    });
+    for tc in topics {
+        let queue = QueueData {
+            broker_name: broker_name.to_owned(),
+            read_queue_nums: tc.read_queue_nums,
+            write_queue_nums: tc.write_queue_nums,
+            perm: tc.perm,
+            topic_sys_flag: tc.topic_sys_flag,
+            topic_syn_flag: tc.topic_sys_flag,
+        };
+        t.topics
+            .entry(tc.topic_name.clone())
+            .or_default()
+            .insert(broker_name.to_owned(), queue);
+    }
+}
+
+fn remove_broker(t: &mut Tables, broker_addr: &str) {
+    let Some(live) = t.live.remove(broker_addr) else {
+        return;
+    };
+    tracing::info!(broker = %live.broker_name, addr = %broker_addr, "broker left the routes");
+    let empty = match t.brokers.get_mut(&live.broker_name) {
+        Some(data) => {
+            data.broker_addrs.retain(|_, addr| addr != broker_addr);
+            data.broker_addrs.is_empty()
+        }
+        None => false,
+    };
+    // Without its master a group serves no writes; Java keeps slaves readable, we have
+    // no slaves, so the group's queues go with its last broker or its master.
+    if empty || live.broker_id == 0 {
+        t.topics.retain(|_, queues| {
+            queues.remove(&live.broker_name);
+            !queues.is_empty()
+        });
+    }
+    if empty {
+        t.brokers.remove(&live.broker_name);
+        if let Some(names) = t.clusters.get_mut(&live.cluster) {
+            names.remove(&live.broker_name);
+            if names.is_empty() {
+                t.clusters.remove(&live.cluster);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(name: &str, addr: &str, topics: &[&str]) -> Registration {
+        Registration {
+            cluster: "DefaultCluster".into(),
+            broker_name: name.into(),
+            broker_addr: addr.into(),
+            broker_id: 0,
+            topics: topics
+                .iter()
+                .map(|t| TopicConfig {
+                    topic_name: (*t).into(),
+                    read_queue_nums: 4,
+                    write_queue_nums: 4,
+                    ..Default::default()
+                })
+                .collect(),
+            channel: None,
+        }
+    }
+
+    #[test]
+    fn routes_follow_registrations_and_expiry() {
+        let table = RouteTable::new(Duration::from_secs(120));
+        table.register(reg("broker-0", "127.0.0.1:10911", &["T", "U"]));
+        table.register(reg("broker-1", "127.0.0.2:10911", &["T"]));
+        let route = table.route("T").unwrap();
+        assert_eq!(route.queue_datas.len(), 2);
+        assert_eq!(route.broker_datas.len(), 2);
+        assert_eq!(
+            table.cluster_info().cluster_addr_table["DefaultCluster"].len(),
+            2
+        );
+
+        // A re-registration without U removes U from broker-0.
+        table.register(reg("broker-0", "127.0.0.1:10911", &["T"]));
+        assert!(table.route("U").is_none());
+
+        assert!(table.expire().is_empty(), "both registered just now");
+        let later = Instant::now() + Duration::from_secs(100);
+        assert!(table.expire_at(later).is_empty());
+        // broker-1 registers again 100 s on; broker-0 stays silent past the expiry.
+        table
+            .write()
+            .live
+            .get_mut("127.0.0.2:10911")
+            .unwrap()
+            .last_seen = later;
+        let expired = table.expire_at(later + Duration::from_secs(30));
+        assert_eq!(expired, vec!["127.0.0.1:10911".to_owned()]);
+        let route = table.route("T").unwrap();
+        assert_eq!(route.broker_datas.len(), 1);
+        assert_eq!(route.broker_datas[0].broker_name, "broker-1");
+        assert!(
+            !table
+                .cluster_info()
+                .broker_addr_table
+                .contains_key("broker-0")
+        );
+    }
+}

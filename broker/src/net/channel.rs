@@ -1,0 +1,291 @@
+//! One connection to a peer, usable from any task.
+
+use crate::remoting::{
+    CommandReader, CommandWriter, ConnectionError, RemotingCommand, response_code,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Commands queued for the writer before senders wait (back-pressure, bounded memory).
+const WRITE_QUEUE: usize = 1024;
+/// Requests from one peer handled at once; the reader stops reading beyond this.
+const IN_FLIGHT_PER_CONNECTION: usize = 1024;
+
+/// Handles requests a peer sends on a connection.
+pub trait RequestHandler: Send + Sync + 'static {
+    /// The response to `request`, or `None` to send nothing (oneway requests never get one).
+    fn handle(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> impl Future<Output = Option<RemotingCommand>> + Send;
+}
+
+/// What a handler knows about the request's connection.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The connection the request came on; also used to call the peer back.
+    pub channel: Channel,
+}
+
+/// Why a request to the peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The connection is closed.
+    #[error("connection to {0} is closed")]
+    Closed(SocketAddr),
+    /// No response arrived in time.
+    #[error("no response from {peer} within {timeout:?}")]
+    Timeout {
+        /// The peer.
+        peer: SocketAddr,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// Connecting failed.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// Where we tried to connect.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A cheap handle to one connection: send commands, call the peer, see who it is.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    outbox: mpsc::Sender<RemotingCommand>,
+    pending: Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>,
+    next_opaque: AtomicI32,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.inner.id)
+            .field("peer", &self.inner.peer)
+            .finish()
+    }
+}
+
+static NEXT_CHANNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Channel {
+    /// A process-unique id of this connection.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// Our end's address (what the peer connected to).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Queues a command for the peer (a response, or a oneway request).
+    pub async fn send(&self, cmd: RemotingCommand) -> Result<(), ChannelError> {
+        self.inner
+            .outbox
+            .send(cmd)
+            .await
+            .map_err(|_| ChannelError::Closed(self.inner.peer))
+    }
+
+    /// Sends `cmd` as a oneway request: the peer answers nothing.
+    pub async fn send_oneway(&self, mut cmd: RemotingCommand) -> Result<(), ChannelError> {
+        cmd.mark_oneway();
+        cmd.opaque = self.next_opaque();
+        self.send(cmd).await
+    }
+
+    /// Sends a request and waits for the response with the same opaque.
+    pub async fn request(
+        &self,
+        mut cmd: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, ChannelError> {
+        let opaque = self.next_opaque();
+        cmd.opaque = opaque;
+        let (tx, rx) = oneshot::channel();
+        self.pending().insert(opaque, tx);
+        let result = async {
+            self.send(cmd).await?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(_)) => Err(ChannelError::Closed(self.inner.peer)),
+                Err(_) => Err(ChannelError::Timeout {
+                    peer: self.inner.peer,
+                    timeout,
+                }),
+            }
+        }
+        .await;
+        self.pending().remove(&opaque);
+        result
+    }
+
+    fn next_opaque(&self) -> i32 {
+        self.inner.next_opaque.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The map of requests awaiting a response; poisoning cannot leave it inconsistent
+    /// (single inserts/removes), so a poisoned lock is simply taken over.
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<i32, oneshot::Sender<RemotingCommand>>> {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn complete(&self, response: RemotingCommand) {
+        if let Some(tx) = self.pending().remove(&response.opaque) {
+            let _ = tx.send(response);
+        } else {
+            tracing::debug!(peer = %self.inner.peer, opaque = response.opaque, "response nobody waits for");
+        }
+    }
+
+    fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        // Dropping the senders wakes every waiting request with "closed".
+        self.pending().clear();
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum Closed {
+    /// The peer closed between frames.
+    Clean,
+    /// The peer sent a malformed or oversized frame, or the stream failed.
+    Error(ConnectionError),
+}
+
+/// Starts the tasks of one connection and returns its channel and a future that resolves
+/// when the connection has closed.
+pub(crate) fn run_connection<R, W, H>(
+    reader: CommandReader<R>,
+    writer: CommandWriter<W>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    handler: Arc<H>,
+) -> (Channel, impl Future<Output = Closed> + Send)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    H: RequestHandler,
+{
+    let (outbox, inbox) = mpsc::channel(WRITE_QUEUE);
+    let channel = Channel {
+        inner: Arc::new(Inner {
+            id: NEXT_CHANNEL_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+            local,
+            outbox,
+            pending: Mutex::new(HashMap::new()),
+            next_opaque: AtomicI32::new(1),
+            closed: AtomicBool::new(false),
+        }),
+    };
+    let write_task = tokio::spawn(write_loop(writer, inbox));
+    let read_channel = channel.clone();
+    let done = async move {
+        let closed = read_loop(reader, &read_channel, handler).await;
+        read_channel.close();
+        write_task.abort();
+        closed
+    };
+    (channel, done)
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: CommandWriter<W>,
+    mut inbox: mpsc::Receiver<RemotingCommand>,
+) {
+    while let Some(cmd) = inbox.recv().await {
+        if let Err(e) = writer.write_command(&cmd).await {
+            tracing::debug!(error = %e, "write failed; dropping the connection's output");
+            return;
+        }
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin, H: RequestHandler>(
+    mut reader: CommandReader<R>,
+    channel: &Channel,
+    handler: Arc<H>,
+) -> Closed {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+    loop {
+        let cmd = match reader.read_command().await {
+            Ok(Some(cmd)) => cmd,
+            Ok(None) => return Closed::Clean,
+            Err(e) => return Closed::Error(e),
+        };
+        if cmd.is_response() {
+            channel.complete(cmd);
+            continue;
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return Closed::Clean;
+        };
+        tokio::spawn(dispatch(channel.clone(), handler.clone(), cmd, permit));
+    }
+}
+
+/// Runs the handler in a task of its own so a panic becomes a `SYSTEM_ERROR` answer
+/// instead of a dead connection.
+async fn dispatch<H: RequestHandler>(
+    channel: Channel,
+    handler: Arc<H>,
+    request: RemotingCommand,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let oneway = request.is_oneway();
+    let header_only = RemotingCommand {
+        body: None,
+        ext_fields: Default::default(),
+        ..request.clone()
+    };
+    let ctx = RequestContext {
+        channel: channel.clone(),
+    };
+    let response = match tokio::spawn(async move { handler.handle(ctx, request).await }).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(code = header_only.code, peer = %channel.peer_addr(), error = %e, "request handler failed");
+            Some(RemotingCommand::response_to(
+                &header_only,
+                response_code::SYSTEM_ERROR,
+                Some("internal error while handling the request"),
+            ))
+        }
+    };
+    if let Some(response) = response.filter(|_| !oneway) {
+        let _ = channel.send(response).await;
+    }
+}
