@@ -1,0 +1,716 @@
+//! The file interface every byte of the store goes through.
+//!
+//! The store never touches `std::fs` directly: it asks a [`FileSystem`] for
+//! [`StoreFile`]s and uses positional reads and writes (`pread`/`pwrite`), `set_len`
+//! and `fsync`. Two implementations exist:
+//!
+//! - [`RealFs`]: `std::fs` on the local disk (the broker uses this).
+//! - [`SimFs`]: an in-memory disk that remembers what was fsynced, so a test can pull
+//!   the plug with [`SimFs::power_cut`]: every write not yet fsynced is dropped, and the
+//!   last one is torn at a random byte (a prefix of it survives). Files whose creation
+//!   was never made durable (no fsync of their directory) disappear. Handles opened
+//!   before the cut fail afterwards, as a dead machine's would; reopening the store on
+//!   the same `SimFs` is "the next boot".
+//!
+//! Why an interface rather than fault injection in the kernel: recovery is the part of
+//! a message store that is hardest to get right and least exercised in production.
+//! Simulating power loss in-process makes "every acknowledged message survives" a
+//! deterministic, seeded unit test that runs in milliseconds.
+//!
+//! Simplifications of [`SimFs`], stated so nobody relies on them: directories always
+//! exist once created (their own creation is treated as durable); removing a file is
+//! durable at once; a torn write keeps a byte prefix (real disks tear at sector
+//! granularity, which a byte prefix includes).
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::CString;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// An open file of the store: positional I/O, so readers and the writer share it.
+pub trait StoreFile: Send + Sync + fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at EOF).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`, extending the file (with zeros) if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Current length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes everything written so far durable (`fdatasync`).
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// Space on the device holding the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Device size in bytes.
+    pub total: u64,
+    /// Bytes still available to the store.
+    pub available: u64,
+}
+
+impl DiskUsage {
+    /// Fraction of the device in use, 0.0..=1.0.
+    pub fn used_ratio(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        self.total.saturating_sub(self.available) as f64 / self.total as f64
+    }
+}
+
+/// A directory tree of [`StoreFile`]s.
+pub trait FileSystem: Send + Sync + fmt::Debug {
+    /// Opens `path` read-write; creates it (empty) if `create` and it does not exist.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries (files and directories) directly in `dir`; empty if missing.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Whether a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the creation and removal of entries in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Space on the device holding `path`, if known.
+    fn disk_usage(&self, path: &Path) -> io::Result<Option<DiskUsage>>;
+}
+
+/// Reads until `buf` is full or EOF; returns the bytes read.
+pub fn read_full(file: &dyn StoreFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+// ---------------------------------------------------------------------------------
+// Real files.
+
+/// The local file system through `std::fs`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealFile(File);
+
+impl StoreFile for RealFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl FileSystem for RealFs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+    fn disk_usage(&self, path: &Path) -> io::Result<Option<DiskUsage>> {
+        statvfs(path).map(Some)
+    }
+}
+
+/// `statvfs(3)` of the file system holding `path`.
+fn statvfs(path: &Path) -> io::Result<DiskUsage> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `statvfs` is plain old data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a valid NUL-terminated string and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok(DiskUsage {
+        total: (st.f_blocks as u64).saturating_mul(frsize),
+        available: (st.f_bavail as u64).saturating_mul(frsize),
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Simulated disk with power cuts.
+
+/// A small, seeded xorshift64* generator: deterministic randomized tests without a
+/// dependency.
+#[derive(Debug, Clone)]
+pub struct XorShift64(u64);
+
+impl XorShift64 {
+    /// A generator from `seed` (0 is replaced by a fixed non-zero value).
+    pub fn new(seed: u64) -> Self {
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish value in `0..n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+    /// True with probability `1/n`.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// A write or length change not yet made durable.
+#[derive(Debug, Clone)]
+enum PendingOp {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+impl PendingOp {
+    fn apply(&self, content: &mut Vec<u8>) {
+        match self {
+            PendingOp::Write { offset, data } => write_into(content, *offset, data),
+            PendingOp::SetLen(len) => content.resize(*len as usize, 0),
+        }
+    }
+}
+
+fn write_into(content: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let start = offset as usize;
+    let end = start + data.len();
+    if content.len() < end {
+        content.resize(end, 0);
+    }
+    content[start..end].copy_from_slice(data);
+}
+
+#[derive(Debug, Default)]
+struct SimFileData {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<PendingOp>,
+    /// Whether the directory entry survives a power cut.
+    entry_durable: bool,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    epoch: u64,
+    paths: HashMap<PathBuf, u64>,
+    files: HashMap<u64, SimFileData>,
+    dirs: BTreeSet<PathBuf>,
+    next_id: u64,
+    capacity: Option<u64>,
+}
+
+/// A power cut armed to happen at a future operation.
+#[derive(Debug)]
+struct Trip {
+    remaining: u64,
+    rng: XorShift64,
+    ordered: bool,
+}
+
+/// An in-memory disk for tests that tracks durability and simulates power cuts.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<SimState>>,
+    syncs: Arc<AtomicU64>,
+    sync_delay: Arc<Mutex<Duration>>,
+    trip: Arc<Mutex<Option<Trip>>>,
+}
+
+fn lock_state(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn power_lost() -> io::Error {
+    io::Error::other("simulated power loss: this handle belongs to a dead machine")
+}
+
+impl SimFs {
+    /// An empty simulated disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the device size [`FileSystem::disk_usage`] reports (used = bytes in files).
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        lock_state(&self.state).capacity = bytes;
+    }
+
+    /// Makes every file `sync` sleep this long first (to make group commit visible).
+    pub fn set_sync_delay(&self, delay: Duration) {
+        *self
+            .sync_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
+    /// Number of file syncs so far.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Arms a power cut that happens instead of the mutating operation (write,
+    /// `set_len`, sync, create, remove, directory sync) after the next `after_ops`
+    /// ones: a cut at an arbitrary point inside whatever the store is doing. That
+    /// operation and every later one on old handles fail. `ordered` selects
+    /// [`SimFs::power_cut_ordered`].
+    pub fn arm_power_cut(&self, after_ops: u64, seed: u64, ordered: bool) {
+        let trip = Trip {
+            remaining: after_ops,
+            rng: XorShift64::new(seed),
+            ordered,
+        };
+        *self.trip.lock().unwrap_or_else(PoisonError::into_inner) = Some(trip);
+    }
+
+    /// Cancels an armed power cut.
+    pub fn disarm(&self) {
+        *self.trip.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Number of power cuts so far.
+    pub fn power_cuts(&self) -> u64 {
+        lock_state(&self.state).epoch
+    }
+
+    /// Counts a mutating operation; performs the armed cut when it is due.
+    fn tick(&self) -> io::Result<()> {
+        let mut armed = self.trip.lock().unwrap_or_else(PoisonError::into_inner);
+        match armed.as_mut() {
+            None => return Ok(()),
+            Some(trip) if trip.remaining > 0 => {
+                trip.remaining -= 1;
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        if let Some(mut trip) = armed.take() {
+            drop(armed);
+            self.cut(&mut trip.rng, trip.ordered);
+        }
+        Err(power_lost())
+    }
+
+    /// Pulls the plug: drops every unsynced write of every file, then tears the last
+    /// unsynced write of each file at a random byte (a random prefix survives); files
+    /// whose directory entry was never synced vanish. Open handles fail from now on.
+    pub fn power_cut(&self, rng: &mut XorShift64) {
+        self.cut(rng, false);
+    }
+
+    /// Like [`SimFs::power_cut`], but first keeps a random number of each file's
+    /// unsynced writes in order (as a disk that writes back in order would) and tears
+    /// the next one.
+    pub fn power_cut_ordered(&self, rng: &mut XorShift64) {
+        self.cut(rng, true);
+    }
+
+    fn cut(&self, rng: &mut XorShift64, ordered: bool) {
+        let mut st = lock_state(&self.state);
+        st.epoch += 1;
+        let lost: Vec<u64> = st
+            .files
+            .iter()
+            .filter(|(_, f)| !f.entry_durable)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &lost {
+            st.files.remove(id);
+        }
+        st.paths.retain(|_, id| !lost.contains(id));
+        for file in st.files.values_mut() {
+            Self::cut_file(file, rng, ordered);
+        }
+    }
+
+    fn cut_file(file: &mut SimFileData, rng: &mut XorShift64, ordered: bool) {
+        let mut content = file.durable.clone();
+        let pending = std::mem::take(&mut file.pending);
+        let torn_index = if ordered {
+            rng.below(pending.len() as u64 + 1) as usize
+        } else {
+            pending.len().saturating_sub(1)
+        };
+        if ordered {
+            for op in &pending[..torn_index] {
+                op.apply(&mut content);
+            }
+        }
+        if let Some(op) = pending.get(torn_index) {
+            Self::apply_torn(op, &mut content, rng);
+        }
+        file.current = content.clone();
+        file.durable = content;
+    }
+
+    fn apply_torn(op: &PendingOp, content: &mut Vec<u8>, rng: &mut XorShift64) {
+        match op {
+            PendingOp::Write { offset, data } => {
+                let keep = rng.below(data.len() as u64 + 1) as usize;
+                if keep > 0 {
+                    write_into(content, *offset, &data[..keep]);
+                }
+            }
+            PendingOp::SetLen(_) if rng.one_in(2) => op.apply(content),
+            PendingOp::SetLen(_) => {}
+        }
+    }
+
+    fn handle(&self, id: u64, epoch: u64) -> Arc<dyn StoreFile> {
+        Arc::new(SimHandle {
+            fs: self.clone(),
+            id,
+            epoch,
+        })
+    }
+}
+
+impl FileSystem for SimFs {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>> {
+        let exists = lock_state(&self.state).paths.contains_key(path);
+        if !exists && create {
+            self.tick()?;
+        }
+        let mut st = lock_state(&self.state);
+        let epoch = st.epoch;
+        if let Some(id) = st.paths.get(path).copied() {
+            return Ok(self.handle(id, epoch));
+        }
+        if !create {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                path.display().to_string(),
+            ));
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.paths.insert(path.to_path_buf(), id);
+        st.files.insert(id, SimFileData::default());
+        Ok(self.handle(id, epoch))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = lock_state(&self.state);
+        for ancestor in path.ancestors() {
+            st.dirs.insert(ancestor.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let st = lock_state(&self.state);
+        let files = st.paths.keys().map(PathBuf::as_path);
+        let dirs = st.dirs.iter().map(PathBuf::as_path);
+        let names: BTreeSet<String> = files
+            .chain(dirs)
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let st = lock_state(&self.state);
+        st.paths.contains_key(path) || st.dirs.contains(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.tick()?;
+        let mut st = lock_state(&self.state);
+        match st.paths.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                path.display().to_string(),
+            )),
+        }
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.tick()?;
+        let mut st = lock_state(&self.state);
+        let ids: Vec<u64> = st
+            .paths
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(_, id)| *id)
+            .collect();
+        for id in ids {
+            if let Some(f) = st.files.get_mut(&id) {
+                f.entry_durable = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn disk_usage(&self, _path: &Path) -> io::Result<Option<DiskUsage>> {
+        let st = lock_state(&self.state);
+        let Some(total) = st.capacity else {
+            return Ok(None);
+        };
+        let used: u64 = st
+            .paths
+            .values()
+            .filter_map(|id| st.files.get(id))
+            .map(|f| f.current.len() as u64)
+            .sum();
+        Ok(Some(DiskUsage {
+            total,
+            available: total.saturating_sub(used),
+        }))
+    }
+}
+
+/// A handle to a [`SimFs`] file, valid until the next power cut.
+#[derive(Debug)]
+struct SimHandle {
+    fs: SimFs,
+    id: u64,
+    epoch: u64,
+}
+
+impl SimHandle {
+    fn with<T>(&self, f: impl FnOnce(&mut SimFileData) -> T) -> io::Result<T> {
+        let mut st = lock_state(&self.fs.state);
+        if st.epoch != self.epoch {
+            return Err(power_lost());
+        }
+        let file = st.files.get_mut(&self.id).ok_or_else(power_lost)?;
+        Ok(f(file))
+    }
+}
+
+impl StoreFile for SimHandle {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.with(|f| {
+            let start = (offset as usize).min(f.current.len());
+            let n = buf.len().min(f.current.len() - start);
+            buf[..n].copy_from_slice(&f.current[start..start + n]);
+            n
+        })
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fs.tick()?;
+        self.with(|f| {
+            write_into(&mut f.current, offset, buf);
+            f.pending.push(PendingOp::Write {
+                offset,
+                data: buf.to_vec(),
+            });
+        })
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.with(|f| f.current.len() as u64)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fs.tick()?;
+        self.with(|f| {
+            f.current.resize(len as usize, 0);
+            f.pending.push(PendingOp::SetLen(len));
+        })
+    }
+    fn sync(&self) -> io::Result<()> {
+        let delay = *self
+            .fs
+            .sync_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        self.fs.tick()?;
+        self.fs.syncs.fetch_add(1, Ordering::Relaxed);
+        self.with(|f| {
+            // The directory entry stays volatile until `sync_dir` (the POSIX rule).
+            for op in std::mem::take(&mut f.pending) {
+                op.apply(&mut f.durable);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_sync(fs: &SimFs, path: &Path) -> Arc<dyn StoreFile> {
+        let f = fs.open(path, true).expect("open");
+        fs.sync_dir(path.parent().expect("parent"))
+            .expect("sync dir");
+        f.write_at(b"hello ", 0).expect("write");
+        f.sync().expect("sync");
+        f
+    }
+
+    #[test]
+    fn power_cut_keeps_synced_data_and_a_prefix_of_the_last_write() {
+        for seed in 1..50 {
+            let fs = SimFs::new();
+            let path = Path::new("/d/f");
+            let f = write_sync(&fs, path);
+            f.write_at(b"lost ", 6).expect("write");
+            f.write_at(b"torn!", 11).expect("write");
+            fs.power_cut(&mut XorShift64::new(seed));
+            assert!(
+                f.read_at(&mut [0; 4], 0).is_err(),
+                "old handle must be dead"
+            );
+            let g = fs.open(path, false).expect("file survives");
+            let mut buf = vec![0; 64];
+            let n = read_full(g.as_ref(), &mut buf, 0).expect("read");
+            assert_eq!(&buf[..6], b"hello ");
+            if n > 6 {
+                // Only a prefix of the last write, after a hole of zeros.
+                assert!(
+                    buf[6..11].iter().all(|&b| b == 0),
+                    "dropped write resurfaced"
+                );
+                assert_eq!(&buf[11..n], &b"torn!"[..n - 11]);
+            }
+        }
+    }
+
+    #[test]
+    fn ordered_power_cut_keeps_an_in_order_prefix() {
+        for seed in 1..50 {
+            let fs = SimFs::new();
+            let path = Path::new("/d/f");
+            let f = write_sync(&fs, path);
+            for i in 0..5u8 {
+                f.write_at(&[b'a' + i; 4], 6 + 4 * i as u64).expect("write");
+            }
+            fs.power_cut_ordered(&mut XorShift64::new(seed));
+            let g = fs.open(path, false).expect("open");
+            let mut buf = vec![0; 64];
+            let n = read_full(g.as_ref(), &mut buf, 0).expect("read");
+            let expected = b"hello aaaabbbbccccddddeeee";
+            assert_eq!(&buf[..n], &expected[..n], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn an_armed_cut_fires_at_the_chosen_operation() {
+        let fs = SimFs::new();
+        let f = write_sync(&fs, Path::new("/d/f"));
+        fs.arm_power_cut(2, 1, false);
+        f.write_at(b"1", 6).expect("first op passes");
+        f.write_at(b"2", 7).expect("second op passes");
+        assert!(f.sync().is_err(), "the third op is the cut");
+        assert_eq!(fs.power_cuts(), 1);
+        assert!(f.write_at(b"3", 8).is_err(), "dead handle");
+        let g = fs.open(Path::new("/d/f"), false).expect("reopen");
+        g.write_at(b"x", 0).expect("new handles work");
+    }
+
+    #[test]
+    fn unsynced_directory_entries_vanish() {
+        let fs = SimFs::new();
+        let f = fs.open(Path::new("/d/new"), true).expect("open");
+        f.write_at(b"data", 0).expect("write");
+        f.sync().expect("sync");
+        fs.power_cut(&mut XorShift64::new(7));
+        assert!(!fs.exists(Path::new("/d/new")));
+    }
+
+    #[test]
+    fn lists_files_and_directories() {
+        let fs = SimFs::new();
+        fs.create_dir_all(Path::new("/r/a/b")).expect("mkdir");
+        fs.open(Path::new("/r/f"), true).expect("open");
+        assert_eq!(fs.list(Path::new("/r")).expect("list"), vec!["a", "f"]);
+        assert!(fs.list(Path::new("/none")).expect("list").is_empty());
+    }
+
+    #[test]
+    fn real_fs_round_trip() {
+        let dir = std::env::temp_dir().join(format!("mq-io-{}", std::process::id()));
+        let fs = RealFs;
+        fs.create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("f");
+        let f = fs.open(&path, true).expect("open");
+        f.write_at(b"abc", 2).expect("write");
+        f.sync().expect("sync");
+        fs.sync_dir(&dir).expect("sync dir");
+        let mut buf = [9u8; 5];
+        assert_eq!(read_full(f.as_ref(), &mut buf, 0).expect("read"), 5);
+        assert_eq!(&buf, b"\0\0abc");
+        assert_eq!(fs.list(&dir).expect("list"), vec!["f"]);
+        let usage = fs.disk_usage(&dir).expect("statvfs").expect("known");
+        assert!(usage.total > 0 && usage.used_ratio() <= 1.0);
+        fs.remove_file(&path).expect("remove");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,65 @@
+//! The broker's message store (layer 2 of DESIGN.md "Broker"): a pure library, no
+//! networking.
+//!
+//! # Layout
+//!
+//! ```text
+//! <root>/commitlog/<20-digit offset>                 all messages, RocketMQ 4.x format
+//! <root>/consumequeue/<topic>/<queueId>/<20 digits>  20-byte entries per queue offset
+//! <root>/index/<20-digit offset>                     sorted key-hash runs
+//! <root>/checkpoint                                  how far each part is durable
+//! <root>/abort                                       exists while the store is open
+//! ```
+//!
+//! - [`message`]: the stored-message format, properties, tag hash, message ids.
+//! - [`io`]: the file interface (real files, and a simulated disk with power cuts).
+//! - [`commitlog`]: the segmented append-only log.
+//! - [`consumequeue`]: per-queue offset → log position files.
+//! - [`index`]: lookup by `KEYS` token and `UNIQ_KEY`.
+//! - [`MessageStore`]: puts, gets, lookups, flush policy, checkpoint, recovery,
+//!   retention.
+//!
+//! # Durability
+//!
+//! The commit log is the only source of truth; consume queues and the index are derived
+//! from it and rebuilt after a crash (see `recovery.rs`). With [`FlushPolicy::Sync`] an
+//! acknowledged put has been fsynced; with [`FlushPolicy::Async`] a power cut loses at
+//! most the last flush interval, a killed process nothing. Recovery never serves a torn
+//! or corrupt message: every entry past the last checkpoint is verified (sizes, CRC)
+//! and the log ends at the first bad one.
+//!
+//! # Retention: the only way an acknowledged message goes away
+//!
+//! A retention pass (every `clean_interval`, default 10 s) deletes *whole* commit-log
+//! segments, oldest first, never the one being written:
+//! - by age: when every message in the segment is older than `retention` (72 h);
+//! - by space: while the disk holding the store is fuller than `disk_max_used_ratio`
+//!   (75 %), whether or not the messages were consumed.
+//!
+//! The consume-queue and index entries that pointed into deleted segments go with them,
+//! and queue minimum offsets move up (a consumer behind them gets `OffsetTooSmall` and
+//! the new minimum). Nothing else deletes stored messages. Age is judged per segment
+//! from the first message of the *next* segment, so a segment goes once that message
+//! has expired too (at most one segment's worth of time later than its own last one).
+
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod commitlog;
+pub mod consumequeue;
+pub mod error;
+pub mod index;
+pub mod io;
+pub mod message;
+mod recovery;
+#[allow(clippy::module_inception)]
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use error::{DecodeError, EncodeError, Result, StoreError};
+pub use message::{DecodedMessage, MessageToStore};
+pub use store::{
+    Clock, FlushPolicy, FoundMessage, GetResult, GetStatus, ManualClock, MessageStore, PutResult,
+    StoreConfig, StoredMessage, SystemClock, TagsCodeFn,
+};
