@@ -1,0 +1,244 @@
+//! `mq-testbed`: start, inspect and stop a local Kubernetes control plane for humans
+//! (`make up`), and fetch the tools it needs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mq_testbed::{Lifetime, Options, State, Testbed, apply_crds, paths, status, stop_dir};
+
+/// Start, inspect and stop mqfleet's local Kubernetes control plane (v1.20.2 on loopback).
+#[derive(Parser, Debug)]
+#[command(name = "mq-testbed", version)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MQFLEET_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Where the testbed lives.
+#[derive(Args, Debug)]
+struct DirArg {
+    /// Testbed directory (state.json, kubeconfig, logs, etcd data).
+    #[arg(long, env = paths::DIR_ENV, default_value_os_t = paths::default_cli_dir())]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a detached testbed (or report the healthy one already running there).
+    Up {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Apply every CRD YAML in this directory and wait until each is Established
+        /// (if that fails, the testbed keeps running; fix the CRD and run `up` again).
+        #[arg(long)]
+        crds: Option<PathBuf>,
+        /// Bound, in seconds, on each readiness wait.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Stop exactly what `up` started in the directory (exit 0 if nothing runs).
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Show each component's pid, liveness and port, and the apiserver's readyz.
+    /// Exits 0 when healthy, 1 otherwise.
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Print the kubeconfig path.
+    Kubeconfig {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Make sure the control-plane binaries, helm and kubectl are cached; print paths.
+    Tools,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    // kube's request layer logs every refused readiness probe at ERROR; the outcome
+    // reaches the user through our own errors, so it is muted by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up { dir, crds, timeout } => {
+            up(&dir.dir, crds.as_deref(), Duration::from_secs(timeout)).await
+        }
+        Command::Down { dir } => down(&dir.dir),
+        Command::Status { dir } => show_status(&dir.dir).await,
+        Command::Kubeconfig { dir } => kubeconfig(&dir.dir),
+        Command::Tools => tools(),
+    }
+}
+
+async fn up(dir: &Path, crds: Option<&Path>, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let began = Instant::now();
+    if let Some(current) = status(dir).await? {
+        if current.healthy() {
+            println!("a healthy testbed is already running in {}", dir.display());
+            apply_crds_from(&current.state, crds).await?;
+            print_usage(&current.state);
+            return Ok(ExitCode::SUCCESS);
+        }
+        tracing::info!(dir = %dir.display(), "clearing a stopped or broken testbed first");
+        stop_dir(dir)?;
+    }
+    let opts = Options {
+        dir: Some(dir.to_path_buf()),
+        keep_dir: false,
+        lifetime: Lifetime::Detached,
+        ready_timeout: timeout,
+        extra_apiserver_args: Vec::new(),
+    };
+    // Dropping an unfinished start stops whatever it had started.
+    let testbed = tokio::select! {
+        started = Testbed::start(opts) => started.context("starting the testbed")?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; stopped what had started"),
+    };
+    let state = testbed.detach();
+    println!(
+        "testbed up in {:.1} s (slot {}, apiserver https://127.0.0.1:{}, services {})",
+        began.elapsed().as_secs_f64(),
+        state.slot,
+        state.ports.apiserver,
+        state.service_cidr
+    );
+    apply_crds_from(&state, crds).await?;
+    print_usage(&state);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies CRDs; on failure the testbed keeps running so a fixed CRD can be re-applied
+/// with another `up`.
+async fn apply_crds_from(state: &State, crds: Option<&Path>) -> anyhow::Result<()> {
+    let Some(crds) = crds else {
+        return Ok(());
+    };
+    let config = mq_testbed::kubeconfig::load(&state.kubeconfig).await?;
+    let client = kube::Client::try_from(config)?;
+    let names = apply_crds(&client, crds)
+        .await
+        .with_context(|| format!("applying the CRDs in {}", crds.display()))?;
+    println!(
+        "applied and established {} CRD(s): {}",
+        names.len(),
+        names.join(", ")
+    );
+    Ok(())
+}
+
+fn print_usage(state: &State) {
+    let kubeconfig = state.kubeconfig.display();
+    let kubectl = paths::helm_bin_dir().join("kubectl");
+    println!("kubeconfig: {kubeconfig}");
+    println!("export KUBECONFIG={kubeconfig}");
+    println!(
+        "try: kubectl get mqfleet -A   (kubectl {}: {})",
+        if kubectl.exists() {
+            "is at"
+        } else {
+            "comes with `mq-testbed tools`"
+        },
+        kubectl.display()
+    );
+}
+
+fn down(dir: &Path) -> anyhow::Result<ExitCode> {
+    let was_running = stop_dir(dir)?;
+    if was_running {
+        println!("stopped the testbed in {}", dir.display());
+    } else {
+        println!("no testbed running in {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_status(dir: &Path) -> anyhow::Result<ExitCode> {
+    let Some(current) = status(dir).await? else {
+        println!("no testbed in {}", dir.display());
+        return Ok(ExitCode::FAILURE);
+    };
+    let state = &current.state;
+    println!(
+        "testbed in {} (slot {}, services {})",
+        dir.display(),
+        state.slot,
+        state.service_cidr
+    );
+    for c in &current.components {
+        let port = c.port.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let alive = if c.alive { "alive" } else { "dead" };
+        println!("  {:<24} pid {:<8} {:<6} port {port}", c.name, c.pid, alive);
+    }
+    match &current.readyz {
+        Ok(()) => println!("  apiserver readyz: ok"),
+        Err(why) => println!("  apiserver readyz: {why}"),
+    }
+    Ok(if current.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn kubeconfig(dir: &Path) -> anyhow::Result<ExitCode> {
+    let Some(state) = State::load(dir)? else {
+        bail!("no testbed in {} (run `mq-testbed up`)", dir.display());
+    };
+    println!("{}", state.kubeconfig.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tools() -> anyhow::Result<ExitCode> {
+    let k8s = mq_testbed::ensure_k8s()?;
+    let helm = mq_testbed::ensure_helm()?;
+    for (name, path) in [
+        ("etcd", &k8s.etcd),
+        ("kube-apiserver", &k8s.apiserver),
+        ("kube-controller-manager", &k8s.controller_manager),
+        ("kube-scheduler", &k8s.scheduler),
+        ("openssl", &k8s.openssl),
+        ("helm", &helm.helm),
+        ("kubectl", &helm.kubectl),
+    ] {
+        println!("{name:<24} {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
