@@ -36,7 +36,8 @@ status:
 test: deps
 	@$(PHASE) fmt $(CARGO) fmt --all -- --check
 	@$(PHASE) clippy $(CARGO) clippy --workspace --all-targets -- -D warnings
-	@$(PHASE) build $(CARGO) test --workspace --no-run
+	@$(PHASE) build-bins $(CARGO) build --workspace --bins
+	@$(PHASE) build-tests $(CARGO) test --workspace --no-run
 	@$(PHASE) unit $(CARGO) test --workspace --exclude mq-testbed
 	@$(PHASE) e2e $(CARGO) test -p mq-testbed
 

@@ -86,6 +86,7 @@ impl RouteTable {
                 cluster: reg.cluster.clone(),
                 broker_name: reg.broker_name.clone(),
                 broker_addrs: BTreeMap::new(),
+                enable_acting_master: false,
             });
         // An id that moved to a new address (pod restarted with a new IP) replaces the old.
         let stale: Vec<i64> = data

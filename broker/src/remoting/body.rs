@@ -268,6 +268,10 @@ pub struct BrokerData {
     pub broker_name: String,
     /// Broker id (0 = master) → `ip:port`.
     pub broker_addrs: BTreeMap<i64, String>,
+    /// 5.x acting-master flag; always false here, but written because strict clients
+    /// (rocketmq-client-rust) require the key.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub enable_acting_master: bool,
 }
 
 /// GET_ROUTEINFO_BY_TOPIC response body (`TopicRouteData`).
@@ -455,6 +459,7 @@ mod tests {
                 cluster: "c".into(),
                 broker_name: "b".into(),
                 broker_addrs: [(0, "127.0.0.1:10911".to_owned())].into(),
+                enable_acting_master: false,
             }],
             ..Default::default()
         };

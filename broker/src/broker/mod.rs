@@ -1,0 +1,28 @@
+//! The broker: request processors over the store, plus the state they share (topics,
+//! groups, offsets, clients, queue locks).
+//!
+//! Processors are split by concern: [`send`](self) (send, batch), `pull` (long polling,
+//! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
+//! (send-back, DLQ), `schedule` (delay levels), `register` (name servers).
+
+mod arrivals;
+pub mod clients;
+pub mod config;
+mod consumer;
+mod core;
+pub mod groups;
+pub mod locks;
+pub mod offsets;
+pub mod persist;
+mod pull;
+mod refusal;
+mod register;
+mod retry;
+pub mod schedule;
+mod send;
+pub mod table;
+pub mod topics;
+
+pub use config::{BrokerConfig, DEFAULT_DELAY_LEVELS, parse_delay_levels};
+pub use core::{Broker, BrokerStats};
+pub use refusal::{Refusal, Reply};

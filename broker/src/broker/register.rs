@@ -1,0 +1,124 @@
+//! Registration with the name servers: the broker's whole topic table, to every name
+//! server, every `register_interval` and whenever it changes.
+
+use super::core::Broker;
+use super::topics::registration_view;
+use crate::namesrv::RegisterBrokerRequestHeader;
+use crate::net::{Channel, RequestContext, RequestHandler, connect, not_supported};
+use crate::remoting::body::{self, RegisterBrokerBody};
+use crate::remoting::{RemotingCommand, request_code, response_code};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long one registration may take.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the table is checked for changes between full registrations.
+const CHANGE_CHECK: Duration = Duration::from_millis(500);
+
+/// Name servers send brokers nothing we handle.
+struct NoRequests;
+
+impl RequestHandler for NoRequests {
+    async fn handle(
+        &self,
+        _ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        Some(not_supported(&request))
+    }
+}
+
+impl Broker {
+    /// Whether at least one name server has accepted this broker.
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
+    }
+
+    /// Registers with every name server now and then forever (spawn it). The name server
+    /// list is read each round, so it can change at run time.
+    pub async fn run_registration(
+        self: Arc<Self>,
+        namesrv_addrs: impl Fn() -> Vec<String> + Send + 'static,
+    ) {
+        let mut channels: HashMap<String, Channel> = HashMap::new();
+        let mut last_version = None;
+        let mut since_full = Duration::MAX;
+        loop {
+            let view = registration_view(&self.topics);
+            if last_version != Some(view.data_version) || since_full >= self.cfg.register_interval {
+                let ok = self.register_all(&namesrv_addrs(), &mut channels).await;
+                self.registered.store(ok > 0, Ordering::Release);
+                last_version = Some(view.data_version);
+                since_full = Duration::ZERO;
+            }
+            tokio::time::sleep(CHANGE_CHECK).await;
+            since_full = since_full.saturating_add(CHANGE_CHECK);
+        }
+    }
+
+    /// Registers with each name server; returns how many accepted.
+    async fn register_all(
+        &self,
+        addrs: &[String],
+        channels: &mut HashMap<String, Channel>,
+    ) -> usize {
+        channels.retain(|addr, ch| addrs.contains(addr) && !ch.is_closed());
+        let body = body::to_json(&RegisterBrokerBody {
+            topic_config_serialize_wrapper: registration_view(&self.topics),
+            filter_server_list: vec![],
+        });
+        let mut accepted = 0;
+        for addr in addrs {
+            match self.register_one(addr, channels, body.clone()).await {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    channels.remove(addr);
+                    tracing::warn!(namesrv = %addr, error = %e, "registration failed");
+                }
+            }
+        }
+        accepted
+    }
+
+    async fn register_one(
+        &self,
+        addr: &str,
+        channels: &mut HashMap<String, Channel>,
+        body: bytes::Bytes,
+    ) -> Result<(), String> {
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = connect(addr, REGISTER_TIMEOUT, Arc::new(NoRequests))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                channels.insert(addr.to_owned(), c.clone());
+                c
+            }
+        };
+        let mut req = RemotingCommand::new_request(request_code::REGISTER_BROKER).with_body(body);
+        req.set_header(&RegisterBrokerRequestHeader {
+            broker_name: self.cfg.broker_name.clone(),
+            broker_addr: self.cfg.advertised_addr.clone(),
+            cluster_name: self.cfg.cluster.clone(),
+            ha_server_addr: None,
+            broker_id: self.cfg.broker_id,
+            compressed: Some(false),
+            body_crc32: None,
+        });
+        let response = channel
+            .request(req, REGISTER_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.code != response_code::SUCCESS {
+            return Err(format!(
+                "refused ({}): {}",
+                response.code,
+                response.remark.unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! `mq-broker`: name server, broker, or both in one process (standalone).
+//!
+//! Defaults follow Apache RocketMQ so stock clients and habits work: name server on 9876,
+//! broker on 10911 plus the VIP channel on 10909, store in `$HOME/store`.
+
+mod cli;
+mod run;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run::run(cli))
+}
