@@ -32,6 +32,7 @@ impl<V> Default for Stored<V> {
 pub struct ConfigTable<V> {
     path: PathBuf,
     stored: RwLock<Stored<V>>,
+    changed: tokio::sync::Notify,
 }
 
 impl<V> ConfigTable<V>
@@ -44,6 +45,7 @@ where
         Ok(Self {
             path,
             stored: RwLock::new(stored),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -62,6 +64,11 @@ where
     pub fn snapshot(&self) -> (BTreeMap<String, V>, DataVersion) {
         let s = self.read();
         (s.table.clone(), s.data_version)
+    }
+
+    /// Resolves after the next change (or at once if one happened since the last wait).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Names of every entry.
@@ -117,6 +124,8 @@ where
             counter: s.data_version.counter + 1,
         };
         persist::save(&self.path, &*s)?;
+        // A stored permit: whoever waits next (the registration loop) wakes at once.
+        self.changed.notify_one();
         Ok(true)
     }
 }

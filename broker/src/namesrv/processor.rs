@@ -143,6 +143,8 @@ impl RequestHandler for NameServer {
         ctx: RequestContext,
         request: RemotingCommand,
     ) -> Option<RemotingCommand> {
-        Some(self.dispatch(&ctx, &request))
+        let response = self.dispatch(&ctx, &request);
+        tracing::trace!(code = request.code, answer = response.code, topic = ?request.ext("topic"), peer = %ctx.channel.peer_addr(), "name server request");
+        Some(response)
     }
 }

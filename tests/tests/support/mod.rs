@@ -217,3 +217,49 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Answers nothing: our raw connections only make requests.
+struct NoRequests;
+
+impl mq_broker::net::RequestHandler for NoRequests {
+    async fn handle(
+        &self,
+        _: mq_broker::net::RequestContext,
+        request: mq_broker::remoting::RemotingCommand,
+    ) -> Option<mq_broker::remoting::RemotingCommand> {
+        Some(mq_broker::net::not_supported(&request))
+    }
+}
+
+/// Sends one request to `addr` on a fresh connection (observing the broker from the side;
+/// the client under test is always the third-party one).
+pub async fn raw_request(
+    addr: &str,
+    request: mq_broker::remoting::RemotingCommand,
+) -> mq_broker::remoting::RemotingCommand {
+    let channel = mq_broker::net::connect(addr, Duration::from_secs(5), Arc::new(NoRequests))
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    channel
+        .request(request, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("request to {addr}: {e}"))
+}
+
+/// Waits until the name server routes `topic` (so consumers started now find it at once).
+pub async fn wait_for_route(namesrv: &str, topic: &str) {
+    use mq_broker::remoting::{RemotingCommand, request_code, response_code};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = RemotingCommand::new_request(request_code::GET_ROUTEINFO_BY_TOPIC)
+            .with_ext("topic", topic);
+        if raw_request(namesrv, req).await.code == response_code::SUCCESS {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no route for {topic} at {namesrv} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
