@@ -405,7 +405,8 @@ pub struct LockBatchRequestBody {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LockBatchResponseBody {
-    /// Queues now locked by the client.
+    /// Queues now locked by the client (Java spells it `lockOKMQSet`).
+    #[serde(rename = "lockOKMQSet")]
     pub lock_ok_mq_set: BTreeSet<MessageQueue>,
 }
 
@@ -479,6 +480,23 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<TopicRouteData>(&json).unwrap(),
             route
+        );
+    }
+
+    #[test]
+    fn lock_answers_use_javas_field_name() {
+        let body = LockBatchResponseBody {
+            lock_ok_mq_set: [MessageQueue {
+                topic: "T".into(),
+                broker_name: "b".into(),
+                queue_id: 1,
+            }]
+            .into(),
+        };
+        let json = String::from_utf8(to_json(&body).to_vec()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"lockOKMQSet":[{"topic":"T","brokerName":"b","queueId":1}]}"#
         );
     }
 }
