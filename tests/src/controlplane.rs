@@ -139,7 +139,7 @@ impl Testbed {
     pub fn client(&self) -> kube::Client {
         // The same config already produced a client during start; TLS setup is
         // deterministic for fixed PEM data, so this cannot fail later.
-        kube::Client::try_from(self.config.clone())
+        crate::kubeclient::client(self.config.clone())
             .expect("the testbed's client config was validated at start")
     }
 
@@ -393,7 +393,7 @@ impl Launch<'_> {
             let url = format!("https://127.0.0.1:{port}");
             kubeconfig::write(&kubeconfig, &url, &ca, &self.pki.admin_token)?;
             let config = kubeconfig::load(&kubeconfig).await?;
-            let client = kube::Client::try_from(config.clone())?;
+            let client = crate::kubeclient::client(config.clone())?;
             let args = self.apiserver_args(etcd_port, port);
             let spec = self.spec(APISERVER, &self.bins.apiserver, args);
             self.core.spawn(&spec, Some(port))?;
@@ -441,7 +441,7 @@ impl Launch<'_> {
         ];
         let scheduler = self.spec(SCHEDULER, &self.bins.scheduler, scheduler_args);
         self.core.spawn(&scheduler, None)?;
-        let client = kube::Client::try_from(config.clone())?;
+        let client = crate::kubeclient::client(config.clone())?;
         self.wait(CONTROLLER_MANAGER, || {
             probe::default_service_account(client.clone())
         })

@@ -13,6 +13,7 @@ pub mod controlplane;
 pub mod crds;
 pub mod error;
 pub mod install;
+pub mod kubeclient;
 pub mod kubeconfig;
 pub mod paths;
 pub mod ports;

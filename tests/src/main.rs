@@ -152,7 +152,7 @@ async fn apply_crds_from(state: &State, crds: Option<&Path>) -> anyhow::Result<(
         return Ok(());
     };
     let config = mq_testbed::kubeconfig::load(&state.kubeconfig).await?;
-    let client = kube::Client::try_from(config)?;
+    let client = mq_testbed::kubeclient::client(config)?;
     let names = apply_crds(&client, crds)
         .await
         .with_context(|| format!("applying the CRDs in {}", crds.display()))?;

@@ -80,7 +80,7 @@ async fn readyz(state: &State) -> std::result::Result<(), String> {
     let config = kubeconfig::load(&state.kubeconfig)
         .await
         .map_err(|e| chain(&e))?;
-    let client = kube::Client::try_from(config).map_err(|e| chain(&e))?;
+    let client = crate::kubeclient::client(config).map_err(|e| chain(&e))?;
     tokio::time::timeout(READYZ_TIMEOUT, probe::apiserver_readyz(client))
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {READYZ_TIMEOUT:?}")))
