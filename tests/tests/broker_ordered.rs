@@ -48,10 +48,10 @@ impl MessageListenerOrderly for Orderly {
             })
             .collect();
         // Now and then refuse a message once: the queue must pause and redeliver it in place.
-        if let Some(first) = parsed.iter().find(|(k, s)| (k + s) % 9 == 4) {
-            if self.seen.suspended.lock().unwrap().insert(*first) {
-                return Ok(ConsumeOrderlyStatus::SuspendCurrentQueueAMoment);
-            }
+        if let Some(first) = parsed.iter().find(|(k, s)| (k + s) % 9 == 4)
+            && self.seen.suspended.lock().unwrap().insert(*first)
+        {
+            return Ok(ConsumeOrderlyStatus::SuspendCurrentQueueAMoment);
         }
         let mut done = self.seen.done.lock().unwrap();
         done.extend(parsed.into_iter().map(|(k, s)| (self.name.clone(), k, s)));
