@@ -53,9 +53,17 @@ fmt:
 crds:
 	$(CARGO) run -q -p mq-operator -- crds --out-dir crds
 
-## bench: the benchmarks, with their figures
+## bench: broker throughput/latency (release build; a standalone broker child per run, ~2 min on 2 cores)
+BENCH_BIN  = target/release/mq-broker
+BENCH_ARGS ?= --standalone --duration-secs 15 --paced-secs 8 --overload-secs 8
 bench:
-	@echo "No benchmarks yet: broker throughput/latency benchmarks arrive with the broker (issue 3)."
+	$(CARGO) build --release -p mq-broker
+	@echo "== async flush =="
+	@$(BENCH_BIN) bench $(BENCH_ARGS) --flush async
+	@echo "== sync flush =="
+	@$(BENCH_BIN) bench $(BENCH_ARGS) --flush sync
+	@echo "== load shedding: 512 sends in flight against a 5 ms SYSTEM_BUSY bound =="
+	@$(BENCH_BIN) bench --standalone --duration-secs 0 --overload-secs 8 --max-send-wait-ms 5
 
 clean: down
 	$(CARGO) clean

@@ -39,6 +39,10 @@ pub enum Mode {
     Broker(BrokerArgs),
     /// A name server and a broker in one process, auto-creating topics (local use).
     Standalone(StandaloneArgs),
+    /// Admin commands against running name servers and brokers (the mqadmin habit).
+    Admin(crate::admin_cli::AdminArgs),
+    /// Load generator: pipelined sends and pulls against a broker (`make bench`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Name-server settings.
@@ -57,6 +61,10 @@ pub struct NamesrvArgs {
     /// Instance id bare route queries are mapped into (instances with their own namespace).
     #[arg(long, env = "MQ_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Operations HTTP port (`/healthz`, `/livez`, `/metrics`); port 0 picks a free one
+    /// [default: the `--listen` IP, port 9879 (0 when `--listen` uses port 0)].
+    #[arg(long, env = "MQ_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// Flush policy.
@@ -78,21 +86,22 @@ pub struct BrokerArgs {
     /// host's first non-loopback IPv4 when listening on all interfaces).
     #[arg(long, env = "MQ_ADVERTISE_ADDR")]
     pub advertise_addr: Option<SocketAddr>,
-    /// Name servers, `host:port;host:port`.
-    #[arg(long, env = "NAMESRV_ADDR", default_value = "127.0.0.1:9876")]
-    pub namesrv_addr: String,
-    /// Store directory (default `$HOME/store`).
+    /// Name servers, `host:port;host:port` [default: the config file's `namesrvAddr`,
+    /// else 127.0.0.1:9876, or the embedded name server in standalone mode].
+    #[arg(long, env = "NAMESRV_ADDR")]
+    pub namesrv_addr: Option<String>,
+    /// Store directory [default: the config file's `storePathRootDir`, else `$HOME/store`].
     #[arg(long, env = "MQ_STORE_DIR")]
     pub store_dir: Option<PathBuf>,
-    /// When a send is acknowledged.
-    #[arg(long, value_enum, env = "MQ_FLUSH", default_value = "async")]
-    pub flush: Flush,
-    /// Broker name.
-    #[arg(long, env = "MQ_BROKER_NAME", default_value = "broker-a")]
-    pub broker_name: String,
-    /// Cluster name.
-    #[arg(long, env = "MQ_CLUSTER", default_value = "DefaultCluster")]
-    pub cluster: String,
+    /// When a send is acknowledged [default: the config file's `flushDiskType`, else async].
+    #[arg(long, value_enum, env = "MQ_FLUSH")]
+    pub flush: Option<Flush>,
+    /// Broker name [default: the config file's `brokerName`, else broker-a].
+    #[arg(long, env = "MQ_BROKER_NAME")]
+    pub broker_name: Option<String>,
+    /// Cluster name [default: the config file's `brokerClusterName`, else DefaultCluster].
+    #[arg(long, env = "MQ_CLUSTER")]
+    pub cluster: Option<String>,
     /// Instance id whose namespace names are canonicalised into.
     #[arg(long, env = "MQ_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -108,6 +117,24 @@ pub struct BrokerArgs {
     /// Do not serve the VIP channel (port − 2).
     #[arg(long, env = "MQ_NO_VIP")]
     pub no_vip: bool,
+    /// A `broker.conf`-style `key=value` file (namesrvAddr, brokerName, brokerClusterName,
+    /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue). Flags and their env
+    /// variables win over it at start; its `namesrvAddr` is re-read every second and a
+    /// change applies at once (see `mq_broker::conf`).
+    #[arg(long, env = "MQ_BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Operations HTTP port (`/healthz`, `/livez`, `/metrics`); port 0 picks a free one
+    /// [default: the `--listen` IP, port 10912 (0 when `--listen` uses port 0)].
+    #[arg(long, env = "MQ_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// A send that waited this long for the store is answered SYSTEM_BUSY (0 refuses
+    /// every send) [default: the config file's `waitTimeMillsInSendQueue`, else 200].
+    #[arg(long, env = "MQ_MAX_SEND_WAIT_MS")]
+    pub max_send_wait_ms: Option<u64>,
+    /// On SIGTERM, how long requests already received may take to be answered before
+    /// the store is flushed and closed anyway.
+    #[arg(long, env = "MQ_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
 }
 
 /// Standalone settings: a broker plus its own name server.

@@ -6,8 +6,11 @@
 //! around.
 
 pub mod broker;
+pub mod client;
+pub mod conf;
 pub mod names;
 pub mod namesrv;
 pub mod net;
+pub mod ops;
 pub mod remoting;
 pub mod store;

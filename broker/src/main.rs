@@ -3,8 +3,11 @@
 //! Defaults follow Apache RocketMQ so stock clients and habits work: name server on 9876,
 //! broker on 10911 plus the VIP channel on 10909, store in `$HOME/store`.
 
+mod admin_cli;
+mod bench;
 mod cli;
 mod run;
+mod settings;
 
 use clap::Parser;
 
@@ -14,5 +17,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run::run(cli))
+    runtime.block_on(async move {
+        match cli.mode {
+            cli::Mode::Admin(args) => admin_cli::run(args).await,
+            cli::Mode::Bench(args) => bench::run(args).await,
+            mode => run::run(mode).await,
+        }
+    })
 }

@@ -1,54 +1,95 @@
 //! Starting and stopping the servers of each mode.
 
-use crate::cli::{BrokerArgs, Cli, Flush, Mode, NamesrvArgs};
+use crate::cli::{BrokerArgs, Flush, Mode, NamesrvArgs};
+use crate::settings::FileSettings;
 use anyhow::{Context, Result};
 use mq_broker::broker::{Broker, BrokerConfig, parse_delay_levels, schedule};
+use mq_broker::conf;
 use mq_broker::names::Namespace;
 use mq_broker::namesrv::NameServer;
 use mq_broker::net::RemotingServer;
+use mq_broker::ops::{OpsServer, OpsState};
 use mq_broker::store::{FlushPolicy, MessageStore, StoreConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Runs the chosen mode until SIGTERM or Ctrl-C.
-pub async fn run(cli: Cli) -> Result<()> {
+/// Runs a server mode until SIGTERM or Ctrl-C, then stops cleanly: stop accepting,
+/// answer what was already received (bounded by `--shutdown-timeout-secs`), persist
+/// consumer offsets, flush and close the store; exit 0.
+pub async fn run(mode: Mode) -> Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let mut ready = serde_json::Map::new();
-    let broker = match cli.mode {
+    let (name, http_listen) = match &mode {
+        Mode::Namesrv(args) => ("namesrv", http_addr(args.http_listen, args.listen, 9879)),
+        Mode::Broker(args) => ("broker", http_addr(args.http_listen, args.listen, 10912)),
+        Mode::Standalone(args) => (
+            "standalone",
+            http_addr(args.broker.http_listen, args.broker.listen, 10912),
+        ),
+        other => anyhow::bail!("{other:?} is not a server mode"),
+    };
+    // The ops port comes first, so probes get "starting" (not a refused connection)
+    // while a large store recovers. It serves until the process exits.
+    let ops = Arc::new(OpsState::new(name, name != "namesrv"));
+    let http = OpsServer::bind(http_listen)
+        .await
+        .with_context(|| format!("binding the ops HTTP port to {http_listen}"))?;
+    ready.insert("http".into(), http.local_addr()?.to_string().into());
+    tokio::spawn(http.serve(ops.clone(), std::future::pending()));
+    let broker = match mode {
         Mode::Namesrv(args) => {
-            ready.insert(
-                "namesrv".into(),
-                start_namesrv(&args, stop.clone()).await?.to_string().into(),
-            );
+            let ns_addr = start_namesrv(&args, &ops, stop.clone()).await?;
+            ready.insert("namesrv".into(), ns_addr.to_string().into());
             None
         }
-        Mode::Broker(args) => Some(start_broker(args, false, &mut ready, stop.clone()).await?),
-        Mode::Standalone(mut args) => {
+        Mode::Broker(args) => Some(start_broker(args, None, &ops, &mut ready, stop.clone()).await?),
+        Mode::Standalone(args) => {
             let ns_args = NamesrvArgs {
                 listen: args.namesrv_listen,
                 broker_expiry_secs: 120,
                 instance_id: args.broker.instance_id.clone(),
+                http_listen: args.broker.http_listen,
             };
-            let ns_addr = start_namesrv(&ns_args, stop.clone()).await?;
+            let ns_addr = start_namesrv(&ns_args, &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
-            args.broker.namesrv_addr = reachable(ns_addr).to_string();
-            Some(start_broker(args.broker, true, &mut ready, stop.clone()).await?)
+            let embedded = reachable(ns_addr);
+            Some(start_broker(args.broker, Some(embedded), &ops, &mut ready, stop.clone()).await?)
         }
+        other => anyhow::bail!("{other:?} is not a server mode"),
     };
     // One line on stdout says where everything listens (tests and scripts read it).
     println!("{}", serde_json::Value::Object(ready));
     wait_for_signal().await;
     tracing::info!("stopping");
+    ops.begin_shutdown();
+    // Stops the accept loops: no new connections.
     let _ = stop_tx.send(true);
-    if let Some(broker) = broker {
+    if let Some((broker, bound)) = broker {
+        broker.begin_shutdown();
+        if !broker.drain(bound).await {
+            tracing::warn!(
+                in_flight = broker.in_flight(),
+                "requests still in flight after {bound:?}; closing the store anyway"
+            );
+        }
         tokio::task::spawn_blocking(move || broker.shutdown())
             .await?
             .map_err(anyhow::Error::msg)
             .context("flushing the broker's state")?;
     }
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// The ops port: as given, else on the service's IP with `port` (or an ephemeral port
+/// when the service itself asked for one, so parallel test processes never collide).
+fn http_addr(given: Option<SocketAddr>, listen: SocketAddr, port: u16) -> SocketAddr {
+    given.unwrap_or_else(|| {
+        let port = if listen.port() == 0 { 0 } else { port };
+        SocketAddr::new(listen.ip(), port)
+    })
 }
 
 async fn wait_for_signal() {
@@ -70,7 +111,11 @@ async fn until_stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn start_namesrv(args: &NamesrvArgs, stop: watch::Receiver<bool>) -> Result<SocketAddr> {
+async fn start_namesrv(
+    args: &NamesrvArgs,
+    ops: &OpsState,
+    stop: watch::Receiver<bool>,
+) -> Result<SocketAddr> {
     let server = RemotingServer::bind(args.listen)
         .await
         .with_context(|| format!("binding the name server to {}", args.listen))?;
@@ -80,40 +125,49 @@ async fn start_namesrv(args: &NamesrvArgs, stop: watch::Receiver<bool>) -> Resul
         Duration::from_secs(args.broker_expiry_secs),
     ));
     tokio::spawn(namesrv.clone().run_expiry(Duration::from_secs(1)));
+    ops.add_server("namesrv", server.stats());
+    ops.set_namesrv(namesrv.clone());
     tokio::spawn(server.serve(namesrv, until_stopped(stop)));
     tracing::info!(%addr, "name server listening");
     Ok(addr)
 }
 
+/// Starts the broker; returns it and how long a clean stop may wait for requests.
+/// `embedded_namesrv` is the standalone mode's own name server.
 async fn start_broker(
     args: BrokerArgs,
-    standalone: bool,
+    embedded_namesrv: Option<SocketAddr>,
+    ops: &OpsState,
     ready: &mut serde_json::Map<String, serde_json::Value>,
     stop: watch::Receiver<bool>,
-) -> Result<Arc<Broker>> {
+) -> Result<(Arc<Broker>, Duration)> {
+    let standalone = embedded_namesrv.is_some();
+    let file = FileSettings::load(args.config.as_deref())?;
     let server = RemotingServer::bind(args.listen)
         .await
         .with_context(|| format!("binding the broker to {}", args.listen))?;
     let addr = server.local_addr()?;
     let vip = vip_server(&args, addr).await?;
     let advertised = args.advertise_addr.unwrap_or_else(|| reachable(addr));
-    let store_dir = args.store_dir.clone().unwrap_or_else(default_store_dir);
+    let store_dir = file.store_dir(&args);
     let levels = parse_delay_levels(&args.delay_levels).map_err(anyhow::Error::msg)?;
 
     let mut store_cfg = StoreConfig::new(&store_dir);
     store_cfg.store_host = advertised;
     store_cfg.commitlog_segment_size = args.segment_size;
     store_cfg.tags_code = Some(schedule::tags_code_hook(levels.clone()));
-    if args.flush == Flush::Sync {
+    if file.flush(&args)? == Flush::Sync {
         store_cfg.flush = FlushPolicy::Sync;
     }
+    let store_path = store_dir.clone();
     let store = tokio::task::spawn_blocking(move || MessageStore::open(store_cfg))
         .await?
-        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+        .with_context(|| format!("opening the store in {}", store_path.display()))?;
 
-    let mut cfg = BrokerConfig::new(args.store_dir.clone().unwrap_or_else(default_store_dir));
-    cfg.broker_name = args.broker_name.clone();
-    cfg.cluster = args.cluster.clone();
+    let mut cfg = BrokerConfig::new(store_dir);
+    cfg.broker_name = file.broker_name(&args);
+    cfg.cluster = file.cluster(&args);
+    cfg.max_send_wait = file.max_send_wait(&args)?;
     cfg.advertised_addr = advertised.to_string();
     cfg.namespace = Namespace::new(args.instance_id.as_deref());
     cfg.auto_create_topics = standalone;
@@ -125,29 +179,30 @@ async fn start_broker(
             .context("loading the broker's topics, groups and offsets")?,
     );
 
-    let namesrv_addrs: Vec<String> = args
-        .namesrv_addr
-        .split(';')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
-    tokio::spawn(
-        broker
-            .clone()
-            .run_registration(move || namesrv_addrs.clone()),
-    );
+    let namesrvs = file.namesrv_list(&args, embedded_namesrv);
+    tracing::info!(namesrv = %namesrvs.get().join(";"), "name servers");
+    if let Some(watch) = file.watch {
+        tokio::spawn(conf::watch_namesrv_addrs(
+            watch,
+            namesrvs.clone(),
+            Duration::from_secs(1),
+        ));
+    }
+    tokio::spawn(broker.clone().run_registration(move || namesrvs.get()));
+    ops.set_broker(broker.clone());
+    ops.add_server("broker", server.stats());
     tokio::spawn(broker.clone().run_schedule());
     tokio::spawn(broker.clone().run_maintenance());
     tokio::spawn(server.serve(broker.clone(), until_stopped(stop.clone())));
     if let Some(vip) = vip {
         ready.insert("vip".into(), vip.local_addr()?.to_string().into());
+        ops.add_server("vip", vip.stats());
         tokio::spawn(vip.serve(broker.clone(), until_stopped(stop)));
     }
     tracing::info!(%addr, %advertised, "broker listening");
     ready.insert("broker".into(), addr.to_string().into());
     ready.insert("advertised".into(), advertised.to_string().into());
-    Ok(broker)
+    Ok((broker, Duration::from_secs(args.shutdown_timeout_secs)))
 }
 
 /// The VIP channel Java clients use by default: the same service on port − 2.
@@ -161,7 +216,7 @@ async fn vip_server(args: &BrokerArgs, addr: SocketAddr) -> Result<Option<Remoti
     )?))
 }
 
-fn default_store_dir() -> std::path::PathBuf {
+pub(crate) fn default_store_dir() -> std::path::PathBuf {
     std::env::var_os("HOME")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "/tmp".into())

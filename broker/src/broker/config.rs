@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     pub delay_levels: Vec<Duration>,
     /// Time between writes of consumer offsets to disk.
     pub offset_persist_interval: Duration,
+    /// A send that waited this long for the store is answered `SYSTEM_BUSY`
+    /// (Java's `waitTimeMillsInSendQueue`, 200 ms; see `gate.rs`).
+    pub max_send_wait: Duration,
 }
 
 impl BrokerConfig {
@@ -64,6 +67,7 @@ impl BrokerConfig {
             max_pull_hold: Duration::from_secs(30),
             delay_levels: parse_delay_levels(DEFAULT_DELAY_LEVELS).unwrap_or_default(),
             offset_persist_interval: Duration::from_secs(5),
+            max_send_wait: super::gate::DEFAULT_MAX_SEND_WAIT,
         }
     }
 }

@@ -1,9 +1,12 @@
 //! The broker: shared state and request dispatch.
 
+use super::activity::Activity;
 use super::arrivals::Arrivals;
 use super::clients::ClientRegistry;
 use super::config::BrokerConfig;
+use super::gate::SendQueue;
 use super::groups::{GroupTable, SubscriptionGroupConfig, group_config};
+use super::lifecycle::Lifecycle;
 use super::locks::QueueLocks;
 use super::offsets::ConsumerOffsets;
 use super::persist::PersistError;
@@ -46,6 +49,9 @@ pub struct Broker {
     pub(super) stats: BrokerStats,
     pub(super) next_queue: AtomicU64,
     pub(super) registered: AtomicBool,
+    pub(super) activity: Activity,
+    pub(super) gate: SendQueue,
+    pub(super) lifecycle: Lifecycle,
 }
 
 impl Broker {
@@ -62,6 +68,9 @@ impl Broker {
             stats: BrokerStats::default(),
             next_queue: AtomicU64::new(0),
             registered: AtomicBool::new(false),
+            activity: Activity::new(),
+            gate: SendQueue::new(&store, cfg.max_send_wait),
+            lifecycle: Lifecycle::default(),
             store,
             cfg,
         };
@@ -202,6 +211,7 @@ impl Broker {
             request_code::LOCK_BATCH_MQ => self.lock_batch(req),
             request_code::UNLOCK_BATCH_MQ => self.unlock_batch(req),
             request_code::CONSUMER_SEND_MSG_BACK => self.send_back(req).await,
+            code if super::admin::is_admin(code) => self.admin(req),
             _ => Ok(not_supported(req)),
         }
     }
@@ -224,6 +234,8 @@ impl RequestHandler for Broker {
         request: RemotingCommand,
     ) -> Option<RemotingCommand> {
         tracing::trace!(code = request.code, peer = %ctx.channel.peer_addr(), "request");
+        // Counted until answered, so a clean stop can wait for it (lifecycle.rs).
+        let _in_flight = self.lifecycle.enter();
         let response = self.dispatch(&ctx, &request).await.unwrap_or_else(|refusal| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(code = request.code, answer = refusal.code, remark = %refusal.remark, "request refused");

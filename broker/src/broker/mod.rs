@@ -3,14 +3,19 @@
 //!
 //! Processors are split by concern: [`send`](self) (send, batch), `pull` (long polling,
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
-//! (send-back, DLQ), `schedule` (delay levels), `register` (name servers).
+//! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
+//! (topics, groups, stats, connection lists, runtime info; rates in `activity`).
 
+pub mod activity;
+pub mod admin;
 mod arrivals;
 pub mod clients;
 pub mod config;
 mod consumer;
 mod core;
+pub mod gate;
 pub mod groups;
+mod lifecycle;
 pub mod locks;
 pub mod offsets;
 pub mod persist;

@@ -61,7 +61,12 @@ impl Broker {
         if may_wait && result.status == GetStatus::OffsetOverflowOne {
             let hold =
                 Duration::from_millis(h.suspend_timeout_millis as u64).min(self.cfg.max_pull_hold);
-            if tokio::time::timeout(hold, arrived).await.is_ok() {
+            // A clean stop answers held pulls at once (lifecycle.rs).
+            let woken = tokio::select! {
+                woken = tokio::time::timeout(hold, arrived) => woken.is_ok(),
+                _ = self.lifecycle.stopped() => false,
+            };
+            if woken {
                 result = self.read_queue(&pull).await?;
             }
         }
@@ -206,6 +211,8 @@ impl Broker {
             self.stats
                 .messages_out
                 .fetch_add(result.messages.len() as u64, Ordering::Relaxed);
+            self.activity
+                .record_consumed(&pull.group, &pull.topic, result.messages.len() as u64);
             self.stats
                 .bytes_out
                 .fetch_add(result.total_bytes() as u64, Ordering::Relaxed);

@@ -44,11 +44,18 @@ impl Broker {
     ) {
         let mut channels: HashMap<String, Channel> = HashMap::new();
         let mut last_version = None;
+        let mut last_addrs = None;
         let mut since_full = Duration::MAX;
         loop {
             let view = registration_view(&self.topics);
-            if last_version != Some(view.data_version) || since_full >= self.cfg.register_interval {
-                let ok = self.register_all(&namesrv_addrs(), &mut channels).await;
+            // A changed name-server list (config file re-read) registers at once.
+            let addrs = namesrv_addrs();
+            if last_version != Some(view.data_version)
+                || since_full >= self.cfg.register_interval
+                || last_addrs.as_ref() != Some(&addrs)
+            {
+                let ok = self.register_all(&addrs, &mut channels).await;
+                last_addrs = Some(addrs);
                 self.registered.store(ok > 0, Ordering::Release);
                 last_version = Some(view.data_version);
                 since_full = Duration::ZERO;

@@ -68,6 +68,7 @@ fn decode_batch(mut body: Bytes) -> Result<Vec<BatchItem>, Refusal> {
 impl Broker {
     /// Stores one message.
     pub(super) async fn send(&self, ctx: &RequestContext, req: &RemotingCommand) -> Reply {
+        let arrived = ctx.received;
         let h = SendMessageRequestHeader::from_command(req)?;
         let (topic, config, queue_id) = self.send_target(&h)?;
         let msg = MessageToStore {
@@ -83,12 +84,13 @@ impl Broker {
             prepared_transaction_offset: 0,
         };
         let msg = self.route_delayed(msg, &config)?;
-        let results = self.put(vec![msg]).await?;
+        let results = self.put_send(arrived, vec![msg]).await?;
         Ok(self.send_response(req, &results))
     }
 
     /// Stores every message of a batch, in order, in one queue.
     pub(super) async fn send_batch(&self, ctx: &RequestContext, req: &RemotingCommand) -> Reply {
+        let arrived = ctx.received;
         let h = SendMessageRequestHeader::from_command(req)?;
         let (topic, _config, queue_id) = self.send_target(&h)?;
         if topic.starts_with(crate::names::RETRY_PREFIX) {
@@ -119,7 +121,7 @@ impl Broker {
                 prepared_transaction_offset: 0,
             });
         }
-        let results = self.put(msgs).await?;
+        let results = self.put_send(arrived, msgs).await?;
         Ok(self.send_response(req, &results))
     }
 
@@ -174,6 +176,12 @@ impl Broker {
                 }
                 other => Refusal::from(other),
             })?;
+        self.after_put(&msgs);
+        Ok(results)
+    }
+
+    /// Counts stored messages and wakes pulls waiting on their queues.
+    pub(super) fn after_put(&self, msgs: &[MessageToStore]) {
         let bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
         self.stats
             .messages_in
@@ -181,10 +189,9 @@ impl Broker {
         self.stats
             .bytes_in
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        for m in &msgs {
+        for m in msgs {
             self.arrivals.notify(&m.topic, m.queue_id);
         }
-        Ok(results)
     }
 
     fn send_response(&self, req: &RemotingCommand, results: &[PutResult]) -> RemotingCommand {

@@ -32,6 +32,9 @@ pub trait RequestHandler: Send + Sync + 'static {
 pub struct RequestContext {
     /// The connection the request came on; also used to call the peer back.
     pub channel: Channel,
+    /// When the request's frame was read (time queued before the handler counts, e.g.
+    /// for the broker's SYSTEM_BUSY bound on sends).
+    pub received: std::time::Instant,
 }
 
 /// Why a request to the peer failed.
@@ -250,10 +253,17 @@ async fn read_loop<R: AsyncRead + Unpin, H: RequestHandler>(
             channel.complete(cmd);
             continue;
         }
+        let received = std::time::Instant::now();
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return Closed::Clean;
         };
-        tokio::spawn(dispatch(channel.clone(), handler.clone(), cmd, permit));
+        tokio::spawn(dispatch(
+            channel.clone(),
+            handler.clone(),
+            cmd,
+            received,
+            permit,
+        ));
     }
 }
 
@@ -263,6 +273,7 @@ async fn dispatch<H: RequestHandler>(
     channel: Channel,
     handler: Arc<H>,
     request: RemotingCommand,
+    received: std::time::Instant,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let oneway = request.is_oneway();
@@ -273,6 +284,7 @@ async fn dispatch<H: RequestHandler>(
     };
     let ctx = RequestContext {
         channel: channel.clone(),
+        received,
     };
     let response = match tokio::spawn(async move { handler.handle(ctx, request).await }).await {
         Ok(response) => response,

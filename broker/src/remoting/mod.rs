@@ -7,10 +7,12 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod body;
 pub mod codes;
 pub mod command;
 pub mod connection;
+pub mod fastjson;
 pub mod frame;
 pub mod header;
 

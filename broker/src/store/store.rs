@@ -458,6 +458,34 @@ impl MessageStore {
         Ok(results)
     }
 
+    /// Stores messages like [`MessageStore::put_batch`] but returns before any fsync,
+    /// whatever the flush policy, with the commit-log end the caller passes to
+    /// [`MessageStore::flush_until`] before acknowledging under sync flush. Lets a caller
+    /// that appends many puts in a row group their fsync (the broker's send queue).
+    pub fn put_batch_unflushed(&self, msgs: &[MessageToStore]) -> Result<(Vec<PutResult>, u64)> {
+        self.inner.check_writable()?;
+        let mut entries = self.inner.encode_all(msgs)?;
+        let (results, end) = self.inner.append_all(msgs, &mut entries)?;
+        if self.inner.index.needs_urgent_seal() {
+            self.inner.index.seal(false)?;
+        }
+        Ok((results, end))
+    }
+
+    /// Returns once the commit log is fsynced up to `end` (one fsync serves every
+    /// caller waiting at the time: group commit).
+    pub fn flush_until(&self, end: u64) -> Result<()> {
+        self.inner
+            .commitlog
+            .flush_until(end)
+            .map_err(|e| self.inner.fail(e))
+    }
+
+    /// The flush policy.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        self.inner.cfg.flush
+    }
+
     /// Reads up to `max_msgs` messages (and about `max_bytes`, at least one) from
     /// `topic`/`queue_id` starting at queue offset `offset`, skipping entries whose tag
     /// code `filter` rejects. The data is the stored bytes, ready for a pull response.

@@ -1,0 +1,111 @@
+//! Broker settings from flags, env and the config file, in that order of precedence
+//! (a flag or its environment variable, then the file, then the built-in default).
+//! The file format and what is re-read at run time: `mq_broker::conf`.
+
+use crate::cli::{BrokerArgs, Flush};
+use anyhow::{Context, Result};
+use mq_broker::conf::{self, FileWatch, NamesrvList, Properties};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Name server a broker registers with when nothing else says.
+const DEFAULT_NAMESRV: &str = "127.0.0.1:9876";
+
+/// The config file as read at start, and its watch.
+pub struct FileSettings {
+    props: Properties,
+    /// Polls the file for `namesrvAddr` changes (when there is a file).
+    pub watch: Option<FileWatch>,
+}
+
+impl FileSettings {
+    /// Reads `path`, or nothing when there is no config file.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self {
+                props: Properties::default(),
+                watch: None,
+            });
+        };
+        let (watch, props) = FileWatch::open(path)?;
+        tracing::info!(file = %path.display(), "read the config file");
+        Ok(Self {
+            props,
+            watch: Some(watch),
+        })
+    }
+
+    /// The store directory.
+    pub fn store_dir(&self, args: &BrokerArgs) -> PathBuf {
+        args.store_dir
+            .clone()
+            .or_else(|| self.props.get(conf::STORE_PATH_ROOT_DIR).map(PathBuf::from))
+            .unwrap_or_else(crate::run::default_store_dir)
+    }
+
+    /// The flush policy (`flushDiskType` is `ASYNC_FLUSH` or `SYNC_FLUSH`).
+    pub fn flush(&self, args: &BrokerArgs) -> Result<Flush> {
+        if let Some(flush) = args.flush {
+            return Ok(flush);
+        }
+        match self.props.get(conf::FLUSH_DISK_TYPE) {
+            None => Ok(Flush::Async),
+            Some(v) if v.eq_ignore_ascii_case("SYNC_FLUSH") => Ok(Flush::Sync),
+            Some(v) if v.eq_ignore_ascii_case("ASYNC_FLUSH") => Ok(Flush::Async),
+            Some(v) => anyhow::bail!(
+                "config file: {} must be ASYNC_FLUSH or SYNC_FLUSH, not {v:?}",
+                conf::FLUSH_DISK_TYPE
+            ),
+        }
+    }
+
+    /// The broker name.
+    pub fn broker_name(&self, args: &BrokerArgs) -> String {
+        args.broker_name
+            .clone()
+            .or_else(|| self.props.get(conf::BROKER_NAME).map(str::to_owned))
+            .unwrap_or_else(|| "broker-a".to_owned())
+    }
+
+    /// The cluster name.
+    pub fn cluster(&self, args: &BrokerArgs) -> String {
+        args.cluster
+            .clone()
+            .or_else(|| self.props.get(conf::BROKER_CLUSTER_NAME).map(str::to_owned))
+            .unwrap_or_else(|| "DefaultCluster".to_owned())
+    }
+
+    /// How long a send may wait for the store.
+    pub fn max_send_wait(&self, args: &BrokerArgs) -> Result<Duration> {
+        let millis = match (
+            args.max_send_wait_ms,
+            self.props.get(conf::WAIT_TIME_MILLS_IN_SEND_QUEUE),
+        ) {
+            (Some(ms), _) => ms,
+            (None, Some(v)) => v.parse().with_context(|| {
+                format!(
+                    "config file: {} must be milliseconds, not {v:?}",
+                    conf::WAIT_TIME_MILLS_IN_SEND_QUEUE
+                )
+            })?,
+            (None, None) => return Ok(mq_broker::broker::gate::DEFAULT_MAX_SEND_WAIT),
+        };
+        Ok(Duration::from_millis(millis))
+    }
+
+    /// The name servers, live: flag/env, else the file, else the embedded name server
+    /// (standalone) or 127.0.0.1:9876; later changes of the file's `namesrvAddr` apply.
+    pub fn namesrv_list(&self, args: &BrokerArgs, embedded: Option<SocketAddr>) -> NamesrvList {
+        let default = match embedded {
+            Some(addr) => vec![addr.to_string()],
+            None => vec![DEFAULT_NAMESRV.to_owned()],
+        };
+        let flag = args
+            .namesrv_addr
+            .as_deref()
+            .map(conf::parse_addr_list)
+            .filter(|l| !l.is_empty());
+        NamesrvList::new(flag, self.props.namesrv_addrs(), default)
+    }
+}
