@@ -36,8 +36,6 @@ pub struct BrokerProcess {
     child: Child,
     /// The ready line's addresses (`namesrv`, `broker`, …).
     pub ready: serde_json::Value,
-    /// The store directory.
-    pub store_dir: PathBuf,
 }
 
 impl BrokerProcess {
@@ -50,17 +48,49 @@ impl BrokerProcess {
             "--listen",
             "127.0.0.1:0",
             "--no-vip",
+            "--http-listen",
+            "127.0.0.1:0",
         ];
+        let dir = store_dir.to_str().expect("UTF-8 temp path");
+        args.extend_from_slice(&["--store-dir", dir]);
         args.extend_from_slice(extra);
-        Self::start(store_dir, &args)
+        Self::start(&args)
     }
 
-    /// Starts `mq-broker` with `args` (plus `--store-dir`), waiting for its ready line.
-    pub fn start(store_dir: &Path, args: &[&str]) -> Self {
+    /// Starts `mq-broker namesrv` on loopback with ephemeral ports.
+    pub fn namesrv_only() -> Self {
+        Self::start(&[
+            "namesrv",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+    }
+
+    /// Starts `mq-broker broker` named `name`, registering with `namesrv_addr` (`a;b`).
+    pub fn broker_only(store_dir: &Path, namesrv_addr: &str, name: &str) -> Self {
+        let dir = store_dir.to_str().expect("UTF-8 temp path");
+        Self::start(&[
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-vip",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--namesrv-addr",
+            namesrv_addr,
+            "--broker-name",
+            name,
+            "--store-dir",
+            dir,
+        ])
+    }
+
+    /// Starts `mq-broker` with `args`, waiting for its ready line.
+    pub fn start(args: &[&str]) -> Self {
         let mut child = Command::new(broker_binary())
             .args(args)
-            .arg("--store-dir")
-            .arg(store_dir)
             // MQ_TEST_BROKER_LOG=debug shows the broker's side of a failing test.
             .env(
                 "RUST_LOG",
@@ -87,11 +117,7 @@ impl BrokerProcess {
         };
         let ready =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
-        Self {
-            child,
-            ready,
-            store_dir: store_dir.to_owned(),
-        }
+        Self { child, ready }
     }
 
     /// The name-server address for `NAMESRV_ADDR`.
