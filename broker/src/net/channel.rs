@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -229,8 +230,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: CommandWriter<W>,
     mut inbox: mpsc::Receiver<RemotingCommand>,
 ) {
-    while let Some(cmd) = inbox.recv().await {
-        if let Err(e) = writer.write_command(&cmd).await {
+    while let Some(first) = inbox.recv().await {
+        // Everything already queued goes out with one flush (pipelined clients).
+        let mut next = Some(first);
+        let mut result = Ok(());
+        while let (Some(cmd), Ok(())) = (next.take(), &result) {
+            result = writer.feed(&cmd).await;
+            next = inbox.try_recv().ok();
+        }
+        if let Err(e) = result.and(writer.flush().await) {
             tracing::debug!(error = %e, "write failed; dropping the connection's output");
             return;
         }
@@ -277,19 +285,24 @@ async fn dispatch<H: RequestHandler>(
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let oneway = request.is_oneway();
+    // Enough of the request to answer it if the handler panics (no ext fields or body).
     let header_only = RemotingCommand {
-        body: None,
-        ext_fields: Default::default(),
-        ..request.clone()
+        code: request.code,
+        opaque: request.opaque,
+        serialize_type: request.serialize_type,
+        ..RemotingCommand::default()
     };
     let ctx = RequestContext {
         channel: channel.clone(),
         received,
     };
-    let response = match tokio::spawn(async move { handler.handle(ctx, request).await }).await {
+    // A panicking handler must not take the connection down: catch it here rather than
+    // spawning a second task per request.
+    let handled = std::panic::AssertUnwindSafe(handler.handle(ctx, request)).catch_unwind();
+    let response = match handled.await {
         Ok(response) => response,
-        Err(e) => {
-            tracing::error!(code = header_only.code, peer = %channel.peer_addr(), error = %e, "request handler failed");
+        Err(_) => {
+            tracing::error!(code = header_only.code, peer = %channel.peer_addr(), "request handler panicked");
             Some(RemotingCommand::response_to(
                 &header_only,
                 response_code::SYSTEM_ERROR,

@@ -139,6 +139,18 @@ impl<W: AsyncWrite + Unpin> CommandWriter<W> {
     pub async fn write_command(&mut self, cmd: &RemotingCommand) -> Result<(), ConnectionError> {
         write_command(&mut self.stream, cmd).await
     }
+
+    /// Writes one command into the buffer without flushing, so several replies ready at
+    /// once leave in one system call; call [`CommandWriter::flush`] after the last.
+    pub async fn feed(&mut self, cmd: &RemotingCommand) -> Result<(), ConnectionError> {
+        write_frame(&mut self.stream, cmd).await
+    }
+
+    /// Sends everything fed so far.
+    pub async fn flush(&mut self) -> Result<(), ConnectionError> {
+        self.stream.flush().await?;
+        Ok(())
+    }
 }
 
 /// Reads until `buffer` holds a whole frame, then decodes it.
@@ -180,13 +192,22 @@ async fn write_command<W: AsyncWrite + Unpin>(
     stream: &mut BufWriter<W>,
     cmd: &RemotingCommand,
 ) -> Result<(), ConnectionError> {
+    write_frame(stream, cmd).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Encodes `cmd` into the buffered stream without flushing.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    stream: &mut BufWriter<W>,
+    cmd: &RemotingCommand,
+) -> Result<(), ConnectionError> {
     let mut head = BytesMut::new();
     frame::encode_head(cmd, &mut head)?;
     stream.write_all(&head).await?;
     if let Some(body) = &cmd.body {
         stream.write_all(body).await?;
     }
-    stream.flush().await?;
     Ok(())
 }
 
