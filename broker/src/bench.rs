@@ -18,7 +18,8 @@ use crate::cli::Flush;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Args;
-use mq_broker::net::{Channel, RequestContext, RequestHandler, connect, not_supported};
+use mq_broker::net::NoRequests;
+use mq_broker::net::{Channel, connect};
 use mq_broker::remoting::{RemotingCommand, request_code, response_code};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -285,19 +286,6 @@ async fn measure(args: &BenchArgs, addr: &str, child: Option<&ChildBroker>) -> R
         report.insert("rss_end_kib".into(), rss.map(|r| r.0).into());
     }
     Ok(report)
-}
-
-/// Requests from the broker on our connections (none expected).
-struct NoRequests;
-
-impl RequestHandler for NoRequests {
-    async fn handle(
-        &self,
-        _ctx: RequestContext,
-        request: RemotingCommand,
-    ) -> Option<RemotingCommand> {
-        Some(not_supported(&request))
-    }
 }
 
 async fn connect_all(addr: &str, n: usize) -> Result<Vec<Channel>> {

@@ -5,7 +5,8 @@
 
 use mq_broker::broker::groups::group_config;
 use mq_broker::client::{AdminClient, AdminError};
-use mq_broker::net::{Channel, RequestContext, RequestHandler, connect};
+use mq_broker::net::NoRequests;
+use mq_broker::net::{Channel, connect};
 use mq_broker::remoting::body::{MessageQueue, TopicConfig};
 use mq_broker::remoting::{RemotingCommand, SendMessageRequestHeader, request_code, response_code};
 use std::future::Future;
@@ -126,17 +127,8 @@ async fn has_topic(broker: &AdminClient, name: &str) -> bool {
     topics.iter().any(|t| t.topic_name == name)
 }
 
-/// Answers nothing: the broker never calls the test's raw connection.
-struct Silent;
-
-impl RequestHandler for Silent {
-    async fn handle(&self, _ctx: RequestContext, _req: RemotingCommand) -> Option<RemotingCommand> {
-        None
-    }
-}
-
 async fn raw(addr: &str) -> Channel {
-    connect(addr, CALL, Arc::new(Silent))
+    connect(addr, CALL, Arc::new(NoRequests))
         .await
         .expect("raw connection")
 }

@@ -4,7 +4,8 @@
 //! Every process listens on ephemeral loopback ports and prints one JSON ready line;
 //! waits are bounded polls of an observable condition, never fixed sleeps.
 
-use mq_broker::net::{Channel, RequestContext, RequestHandler, connect, not_supported};
+use mq_broker::net::NoRequests;
+use mq_broker::net::{Channel, connect};
 use mq_broker::remoting::{RemotingCommand, request_code, response_code};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -173,19 +174,6 @@ fn wait_ready(http: &str) {
     wait_for("/healthz 200", EFFECT_TIMEOUT, || {
         (http_get(http, "/healthz").0 == 200).then_some(())
     });
-}
-
-/// Peers send us nothing we handle.
-struct NoRequests;
-
-impl RequestHandler for NoRequests {
-    async fn handle(
-        &self,
-        _ctx: RequestContext,
-        request: RemotingCommand,
-    ) -> Option<RemotingCommand> {
-        Some(not_supported(&request))
-    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

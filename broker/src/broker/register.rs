@@ -4,7 +4,8 @@
 use super::core::Broker;
 use super::topics::registration_view;
 use crate::namesrv::RegisterBrokerRequestHeader;
-use crate::net::{Channel, RequestContext, RequestHandler, connect, not_supported};
+use crate::net::NoRequests;
+use crate::net::{Channel, connect};
 use crate::remoting::body::{self, RegisterBrokerBody};
 use crate::remoting::{RemotingCommand, request_code, response_code};
 use std::collections::HashMap;
@@ -16,19 +17,6 @@ use std::time::Duration;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest pause between checks of the table's version.
 const CHANGE_CHECK: Duration = Duration::from_millis(500);
-
-/// Name servers send brokers nothing we handle.
-struct NoRequests;
-
-impl RequestHandler for NoRequests {
-    async fn handle(
-        &self,
-        _ctx: RequestContext,
-        request: RemotingCommand,
-    ) -> Option<RemotingCommand> {
-        Some(not_supported(&request))
-    }
-}
 
 impl Broker {
     /// Whether at least one name server has accepted this broker.

@@ -33,7 +33,8 @@ use crate::broker::admin::{
 use crate::broker::groups::SubscriptionGroupConfig;
 use crate::names::{self, DEFAULT_TOPIC};
 use crate::namesrv::{GetRouteInfoRequestHeader, TopicRequestHeader};
-use crate::net::{Channel, RequestContext, RequestHandler, connect, not_supported};
+use crate::net::NoRequests;
+use crate::net::{Channel, connect};
 use crate::remoting::admin::{
     ConsumeStats, ConsumerConnection, KvTable, ProducerConnection, TopicStatsTable,
 };
@@ -45,19 +46,6 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Servers send admin connections nothing we handle.
-struct NoRequests;
-
-impl RequestHandler for NoRequests {
-    async fn handle(
-        &self,
-        _ctx: RequestContext,
-        request: RemotingCommand,
-    ) -> Option<RemotingCommand> {
-        Some(not_supported(&request))
-    }
-}
 
 /// A connection to one broker or name server for admin calls.
 pub struct AdminClient {

@@ -3,13 +3,13 @@
 use crate::remoting::{
     CommandReader, CommandWriter, ConnectionError, RemotingCommand, response_code,
 };
+use futures::FutureExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 

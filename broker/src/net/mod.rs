@@ -17,6 +17,20 @@ pub use server::{RemotingServer, ServerStats};
 
 use crate::remoting::{RemotingCommand, response_code};
 
+/// The handler of connections on which the peer is not expected to call us (admin,
+/// registration, load generators, tests): every request gets [`not_supported`].
+pub struct NoRequests;
+
+impl RequestHandler for NoRequests {
+    async fn handle(
+        &self,
+        _ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        Some(not_supported(&request))
+    }
+}
+
 /// The answer to a request code no processor handles: the connection stays open.
 pub fn not_supported(request: &RemotingCommand) -> RemotingCommand {
     RemotingCommand::response_to(

@@ -244,28 +244,19 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -
     }
 }
 
-/// Answers nothing: our raw connections only make requests.
-struct NoRequests;
-
-impl mq_broker::net::RequestHandler for NoRequests {
-    async fn handle(
-        &self,
-        _: mq_broker::net::RequestContext,
-        request: mq_broker::remoting::RemotingCommand,
-    ) -> Option<mq_broker::remoting::RemotingCommand> {
-        Some(mq_broker::net::not_supported(&request))
-    }
-}
-
 /// Sends one request to `addr` on a fresh connection (observing the broker from the side;
 /// the client under test is always the third-party one).
 pub async fn raw_request(
     addr: &str,
     request: mq_broker::remoting::RemotingCommand,
 ) -> mq_broker::remoting::RemotingCommand {
-    let channel = mq_broker::net::connect(addr, Duration::from_secs(5), Arc::new(NoRequests))
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let channel = mq_broker::net::connect(
+        addr,
+        Duration::from_secs(5),
+        Arc::new(mq_broker::net::NoRequests),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     channel
         .request(request, Duration::from_secs(10))
         .await
