@@ -3,16 +3,17 @@
 //! routes), stats after real sends, connection lists, runtime info, and the
 //! `mq-broker admin` command line.
 
+#[path = "common/process.rs"]
+mod process;
 use mq_broker::broker::groups::group_config;
 use mq_broker::client::{AdminClient, AdminError};
 use mq_broker::net::NoRequests;
 use mq_broker::net::{Channel, connect};
 use mq_broker::remoting::body::{MessageQueue, TopicConfig};
 use mq_broker::remoting::{RemotingCommand, SendMessageRequestHeader, request_code, response_code};
+use process::{BrokerProcess, TempDir};
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,52 +22,26 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// Longest one admin call may take.
 const CALL: Duration = Duration::from_secs(5);
 
-/// `mq-broker standalone` on ephemeral loopback ports; killed and cleaned up on drop.
+/// `mq-broker standalone` on ephemeral loopback ports with its own store.
 struct Standalone {
-    child: Child,
+    // Declared first so the process stops before its store directory goes.
+    _process: BrokerProcess,
     namesrv: String,
     broker: String,
-    dir: PathBuf,
+    _dir: TempDir,
 }
 
 impl Standalone {
     fn start(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mq-admin-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
-            .args([
-                "standalone",
-                "--namesrv-listen",
-                "127.0.0.1:0",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--no-vip", "--http-listen", "127.0.0.1:0", "--store-dir"])
-            .arg(&dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mq-broker starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(DEADLINE).unwrap_or_default();
-        let mut started = Self {
-            child,
-            namesrv: String::new(),
-            broker: String::new(),
-            dir,
-        };
-        let ready: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("no ready line from mq-broker ({e}): {line:?}"));
-        started.namesrv = ready["namesrv"].as_str().expect("namesrv address").into();
-        started.broker = ready["broker"].as_str().expect("broker address").into();
-        started
+        let dir = TempDir::new(&format!("admin-{name}"));
+        let process =
+            BrokerProcess::standalone(Path::new(env!("CARGO_BIN_EXE_mq-broker")), &dir.0, &[]);
+        Self {
+            namesrv: process.namesrv(),
+            broker: process.broker(),
+            _process: process,
+            _dir: dir,
+        }
     }
 
     async fn broker_client(&self) -> AdminClient {
@@ -79,14 +54,6 @@ impl Standalone {
         AdminClient::connect(&self.namesrv, CALL)
             .await
             .expect("name server answers")
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

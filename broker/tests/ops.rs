@@ -4,131 +4,26 @@
 //! Every process listens on ephemeral loopback ports and prints one JSON ready line;
 //! waits are bounded polls of an observable condition, never fixed sleeps.
 
+#[path = "common/process.rs"]
+mod process;
 use mq_broker::net::NoRequests;
 use mq_broker::net::{Channel, connect};
 use mq_broker::remoting::{RemotingCommand, request_code, response_code};
-use std::io::{BufRead, BufReader, Read, Write};
+use process::{BrokerProcess as Proc, TempDir};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a process may take to print its ready line.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an asynchronous effect (registration, a file change) may take to show.
 const EFFECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one remoting request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running `mq-broker`, killed and reaped on drop.
-struct Proc {
-    child: Child,
-    ready: serde_json::Value,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mq-broker"))
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("MQ_TEST_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mq-broker starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) if !line.trim().is_empty() => line,
-            other => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("mq-broker {args:?} did not become ready: {other:?}, exit {status:?}");
-            }
-        };
-        let ready =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
-        Self { child, ready }
-    }
-
-    /// `mq-broker standalone` on loopback with ephemeral ports and `store`.
-    fn standalone(store: &Path, extra: &[&str]) -> Self {
-        let store = store.to_str().expect("utf-8 temp path");
-        let mut args = vec![
-            "standalone",
-            "--namesrv-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-vip",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--store-dir",
-            store,
-        ];
-        args.extend_from_slice(extra);
-        Self::start(&args)
-    }
-
-    fn addr(&self, key: &str) -> String {
-        self.ready[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {key} in the ready line {}", self.ready))
-            .to_owned()
-    }
-
-    /// SIGTERM, then the exit status within `bound`.
-    fn terminate(mut self, bound: Duration) -> (ExitStatus, Duration) {
-        let start = Instant::now();
-        let pid = i32::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: signalling our own, not yet reaped, child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait works") {
-                return (status, start.elapsed());
-            }
-            assert!(
-                start.elapsed() < bound,
-                "mq-broker did not exit within {bound:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A fresh directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("mq-ops-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The binary under test.
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_mq-broker"))
 }
 
 /// `GET path` on the ops port: status and body.
@@ -287,7 +182,7 @@ async fn cluster_info(namesrv: &str) -> String {
 #[test]
 fn healthz_turns_ready_once_registered_and_metrics_count_sends() {
     let dir = TempDir::new("metrics");
-    let broker = Proc::standalone(&dir.0.join("store"), &[]);
+    let broker = Proc::standalone(bin(), &dir.0.join("store"), &[]);
     let http = broker.addr("http");
     wait_ready(&http);
     let (_, page) = http_get(&http, "/metrics");
@@ -342,18 +237,21 @@ fn a_broker_without_a_reachable_name_server_is_not_ready() {
         .expect("a free port")
         .to_string();
     let store = dir.0.join("store");
-    let broker = Proc::start(&[
-        "broker",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-vip",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--namesrv-addr",
-        &dead,
-        "--store-dir",
-        store.to_str().expect("utf-8"),
-    ]);
+    let broker = Proc::start(
+        bin(),
+        &[
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-vip",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--namesrv-addr",
+            &dead,
+            "--store-dir",
+            store.to_str().expect("utf-8"),
+        ],
+    );
     let http = broker.addr("http");
     let (status, body) = http_get(&http, "/healthz");
     assert_eq!(status, 503, "{body}");
@@ -370,7 +268,7 @@ fn sigterm_answers_held_pulls_exits_zero_and_a_restart_keeps_messages_and_offset
     let store = dir.0.join("store");
     let topic = "OpsDurable";
     let group = "ops_durable_group";
-    let broker = Proc::standalone(&store, &[]);
+    let broker = Proc::standalone(bin(), &store, &[]);
     let rt = runtime();
     let held = rt.block_on(async {
         let ch = dial(&broker.addr("broker")).await;
@@ -422,7 +320,7 @@ fn sigterm_answers_held_pulls_exits_zero_and_a_restart_keeps_messages_and_offset
         answer.remark
     );
 
-    let broker = Proc::standalone(&store, &[]);
+    let broker = Proc::standalone(bin(), &store, &[]);
     rt.block_on(async {
         let ch = dial(&broker.addr("broker")).await;
         let max = call(&ch, queue_request(request_code::GET_MAX_OFFSET, topic, 0)).await;
@@ -464,17 +362,21 @@ fn a_config_file_change_moves_registration_to_another_name_server() {
     let conf_file = conf.join("broker.conf");
 
     let broker = Proc::standalone(
+        bin(),
         &dir.0.join("store"),
         &["--config", conf_file.to_str().expect("utf-8")],
     );
     wait_ready(&broker.addr("http"));
-    let second = Proc::start(&[
-        "namesrv",
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ]);
+    let second = Proc::start(
+        bin(),
+        &[
+            "namesrv",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
+    );
     let rt = runtime();
     let embedded = broker.addr("namesrv");
     assert!(
@@ -519,7 +421,7 @@ fn a_config_file_change_moves_registration_to_another_name_server() {
 fn sends_that_waited_past_the_bound_are_answered_system_busy() {
     let dir = TempDir::new("busy");
     // A bound of 0: every send has waited "too long", so each is refused, not stored.
-    let broker = Proc::standalone(&dir.0.join("store"), &["--max-send-wait-ms", "0"]);
+    let broker = Proc::standalone(bin(), &dir.0.join("store"), &["--max-send-wait-ms", "0"]);
     let http = broker.addr("http");
     runtime().block_on(async {
         let ch = dial(&broker.addr("broker")).await;

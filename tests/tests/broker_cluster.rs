@@ -78,11 +78,11 @@ async fn wait_for_brokers(namesrvs: &[String], brokers: &[&str]) {
 #[test]
 fn a_topic_on_two_brokers_survives_one_of_them_stopping() {
     let (d0, d1) = (TempDir::new("cluster-b0"), TempDir::new("cluster-b1"));
-    let ns = [BrokerProcess::namesrv_only(), BrokerProcess::namesrv_only()];
+    let ns = [support::namesrv_only(), support::namesrv_only()];
     let namesrvs: Vec<String> = ns.iter().map(BrokerProcess::namesrv).collect();
     let addr = namesrvs.join(";");
-    let b0 = BrokerProcess::broker_only(&d0.0, &addr, "broker-0");
-    let b1 = BrokerProcess::broker_only(&d1.0, &addr, "broker-1");
+    let b0 = support::broker_only(&d0.0, &addr, "broker-0");
+    let b1 = support::broker_only(&d1.0, &addr, "broker-1");
     let got = Arc::new(Mutex::new(HashSet::new()));
     let (first_brokers, b0) = Client::new().run(|rt| {
         let got = got.clone();
@@ -138,7 +138,10 @@ fn a_topic_on_two_brokers_survives_one_of_them_stopping() {
             .await;
 
             // broker-0 stops: its connections close and the name servers drop it.
-            assert!(b0.stop().success(), "broker-0 stops cleanly on SIGTERM");
+            assert!(
+                b0.terminate(Duration::from_secs(20)).0.success(),
+                "broker-0 stops cleanly on SIGTERM"
+            );
             wait_for_brokers(&namesrvs, &["broker-1"]).await;
             // Until the client refreshes its route a send may still pick the stopped broker
             // and fail; an application retries it, as it would any failed send.

@@ -13,7 +13,7 @@ use rocketmq_model::common::message::message_single::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{BrokerProcess, Client, TempDir, eventually};
+use support::{Client, TempDir, eventually};
 
 /// Bodies received, per consumer.
 #[derive(Default)]
@@ -87,7 +87,7 @@ const TAGS: [&str; 3] = ["TagA", "TagB", "TagC"];
 #[test]
 fn clustering_consumers_get_every_message_once_and_tag_filters_hold() {
     let dir = TempDir::new("compat-clustering");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let namesrv = broker.namesrv();
     let topic = "CompatTopic";
     let received = Arc::new(Received::default());

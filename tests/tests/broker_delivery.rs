@@ -13,7 +13,7 @@ use rocketmq_model::common::message::message_single::Message;
 use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{BrokerProcess, Client, TempDir, eventually};
+use support::{Client, TempDir, eventually};
 
 /// One delivery as a listener saw it.
 #[derive(Clone, Debug)]
@@ -134,7 +134,7 @@ async fn started_producer(
 #[test]
 fn broadcasting_consumers_each_get_every_message() {
     let dir = TempDir::new("broadcast");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let namesrv = broker.namesrv();
     let log = Log::default();
     Client::new().run(|rt| {
@@ -196,7 +196,7 @@ fn a_failing_message_is_retried_with_counts_then_lands_in_the_dlq() {
     let dir = TempDir::new("retry-dlq");
     // A short level table, so retries take milliseconds (the n-th retry uses level 3 + n).
     let levels = "100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms";
-    let broker = BrokerProcess::standalone(&dir.0, &["--delay-levels", levels]);
+    let broker = support::standalone(&dir.0, &["--delay-levels", levels]);
     let namesrv = broker.namesrv();
     let log = Log::default();
     let started = Instant::now();
@@ -287,7 +287,7 @@ fn a_failing_message_is_retried_with_counts_then_lands_in_the_dlq() {
 #[test]
 fn a_delay_level_message_arrives_on_time() {
     let dir = TempDir::new("delay");
-    let broker = BrokerProcess::standalone(&dir.0, &["--delay-levels", "1s 2s 3s"]);
+    let broker = support::standalone(&dir.0, &["--delay-levels", "1s 2s 3s"]);
     let namesrv = broker.namesrv();
     let log = Log::default();
     let sent_at = Client::new().run(|rt| {

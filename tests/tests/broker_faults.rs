@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{BrokerProcess, Client, TempDir, eventually};
+use support::{Client, TempDir, eventually};
 
 type Bodies = Arc<Mutex<Vec<String>>>;
 
@@ -110,7 +110,7 @@ fn send_raw(addr: &str, bytes: &[u8]) -> bool {
 #[test]
 fn garbage_and_truncated_frames_do_not_stop_the_broker() {
     let dir = TempDir::new("garbage");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut garbage = vec![0u8; 4096];
     for b in garbage.iter_mut() {
@@ -174,7 +174,7 @@ fn wait_for_persisted_offsets(store: &std::path::Path, group: &str, topic: &str,
 #[test]
 fn a_killed_broker_keeps_every_message_and_the_groups_committed_offsets() {
     let dir = TempDir::new("kill9");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let namesrv = broker.namesrv();
     let first: Vec<String> = (0..60).map(|i| format!("before-{i}")).collect();
     let got = Client::new().run(|rt| {
@@ -185,7 +185,7 @@ fn a_killed_broker_keeps_every_message_and_the_groups_committed_offsets() {
     wait_for_persisted_offsets(&dir.0, "GID_crash", "CrashTopic", 60);
     broker.kill9();
 
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let namesrv = broker.namesrv();
     let second: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
     let namesrv2 = namesrv.clone();

@@ -9,7 +9,7 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use support::{BrokerProcess, TempDir};
+use support::TempDir;
 
 /// A connection speaking hand-made frames.
 struct Raw(TcpStream);
@@ -78,7 +78,7 @@ fn v2_fields() -> serde_json::Value {
 #[test]
 fn header_variants_value_types_and_unknown_fields_are_accepted() {
     let dir = TempDir::new("liberal-headers");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let mut raw = Raw::connect(&broker.broker());
     let cases = [
         (
@@ -176,7 +176,7 @@ fn pull(raw: &mut Raw, group: &str, opaque: i32) -> RemotingCommand {
 #[test]
 fn heartbeat_variants_and_spaced_tag_expressions_filter_alike() {
     let dir = TempDir::new("liberal-heartbeat");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let mut raw = Raw::connect(&broker.broker());
     for (i, tag) in ["TagA", "TagB", "TagC", "TagA"].iter().enumerate() {
         let mut ext = v2_fields();
@@ -238,7 +238,7 @@ fn stored_bodies(mut data: &[u8]) -> Vec<String> {
 #[test]
 fn the_retry_topic_exists_once_a_group_subscribes_and_failures_stay_on_their_connection() {
     let dir = TempDir::new("liberal-retry");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let mut raw = Raw::connect(&broker.broker());
     let data = json!({"groupName": "GID_fresh", "consumeType": "CONSUME_PASSIVELY", "messageModel": "CLUSTERING", "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
                       "subscriptionDataSet": [{"topic": "AnyTopic", "subString": "*"}]});

@@ -14,7 +14,7 @@ use rocketmq_model::common::message::message_single::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{BrokerProcess, Client, TempDir, eventually};
+use support::{Client, TempDir, eventually};
 
 const INSTANCE: &str = "MQ_INST_1380156306793859_BaUm1AoX";
 const TOPIC: &str = "NsTopic";
@@ -100,7 +100,7 @@ fn message(body: &str) -> Message {
 fn namespaced_and_bare_clients_share_topics_groups_retries_and_the_dlq() {
     let dir = TempDir::new("namespaces");
     let levels = "100ms 100ms 100ms 100ms 100ms 100ms 100ms 100ms";
-    let broker = BrokerProcess::standalone(
+    let broker = support::standalone(
         &dir.0,
         &["--instance-id", INSTANCE, "--delay-levels", levels],
     );

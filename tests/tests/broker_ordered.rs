@@ -14,7 +14,7 @@ use rocketmq_model::common::message::message_single::Message;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{BrokerProcess, Client, TempDir, eventually};
+use support::{Client, TempDir, eventually};
 
 const KEYS: usize = 16;
 const PER_KEY: usize = 40;
@@ -98,7 +98,7 @@ fn by_key(queues: &[MessageQueue], _: &Message, key: &usize) -> Option<MessageQu
 #[test]
 fn per_key_order_holds_through_suspends_and_a_consumer_restart() {
     let dir = TempDir::new("ordered");
-    let broker = BrokerProcess::standalone(&dir.0, &[]);
+    let broker = support::standalone(&dir.0, &[]);
     let namesrv = broker.namesrv();
     let seen = Arc::new(Seen::default());
     Client::new().run(|rt| {

@@ -4,16 +4,14 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../broker/tests/common/process.rs"]
+mod process;
+pub use process::{BrokerProcess, TempDir};
 use rocketmq_client_rust::{ClientRuntime, ClientRuntimeConfig};
 use rocketmq_runtime::RuntimeOwner;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long a broker process may take to print its ready line.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `mq-broker` binary of this build (target/debug/mq-broker next to the test's deps dir).
 pub fn broker_binary() -> PathBuf {
@@ -31,47 +29,31 @@ pub fn broker_binary() -> PathBuf {
     bin
 }
 
-/// A running `mq-broker` process, killed (and waited for) on drop.
-pub struct BrokerProcess {
-    child: Child,
-    /// The ready line's addresses (`namesrv`, `broker`, …).
-    pub ready: serde_json::Value,
+/// `mq-broker standalone` on loopback with ephemeral ports.
+pub fn standalone(store_dir: &Path, extra: &[&str]) -> BrokerProcess {
+    BrokerProcess::standalone(&broker_binary(), store_dir, extra)
 }
 
-impl BrokerProcess {
-    /// Starts `mq-broker standalone` on loopback with ephemeral ports.
-    pub fn standalone(store_dir: &Path, extra: &[&str]) -> Self {
-        let mut args = vec![
-            "standalone",
-            "--namesrv-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-vip",
-            "--http-listen",
-            "127.0.0.1:0",
-        ];
-        let dir = store_dir.to_str().expect("UTF-8 temp path");
-        args.extend_from_slice(&["--store-dir", dir]);
-        args.extend_from_slice(extra);
-        Self::start(&args)
-    }
-
-    /// Starts `mq-broker namesrv` on loopback with ephemeral ports.
-    pub fn namesrv_only() -> Self {
-        Self::start(&[
+/// `mq-broker namesrv` on loopback with ephemeral ports.
+pub fn namesrv_only() -> BrokerProcess {
+    BrokerProcess::start(
+        &broker_binary(),
+        &[
             "namesrv",
             "--listen",
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
-        ])
-    }
+        ],
+    )
+}
 
-    /// Starts `mq-broker broker` named `name`, registering with `namesrv_addr` (`a;b`).
-    pub fn broker_only(store_dir: &Path, namesrv_addr: &str, name: &str) -> Self {
-        let dir = store_dir.to_str().expect("UTF-8 temp path");
-        Self::start(&[
+/// `mq-broker broker` named `name`, registering with `namesrv_addr` (`a;b`).
+pub fn broker_only(store_dir: &Path, namesrv_addr: &str, name: &str) -> BrokerProcess {
+    let dir = store_dir.to_str().expect("UTF-8 temp path");
+    BrokerProcess::start(
+        &broker_binary(),
+        &[
             "broker",
             "--listen",
             "127.0.0.1:0",
@@ -84,108 +66,8 @@ impl BrokerProcess {
             name,
             "--store-dir",
             dir,
-        ])
-    }
-
-    /// Starts `mq-broker` with `args`, waiting for its ready line.
-    pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(broker_binary())
-            .args(args)
-            // MQ_TEST_BROKER_LOG=debug shows the broker's side of a failing test.
-            .env(
-                "RUST_LOG",
-                std::env::var("MQ_TEST_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("mq-broker starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) if !line.trim().is_empty() => line,
-            other => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("mq-broker {args:?} did not become ready: {other:?}, exit {status:?}");
-            }
-        };
-        let ready =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad ready line {line:?}: {e}"));
-        Self { child, ready }
-    }
-
-    /// The name-server address for `NAMESRV_ADDR`.
-    pub fn namesrv(&self) -> String {
-        self.ready["namesrv"]
-            .as_str()
-            .expect("a name server in the ready line")
-            .to_owned()
-    }
-
-    /// The broker's client address.
-    pub fn broker(&self) -> String {
-        self.ready["broker"]
-            .as_str()
-            .expect("a broker in the ready line")
-            .to_owned()
-    }
-
-    /// SIGKILLs the process (a crash) and waits for it.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERMs the process and waits (bounded) for a clean exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mq-broker did not stop within 20 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// Creates `mqfleet-<name>-<pid>-<n>`.
-    pub fn new(name: &str) -> Self {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("mqfleet-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+        ],
+    )
 }
 
 /// The third-party client's runtime: it must own its Tokio runtime, so tests are plain
