@@ -181,6 +181,25 @@ pub trait CommonStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
 }
 
+/// Implements [`CommonStatus`] for status structs with `observed_generation` and
+/// `conditions` fields (every mqfleet status has both).
+macro_rules! impl_common_status {
+    ($($status:ty),+ $(,)?) => {
+        $(impl $crate::crd::CommonStatus for $status {
+            fn observed_generation(&self) -> Option<i64> {
+                self.observed_generation
+            }
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+                &mut self.conditions
+            }
+        })+
+    };
+}
+pub(crate) use impl_common_status;
+
 /// Whether a resource is in effect: status describes the current generation and `Ready=True`.
 pub fn is_ready(generation: Option<i64>, status: Option<&impl CommonStatus>) -> bool {
     status.is_some_and(|s| {
@@ -363,6 +382,63 @@ mod tests {
         assert_eq!(
             conditions[0].last_transition_time,
             flipped.last_transition_time
+        );
+    }
+
+    #[test]
+    fn ready_means_current_generation_and_ready_true() {
+        use crate::crd::MQTopicStatus;
+        let mut status = MQTopicStatus {
+            observed_generation: Some(2),
+            ..Default::default()
+        };
+        set_condition(
+            &mut status.conditions,
+            condition(READY, true, "Ready", "ok", Some(2)),
+        );
+        assert!(is_ready(Some(2), Some(&status)));
+        assert!(
+            !is_ready(Some(3), Some(&status)),
+            "a newer spec is not in effect yet"
+        );
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, "InstanceNotReady", "wait", Some(2)),
+        );
+        assert!(!is_ready(Some(2), Some(&status)));
+        assert!(!is_ready(Some(2), None::<&MQTopicStatus>));
+    }
+
+    #[test]
+    fn immutable_changes_name_the_field_and_both_values() {
+        use crate::crd::MQTopicSpec;
+        let spec = |topic: &str, order: OrderType, perm: Perm| MQTopicSpec {
+            instance: "orders".into(),
+            topic: topic.into(),
+            order_type: order,
+            perm,
+            queues: 8,
+            remark: None,
+            owner: None,
+            deletion_policy: DeletionPolicy::Delete,
+        };
+        let accepted = spec("ORDERS", OrderType::Normal, Perm::ReadWrite);
+        assert!(
+            spec("ORDERS", OrderType::Normal, Perm::ReadOnly)
+                .immutable_changes(&accepted)
+                .is_empty(),
+            "perm may change"
+        );
+        let changes =
+            spec("ORDERS2", OrderType::Transaction, Perm::ReadWrite).immutable_changes(&accepted);
+        let fields: Vec<&str> = changes.iter().map(|c| c.field).collect();
+        assert_eq!(fields, ["spec.topic", "spec.orderType"]);
+        assert!(
+            changes[0]
+                .to_string()
+                .contains("\"ORDERS\" and cannot become \"ORDERS2\""),
+            "{}",
+            changes[0]
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `MQEmpower`: a grant letting another account publish to or subscribe to a topic.
 
 use super::common::{
-    CommonStatus, ImmutableFields, OBJECT_NAME_PATTERN, Phase, Relation, TOPIC_PATTERN,
+    ImmutableFields, OBJECT_NAME_PATTERN, Phase, Relation, TOPIC_PATTERN, impl_common_status,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
@@ -69,17 +69,7 @@ pub struct MQEmpowerStatus {
     pub enforced_since: Option<Time>,
 }
 
-impl CommonStatus for MQEmpowerStatus {
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
+impl_common_status!(MQEmpowerStatus);
 
 impl ImmutableFields for MQEmpowerSpec {
     fn immutable_fields(&self) -> Vec<(&'static str, String)> {

@@ -1,8 +1,8 @@
 //! `MQGroup`: a consumer (or producer) group id of an instance.
 
 use super::common::{
-    CommonStatus, DeletionPolicy, GROUP_ID_PATTERN, ImmutableFields, OBJECT_NAME_PATTERN, Phase,
-    USER_ID_PATTERN,
+    DeletionPolicy, GROUP_ID_PATTERN, ImmutableFields, OBJECT_NAME_PATTERN, Phase, USER_ID_PATTERN,
+    impl_common_status,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -89,17 +89,7 @@ pub struct MQGroupStatus {
     pub brokers: Vec<String>,
 }
 
-impl CommonStatus for MQGroupStatus {
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
+impl_common_status!(MQGroupStatus);
 
 impl ImmutableFields for MQGroupSpec {
     fn immutable_fields(&self) -> Vec<(&'static str, String)> {

@@ -1,6 +1,8 @@
 //! `MQInstance`: a message queue instance (name servers + brokers + its namespace).
 
-use super::common::{CommonStatus, ImmutableFields, OBJECT_NAME_PATTERN, Phase, USER_ID_PATTERN};
+use super::common::{
+    ImmutableFields, OBJECT_NAME_PATTERN, Phase, USER_ID_PATTERN, impl_common_status,
+};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -195,17 +197,7 @@ pub struct MQInstanceStatus {
     pub groups: i32,
 }
 
-impl CommonStatus for MQInstanceStatus {
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
+impl_common_status!(MQInstanceStatus);
 
 impl ImmutableFields for MQInstanceSpec {
     fn immutable_fields(&self) -> Vec<(&'static str, String)> {

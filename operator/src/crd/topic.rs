@@ -1,8 +1,8 @@
 //! `MQTopic`: a topic of an instance.
 
 use super::common::{
-    CommonStatus, DeletionPolicy, ImmutableFields, OBJECT_NAME_PATTERN, OrderType, Perm, Phase,
-    TOPIC_PATTERN, USER_ID_PATTERN,
+    DeletionPolicy, ImmutableFields, OBJECT_NAME_PATTERN, OrderType, Perm, Phase, TOPIC_PATTERN,
+    USER_ID_PATTERN, impl_common_status,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -85,17 +85,7 @@ pub struct MQTopicStatus {
     pub brokers: Vec<String>,
 }
 
-impl CommonStatus for MQTopicStatus {
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
+impl_common_status!(MQTopicStatus);
 
 impl ImmutableFields for MQTopicSpec {
     fn immutable_fields(&self) -> Vec<(&'static str, String)> {
