@@ -30,22 +30,16 @@ impl MessageListenerConcurrently for Collect {
         _: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let mut got = self.0.lock().unwrap();
-        got.extend(
-            msgs.iter()
-                .map(|m| String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned()),
-        );
+        got.extend(msgs.iter().map(|m| support::body_text(m)));
         Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
     }
 }
 
 fn config(namesrv: &str, instance: &str) -> ClientConfig {
     ClientConfig {
-        namesrv_addr: Some(namesrv.to_owned().into()),
-        instance_name: instance.to_owned().into(),
-        vip_channel_enabled: false,
         // Clients refresh routes every 30 s by default; 10 s is the client's minimum.
         poll_name_server_interval: 10_000,
-        ..Default::default()
+        ..support::client_config(namesrv, instance)
     }
 }
 

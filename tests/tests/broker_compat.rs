@@ -4,8 +4,8 @@
 mod support;
 
 use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
+    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -56,20 +56,11 @@ impl MessageListenerConcurrently for Recorder {
         let mut map = self.received.by_consumer.lock().unwrap();
         let mine = map.entry(self.name.clone()).or_default();
         for m in msgs {
-            let body = String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned();
+            let body = support::body_text(m);
             let tag = m.get_tags().map(|t| t.to_string()).unwrap_or_default();
             mine.push((body, tag));
         }
         Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-    }
-}
-
-fn client_config(namesrv: &str, instance: &str) -> ClientConfig {
-    ClientConfig {
-        namesrv_addr: Some(namesrv.to_owned().into()),
-        instance_name: instance.to_owned().into(),
-        vip_channel_enabled: false,
-        ..Default::default()
     }
 }
 
@@ -96,7 +87,7 @@ fn clustering_consumers_get_every_message_once_and_tag_filters_hold() {
         let received = received.clone();
         async move {
             let mut producer = DefaultMQProducer::builder(rt.clone())
-                .client_config(client_config(&namesrv, "producer"))
+                .client_config(support::client_config(&namesrv, "producer"))
                 .producer_group("GID_compat_producer".to_string())
                 .build();
             producer.start().await.expect("producer starts");
@@ -109,7 +100,7 @@ fn clustering_consumers_get_every_message_once_and_tag_filters_hold() {
             let mut consumers = vec![];
             for name in ["c1", "c2"] {
                 let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
-                    .client_config(client_config(&namesrv, name))
+                    .client_config(support::client_config(&namesrv, name))
                     .consumer_group("GID_compat".to_string())
                     .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
                     .consume_thread_min(4)

@@ -4,8 +4,8 @@
 mod support;
 
 use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
+    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -42,7 +42,7 @@ impl MessageListenerConcurrently for Listener {
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let mut failed = false;
         for m in msgs {
-            let body = String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned();
+            let body = support::body_text(m);
             failed |= body.starts_with("poison");
             self.log.lock().unwrap().push(Delivery {
                 consumer: self.name.clone(),
@@ -58,15 +58,6 @@ impl MessageListenerConcurrently for Listener {
         } else {
             ConsumeConcurrentlyStatus::ConsumeSuccess
         })
-    }
-}
-
-fn config(namesrv: &str, instance: &str) -> ClientConfig {
-    ClientConfig {
-        namesrv_addr: Some(namesrv.to_owned().into()),
-        instance_name: instance.to_owned().into(),
-        vip_channel_enabled: false,
-        ..Default::default()
     }
 }
 
@@ -93,7 +84,7 @@ async fn start_consumer(
     log: &Log,
 ) -> DefaultMQPushConsumer {
     let mut consumer = DefaultMQPushConsumer::builder(rt)
-        .client_config(config(namesrv, spec.instance))
+        .client_config(support::client_config(namesrv, spec.instance))
         .consumer_group(spec.group.to_string())
         .message_model(spec.model)
         .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
@@ -119,7 +110,7 @@ async fn started_producer(
     topic: &str,
 ) -> DefaultMQProducer {
     let mut producer = DefaultMQProducer::builder(rt)
-        .client_config(config(namesrv, "producer"))
+        .client_config(support::client_config(namesrv, "producer"))
         .producer_group("GID_delivery_producer".to_string())
         .build();
     producer.start().await.expect("producer starts");

@@ -4,8 +4,8 @@
 mod support;
 
 use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
+    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -27,20 +27,8 @@ impl MessageListenerConcurrently for Collect {
         _: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let mut bodies = self.0.lock().unwrap();
-        bodies.extend(
-            msgs.iter()
-                .map(|m| String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned()),
-        );
+        bodies.extend(msgs.iter().map(|m| support::body_text(m)));
         Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-    }
-}
-
-fn config(namesrv: &str, instance: &str) -> ClientConfig {
-    ClientConfig {
-        namesrv_addr: Some(namesrv.to_owned().into()),
-        instance_name: instance.to_owned().into(),
-        vip_channel_enabled: false,
-        ..Default::default()
     }
 }
 
@@ -63,7 +51,7 @@ async fn round_trip(
     expect: usize,
 ) -> Vec<String> {
     let mut producer = DefaultMQProducer::builder(rt.clone())
-        .client_config(config(namesrv, &format!("p-{group}")))
+        .client_config(support::client_config(namesrv, &format!("p-{group}")))
         .producer_group("GID_faults_producer")
         .build();
     producer.start().await.expect("producer starts");
@@ -77,7 +65,7 @@ async fn round_trip(
     support::wait_for_route(namesrv, topic).await;
     let got = Bodies::default();
     let mut consumer = DefaultMQPushConsumer::builder(rt)
-        .client_config(config(namesrv, &format!("c-{group}")))
+        .client_config(support::client_config(namesrv, &format!("c-{group}")))
         .consumer_group(group.to_string())
         .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
         .consume_thread_min(4)

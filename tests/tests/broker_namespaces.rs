@@ -36,7 +36,7 @@ impl MessageListenerConcurrently for Listener {
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
         let mut failed = false;
         for m in msgs {
-            let body = String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned();
+            let body = support::body_text(m);
             failed |= body == "poison";
             self.log.lock().unwrap().push((
                 self.name.clone(),
@@ -55,11 +55,8 @@ impl MessageListenerConcurrently for Listener {
 
 fn config(namesrv: &str, instance: &str, namespaced: bool) -> ClientConfig {
     ClientConfig {
-        namesrv_addr: Some(namesrv.to_owned().into()),
-        instance_name: instance.to_owned().into(),
         namespace: namespaced.then(|| INSTANCE.into()),
-        vip_channel_enabled: false,
-        ..Default::default()
+        ..support::client_config(namesrv, instance)
     }
 }
 

@@ -4,7 +4,7 @@
 mod support;
 
 use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer,
+    ClientResult, ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer,
     DefaultMQPushConsumer, MQPushConsumer, MessageListenerOrderly,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
@@ -42,7 +42,7 @@ impl MessageListenerOrderly for Orderly {
         let parsed: Vec<(usize, usize)> = msgs
             .iter()
             .filter_map(|m| {
-                let body = String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned();
+                let body = support::body_text(m);
                 let (k, s) = body.split_once('-')?;
                 Some((k.parse().ok()?, s.parse().ok()?))
             })
@@ -59,15 +59,6 @@ impl MessageListenerOrderly for Orderly {
     }
 }
 
-fn config(namesrv: &str, instance: &str) -> ClientConfig {
-    ClientConfig {
-        namesrv_addr: Some(namesrv.to_owned().into()),
-        instance_name: instance.to_owned().into(),
-        vip_channel_enabled: false,
-        ..Default::default()
-    }
-}
-
 async fn orderly_consumer(
     rt: Arc<rocketmq_client_rust::ClientRuntime>,
     namesrv: &str,
@@ -75,7 +66,7 @@ async fn orderly_consumer(
     seen: &Arc<Seen>,
 ) -> DefaultMQPushConsumer {
     let mut consumer = DefaultMQPushConsumer::builder(rt)
-        .client_config(config(namesrv, name))
+        .client_config(support::client_config(namesrv, name))
         .consumer_group("GID_ordered".to_string())
         .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
         .suspend_current_queue_time_millis(100)
@@ -105,7 +96,7 @@ fn per_key_order_holds_through_suspends_and_a_consumer_restart() {
         let seen = seen.clone();
         async move {
             let mut producer = DefaultMQProducer::builder(rt.clone())
-                .client_config(config(&namesrv, "producer"))
+                .client_config(support::client_config(&namesrv, "producer"))
                 .producer_group("GID_ordered_producer")
                 .default_topic_queue_nums(8)
                 .build();

@@ -162,3 +162,19 @@ pub async fn wait_for_route(namesrv: &str, topic: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The client settings every wire test uses: this name server, a distinct instance name
+/// (two consumers in one process must be two clients), no VIP channel.
+pub fn client_config(namesrv: &str, instance: &str) -> rocketmq_client_rust::ClientConfig {
+    rocketmq_client_rust::ClientConfig {
+        namesrv_addr: Some(namesrv.to_owned().into()),
+        instance_name: instance.to_owned().into(),
+        vip_channel_enabled: false,
+        ..Default::default()
+    }
+}
+
+/// A message's body as text.
+pub fn body_text(m: &rocketmq_model::common::message::message_ext::MessageExt) -> String {
+    String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned()
+}
