@@ -7,11 +7,9 @@ use mq_broker::broker::groups::group_config;
 use mq_broker::broker::topics::topic_config;
 use mq_broker::client::AdminClient;
 use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
+    ClientConfig, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
-use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,20 +18,6 @@ use support::{BrokerProcess, Client, TempDir, eventually};
 
 const TOPIC: &str = "SpreadTopic";
 const GROUP: &str = "GID_spread";
-
-struct Collect(Arc<Mutex<HashSet<String>>>);
-
-impl MessageListenerConcurrently for Collect {
-    fn consume_message(
-        &self,
-        msgs: &[&MessageExt],
-        _: &ConsumeConcurrentlyContext,
-    ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        let mut got = self.0.lock().unwrap();
-        got.extend(msgs.iter().map(|m| support::body_text(m)));
-        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-    }
-}
 
 fn config(namesrv: &str, instance: &str) -> ClientConfig {
     ClientConfig {
@@ -105,7 +89,7 @@ fn a_topic_on_two_brokers_survives_one_of_them_stopping() {
                 .consume_thread_max(4)
                 .build();
             consumer.subscribe(TOPIC, "*").await.expect("subscribe");
-            consumer.register_message_listener_concurrently(Collect(got.clone()));
+            consumer.register_message_listener_concurrently(support::Collect(got.clone()));
             consumer.start().await.expect("consumer starts");
             let mut producer = DefaultMQProducer::builder(rt.clone())
                 .client_config(config(&addr, "p1"))

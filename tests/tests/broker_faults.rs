@@ -3,12 +3,8 @@
 
 mod support;
 
-use rocketmq_client_rust::{
-    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
-    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
-};
+use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
-use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,20 +13,6 @@ use std::time::{Duration, Instant};
 use support::{Client, TempDir, eventually};
 
 type Bodies = Arc<Mutex<Vec<String>>>;
-
-struct Collect(Bodies);
-
-impl MessageListenerConcurrently for Collect {
-    fn consume_message(
-        &self,
-        msgs: &[&MessageExt],
-        _: &ConsumeConcurrentlyContext,
-    ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        let mut bodies = self.0.lock().unwrap();
-        bodies.extend(msgs.iter().map(|m| support::body_text(m)));
-        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-    }
-}
 
 fn message(topic: &str, body: &str) -> Message {
     Message::builder()
@@ -72,7 +54,7 @@ async fn round_trip(
         .consume_thread_max(4)
         .build();
     consumer.subscribe(topic, "*").await.expect("subscribe");
-    consumer.register_message_listener_concurrently(Collect(got.clone()));
+    consumer.register_message_listener_concurrently(support::Collect(got.clone()));
     consumer.start().await.expect("consumer starts");
     eventually("every message", Duration::from_secs(60), || {
         got.lock().unwrap().len() >= expect

@@ -178,3 +178,22 @@ pub fn client_config(namesrv: &str, instance: &str) -> rocketmq_client_rust::Cli
 pub fn body_text(m: &rocketmq_model::common::message::message_ext::MessageExt) -> String {
     String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned()
 }
+
+/// A listener that acknowledges every message and keeps its body text in `C`
+/// (a `Vec` to count deliveries, a `HashSet` when redelivery is allowed).
+pub struct Collect<C>(pub Arc<std::sync::Mutex<C>>);
+
+impl<C: Extend<String> + Send> rocketmq_client_rust::MessageListenerConcurrently for Collect<C> {
+    fn consume_message(
+        &self,
+        msgs: &[&rocketmq_model::common::message::message_ext::MessageExt],
+        _: &rocketmq_client_rust::ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<rocketmq_client_rust::ConsumeConcurrentlyStatus> {
+        let mut bodies = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        bodies.extend(msgs.iter().map(|m| body_text(m)));
+        Ok(rocketmq_client_rust::ConsumeConcurrentlyStatus::ConsumeSuccess)
+    }
+}
