@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::codes::LanguageCode;
 use super::command::{RemotingCommand, SerializeType};
@@ -240,74 +240,171 @@ fn encode_json_header(cmd: &RemotingCommand) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Reads a JSON header liberally: any key order, unknown keys ignored, numbers as strings.
+///
+/// Parsed straight into the fields it needs (no `serde_json::Value` tree), since every
+/// request pays for it.
 fn decode_json_header(header: &[u8]) -> Result<RemotingCommand, FrameError> {
-    let value: Value = serde_json::from_slice(header)?;
-    let Value::Object(map) = value else {
+    if header.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let value: Value = serde_json::from_slice(header)?;
         return Err(bad_json("header", &value));
+    }
+    let h: JsonHeaderIn = serde_json::from_slice(header)?;
+    let ext_fields = match h.ext_fields {
+        Loose::Null => BTreeMap::new(),
+        Loose::Map(map) => map,
+        other => return Err(bad_text("extFields", &other.render())),
     };
     Ok(RemotingCommand {
-        code: json_i32(&map, "code")?,
-        language: json_language(map.get("language")),
+        code: h.code.to_i32("code")?,
+        language: h.language.to_language(),
         // Version only gates optional features, so an odd value must not cost the request.
-        version: json_i32(&map, "version").unwrap_or(0),
-        opaque: json_i32(&map, "opaque")?,
-        flag: json_i32(&map, "flag")?,
-        remark: map.get("remark").and_then(json_text),
-        ext_fields: json_ext_fields(map.get("extFields"))?,
+        version: h.version.to_i32("version").unwrap_or(0),
+        opaque: h.opaque.to_i32("opaque")?,
+        flag: h.flag.to_i32("flag")?,
+        remark: h.remark.into_text(),
+        ext_fields,
         body: None,
         // `serializeTypeCurrentRPC` is ignored: the frame's type byte is authoritative.
         serialize_type: SerializeType::Json,
     })
 }
 
-/// An integer field given as a number or a decimal string; missing or null means 0 (Java's default).
-fn json_i32(map: &Map<String, Value>, field: &'static str) -> Result<i32, FrameError> {
-    let parsed = match map.get(field) {
-        None | Some(Value::Null) => Some(0),
-        Some(Value::Number(n)) => n.as_i64().and_then(|v| i32::try_from(v).ok()),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        Some(_) => None,
-    };
-    match parsed {
-        Some(v) => Ok(v),
-        None => Err(bad_json(field, map.get(field).unwrap_or(&Value::Null))),
+/// The header fields we read; anything else is ignored.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JsonHeaderIn {
+    code: Loose,
+    language: Loose,
+    version: Loose,
+    opaque: Loose,
+    flag: Loose,
+    remark: Loose,
+    #[serde(rename = "extFields")]
+    ext_fields: Loose,
+}
+
+/// One header value, whatever JSON type the client chose.
+#[derive(Default)]
+enum Loose {
+    /// Absent or `null`.
+    #[default]
+    Null,
+    /// A string.
+    Text(String),
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+    /// An object, its values in text form (null values are absent keys): `extFields`.
+    Map(BTreeMap<String, String>),
+    /// Anything else (floats, huge integers, arrays), as JSON text.
+    Other(String),
+}
+
+impl Loose {
+    /// An integer field given as a number or a decimal string; null means 0 (Java's default).
+    fn to_i32(&self, field: &'static str) -> Result<i32, FrameError> {
+        let parsed = match self {
+            Loose::Null => Some(0),
+            Loose::Int(i) => i32::try_from(*i).ok(),
+            Loose::Text(s) => s.trim().parse().ok(),
+            Loose::Bool(_) | Loose::Map(_) | Loose::Other(_) => None,
+        };
+        parsed.ok_or_else(|| bad_text(field, &self.render()))
+    }
+
+    /// The language as a name or a number; never an error, since any client must be served.
+    fn to_language(&self) -> LanguageCode {
+        match self {
+            Loose::Null => LanguageCode::Java,
+            Loose::Text(name) => LanguageCode::from_name(name),
+            Loose::Int(i) => match u8::try_from(*i) {
+                Ok(code) => LanguageCode::from_code(code),
+                Err(_) => LanguageCode::UnknownName(i.to_string()),
+            },
+            other => LanguageCode::UnknownName(other.render()),
+        }
+    }
+
+    /// The value as the string Java would hold: strings as is, scalars in text form.
+    fn into_text(self) -> Option<String> {
+        match self {
+            Loose::Null => None,
+            Loose::Text(s) => Some(s),
+            other => Some(other.render()),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Loose::Null => "null".to_owned(),
+            Loose::Text(s) => Value::String(s.clone()).to_string(),
+            Loose::Int(i) => i.to_string(),
+            Loose::Bool(b) => b.to_string(),
+            Loose::Map(map) => serde_json::to_string(map).unwrap_or_default(),
+            Loose::Other(text) => text.clone(),
+        }
     }
 }
 
-/// The language as a name or a number; never an error, since any client must be served.
-fn json_language(value: Option<&Value>) -> LanguageCode {
-    match value {
-        None | Some(Value::Null) => LanguageCode::Java,
-        Some(Value::String(name)) => LanguageCode::from_name(name),
-        Some(Value::Number(n)) => match n.as_u64().and_then(|v| u8::try_from(v).ok()) {
-            Some(code) => LanguageCode::from_code(code),
-            None => LanguageCode::UnknownName(n.to_string()),
-        },
-        Some(other) => LanguageCode::UnknownName(other.to_string()),
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor)
     }
 }
 
-/// A value as the string Java would hold: strings as is, scalars in their text form.
-fn json_text(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        // Not seen from any client; keeping the JSON text beats dropping the request.
-        other => Some(other.to_string()),
+struct LooseVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LooseVisitor {
+    type Value = Loose;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Loose, E> {
+        Ok(Loose::Null)
+    }
+    fn visit_none<E>(self) -> Result<Loose, E> {
+        Ok(Loose::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Loose, E> {
+        Ok(Loose::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Loose, E> {
+        Ok(Loose::Int(i))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Loose, E> {
+        Ok(i64::try_from(u).map_or_else(|_| Loose::Other(u.to_string()), Loose::Int))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Loose, E> {
+        Ok(Loose::Other(Value::from(f).to_string()))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Loose, E> {
+        Ok(Loose::Text(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Loose, E> {
+        Ok(Loose::Text(s))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Loose, A::Error> {
+        let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Loose::Other(value.to_string()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+        let mut fields = BTreeMap::new();
+        while let Some((key, value)) = map.next_entry::<String, Loose>()? {
+            if let Some(text) = value.into_text() {
+                fields.insert(key, text);
+            }
+        }
+        Ok(Loose::Map(fields))
     }
 }
 
-/// `extFields` as strings; a missing or null map is empty, null values are absent keys.
-fn json_ext_fields(value: Option<&Value>) -> Result<BTreeMap<String, String>, FrameError> {
-    match value {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(map)) => Ok(map
-            .iter()
-            .filter_map(|(k, v)| json_text(v).map(|v| (k.clone(), v)))
-            .collect()),
-        Some(other) => Err(bad_json("extFields", other)),
+/// A `BadJsonField` error quoting at most 64 characters of `text`.
+fn bad_text(field: &'static str, text: &str) -> FrameError {
+    FrameError::BadJsonField {
+        field,
+        value: text.chars().take(64).collect(),
     }
 }
 
