@@ -51,7 +51,8 @@ pub trait StoreFile: Send + Sync + fmt::Debug {
 /// Space on the device holding the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskUsage {
-    /// Device size in bytes.
+    /// Bytes the store can ever have: in use plus available (as `df` counts it, so space
+    /// reserved for root or held back by the file system does not look "used").
     pub total: u64,
     /// Bytes still available to the store.
     pub available: u64,
@@ -179,9 +180,13 @@ fn statvfs(path: &Path) -> io::Result<DiskUsage> {
         return Err(io::Error::last_os_error());
     }
     let frsize = st.f_frsize as u64;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64);
+    let available = st.f_bavail as u64;
+    // df's Use%: used / (used + available). Counting reserved blocks as used would make a
+    // device with a large reservation look full (seen: 75 % "used" with 68 GB free).
     Ok(DiskUsage {
-        total: (st.f_blocks as u64).saturating_mul(frsize),
-        available: (st.f_bavail as u64).saturating_mul(frsize),
+        total: used.saturating_add(available).saturating_mul(frsize),
+        available: available.saturating_mul(frsize),
     })
 }
 
