@@ -317,9 +317,7 @@ impl Sender {
     ) -> Result<RemotingCommand, mq_broker::net::ChannelError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let queue = queue.unwrap_or((seq % self.queues as u64) as i32);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = mq_broker::broker::table::now_millis();
         // What a Java producer sends: V2 short header names, a unique key, tags.
         let properties = format!(
             "UNIQ_KEY\u{1}BENCH{:08X}{seq:016X}\u{2}WAIT\u{1}true\u{2}TAGS\u{1}bench\u{2}",

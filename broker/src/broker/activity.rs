@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Length of one counting window.
 const WINDOW: Duration = Duration::from_secs(10);
@@ -91,9 +91,7 @@ impl Activity {
         let started = Instant::now();
         Self {
             started,
-            started_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            started_ms: super::table::now_millis(),
             consumed: Mutex::default(),
             samples: Mutex::new(VecDeque::from([Sample {
                 at: started,

@@ -161,21 +161,24 @@ impl Broker {
     /// then wakes pulls waiting on their queues.
     pub(super) async fn put(&self, msgs: Vec<MessageToStore>) -> Result<Vec<PutResult>, Refusal> {
         let store = Arc::clone(&self.store);
-        let batch = msgs.clone();
-        let results = tokio::task::spawn_blocking(move || store.put_batch(&batch))
-            .await
-            .map_err(|e| {
-                Refusal::new(
-                    response_code::SYSTEM_ERROR,
-                    format!("store task failed: {e}"),
-                )
-            })?
-            .map_err(|e| match e {
-                crate::store::StoreError::Encode(e) => {
-                    Refusal::new(response_code::MESSAGE_ILLEGAL, e.to_string())
-                }
-                other => Refusal::from(other),
-            })?;
+        // The messages travel to the blocking task and back, so nothing is copied.
+        let (msgs, results) = tokio::task::spawn_blocking(move || {
+            let results = store.put_batch(&msgs);
+            (msgs, results)
+        })
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                response_code::SYSTEM_ERROR,
+                format!("store task failed: {e}"),
+            )
+        })?;
+        let results = results.map_err(|e| match e {
+            crate::store::StoreError::Encode(e) => {
+                Refusal::new(response_code::MESSAGE_ILLEGAL, e.to_string())
+            }
+            other => Refusal::from(other),
+        })?;
         self.after_put(&msgs);
         Ok(results)
     }
