@@ -27,6 +27,8 @@ pub const APISERVER: &str = "kube-apiserver";
 pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
 /// The scheduler's component name.
 pub const SCHEDULER: &str = "kube-scheduler";
+/// The process kubelet's component name.
+pub const NODE: &str = "mq-node";
 
 /// How often readiness probes run.
 const POLL: Duration = Duration::from_millis(100);
@@ -39,8 +41,9 @@ const PORT_ATTEMPTS: u32 = 3;
 /// Log lines quoted in startup errors.
 const TAIL_LINES: usize = 40;
 /// What a testbed creates in its directory; `stop` removes exactly these.
-const ENTRIES: [&str; 7] = [
+const ENTRIES: [&str; 8] = [
     "etcd",
+    "node",
     "pki",
     "logs",
     "pids",
@@ -63,6 +66,11 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// Extra kube-apiserver flags (e.g. feature gates a suite needs).
     pub extra_apiserver_args: Vec<String>,
+    /// Nodes of the process kubelet (0: control plane only, Pods stay Pending).
+    pub nodes: usize,
+    /// Where `mqfleet/<binary>` images come from; `None`: the directory of the
+    /// `mq-testbed` binary, i.e. the workspace's `target/debug`.
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -73,9 +81,14 @@ impl Default for Options {
             lifetime: Lifetime::Attached,
             ready_timeout: Duration::from_secs(60),
             extra_apiserver_args: Vec::new(),
+            nodes: DEFAULT_NODES,
+            bin_dir: None,
         }
     }
 }
+
+/// Nodes a testbed registers unless told otherwise.
+pub const DEFAULT_NODES: usize = 3;
 
 /// A running local control plane. Dropping it stops it (unless [`Testbed::detach`]ed).
 pub struct Testbed {
@@ -123,6 +136,7 @@ impl Testbed {
         let etcd_port = launch.etcd().await?;
         let (config, api_url) = launch.apiserver(etcd_port).await?;
         launch.controllers(&config).await?;
+        launch.node(&config).await?;
         core.update(|s| s.ready = true)?;
         tracing::info!(dir = %dir.display(), slot = core.slot.index(), %api_url, "testbed ready");
         Ok(Testbed {
@@ -448,6 +462,32 @@ impl Launch<'_> {
         .await
     }
 
+    /// Starts the process kubelet (`mq-testbed node`) and waits for its Nodes.
+    async fn node(&self, config: &kube::Config) -> Result<()> {
+        let nodes = self.opts.nodes;
+        if nodes == 0 {
+            return Ok(());
+        }
+        let binary = paths::testbed_binary()?;
+        let bin_dir = match &self.opts.bin_dir {
+            Some(dir) => dir.clone(),
+            None => binary
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        };
+        let args = vec![
+            "node".into(),
+            format!("--dir={}", self.core.dir.display()),
+            format!("--nodes={nodes}"),
+            format!("--bin-dir={}", bin_dir.display()),
+        ];
+        self.core.spawn(&self.spec(NODE, &binary, args), None)?;
+        let client = crate::kubeclient::client(config.clone())?;
+        self.wait(NODE, || probe::nodes_ready(client.clone(), nodes))
+            .await
+    }
+
     fn spec(&self, name: &str, program: &Path, args: Vec<String>) -> Spec {
         Spec {
             name: name.to_owned(),
@@ -461,6 +501,7 @@ impl Launch<'_> {
 
     fn apiserver_args(&self, etcd_port: u16, port: u16) -> Vec<String> {
         let pki = self.pki;
+        let (first, last) = self.core.slot.node_port_range();
         let mut args = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
             "--bind-address=127.0.0.1".into(),
@@ -482,6 +523,7 @@ impl Launch<'_> {
                 self.core.slot.service_cidr()
             ),
             "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+            format!("--service-node-port-range={first}-{last}"),
         ];
         args.extend(self.opts.extra_apiserver_args.iter().cloned());
         args

@@ -28,6 +28,9 @@ pub enum Error {
     /// A required program is still missing after the install script ran.
     #[error("{0} is missing after the install script ran")]
     MissingBinary(PathBuf),
+    /// The `mq-testbed` binary that runs the process kubelet is not built.
+    #[error("{0} is not built (run `cargo build -p mq-testbed`, or set MQFLEET_TESTBED_BIN)")]
+    NoTestbedBinary(PathBuf),
     /// Every slot is held by a live testbed.
     #[error(
         "all {count} testbed slots under {dir} are in use; run `mq-testbed down` or stop other test runs"

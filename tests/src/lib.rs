@@ -15,6 +15,8 @@ pub mod error;
 pub mod install;
 pub mod kubeclient;
 pub mod kubeconfig;
+pub mod logs;
+pub mod node;
 pub mod paths;
 pub mod ports;
 pub mod probe;

@@ -47,6 +47,38 @@ enum Command {
         /// Bound, in seconds, on each readiness wait.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Nodes of the process kubelet (0: control plane only).
+        #[arg(long, default_value_t = mq_testbed::controlplane::DEFAULT_NODES)]
+        nodes: usize,
+    },
+    /// Print a container's log (`kubectl logs` needs a kubelet API the process kubelet
+    /// does not serve).
+    Logs {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The Pod.
+        pod: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The container (needed when the Pod has several).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// The log of the previous run (before the last restart).
+        #[arg(short, long)]
+        previous: bool,
+    },
+    /// Run the process kubelet of a testbed (started by `up` and by tests; not for humans).
+    #[command(hide = true)]
+    Node {
+        #[command(flatten)]
+        dir: DirArg,
+        /// How many Nodes to register.
+        #[arg(long, default_value_t = mq_testbed::controlplane::DEFAULT_NODES)]
+        nodes: usize,
+        /// Where `mqfleet/<binary>` images are found.
+        #[arg(long)]
+        bin_dir: PathBuf,
     },
     /// Stop exactly what `up` started in the directory (exit 0 if nothing runs).
     Down {
@@ -98,9 +130,38 @@ fn init_logging(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up { dir, crds, timeout } => {
-            up(&dir.dir, crds.as_deref(), Duration::from_secs(timeout)).await
+        Command::Up {
+            dir,
+            crds,
+            timeout,
+            nodes,
+        } => {
+            up(
+                &dir.dir,
+                crds.as_deref(),
+                Duration::from_secs(timeout),
+                nodes,
+            )
+            .await
         }
+        Command::Logs {
+            dir,
+            pod,
+            namespace,
+            container,
+            previous,
+        } => {
+            let logs = dir.dir.join("logs").join("pods");
+            let text =
+                mq_testbed::logs::read(&logs, &namespace, &pod, container.as_deref(), previous)?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Node {
+            dir,
+            nodes,
+            bin_dir,
+        } => node(&dir.dir, nodes, bin_dir).await,
         Command::Down { dir } => down(&dir.dir),
         Command::Status { dir } => show_status(&dir.dir).await,
         Command::Kubeconfig { dir } => kubeconfig(&dir.dir),
@@ -108,7 +169,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn up(dir: &Path, crds: Option<&Path>, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn node(dir: &Path, nodes: usize, bin_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let Some(state) = State::load(dir)? else {
+        bail!("no testbed in {}", dir.display());
+    };
+    let config = mq_testbed::node::NodeConfig {
+        dir: dir.to_path_buf(),
+        kubeconfig: state.kubeconfig.clone(),
+        slot: state.slot,
+        nodes,
+        bin_dir,
+    };
+    mq_testbed::node::run(config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn up(
+    dir: &Path,
+    crds: Option<&Path>,
+    timeout: Duration,
+    nodes: usize,
+) -> anyhow::Result<ExitCode> {
     let began = Instant::now();
     if let Some(current) = status(dir).await? {
         if current.healthy() {
@@ -126,6 +207,8 @@ async fn up(dir: &Path, crds: Option<&Path>, timeout: Duration) -> anyhow::Resul
         lifetime: Lifetime::Detached,
         ready_timeout: timeout,
         extra_apiserver_args: Vec::new(),
+        nodes,
+        bin_dir: None,
     };
     // Dropping an unfinished start stops whatever it had started.
     let testbed = tokio::select! {

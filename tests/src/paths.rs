@@ -64,3 +64,35 @@ pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+/// Environment variable naming the `mq-testbed` binary that runs the process kubelet.
+pub const BINARY_ENV: &str = "MQFLEET_TESTBED_BIN";
+
+/// The `mq-testbed` binary: `$MQFLEET_TESTBED_BIN`, this process if it is that binary,
+/// else the one beside (or one level above, for `target/debug/deps/` test binaries)
+/// this executable, i.e. the binary cargo built with it.
+pub fn testbed_binary() -> crate::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|source| crate::Error::Io {
+        context: "finding the current executable".into(),
+        source,
+    })?;
+    if exe.file_name().is_some_and(|n| n == "mq-testbed") {
+        return Ok(exe);
+    }
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("mq-testbed"));
+    for candidate in candidates {
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(crate::Error::NoTestbedBinary(
+        exe.parent().unwrap_or(&exe).join("mq-testbed"),
+    ))
+}

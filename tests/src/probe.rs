@@ -68,6 +68,48 @@ pub async fn default_service_account(client: Client) -> Probe {
     }
 }
 
+/// `nodes` Nodes of the process kubelet are Ready and schedulable (the not-ready taint
+/// the admission plugin adds is gone), and the default StorageClass exists.
+pub async fn nodes_ready(client: Client, nodes: usize) -> Probe {
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use kube::api::ListParams;
+    let api: Api<Node> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default().labels("node.mqfleet.io/testbed=true"))
+        .await
+        .map_err(|e| shorten(&chain(&e)))?;
+    let ready = list
+        .items
+        .iter()
+        .filter(|n| {
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let tainted = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| !t.is_empty());
+            ready && !tainted
+        })
+        .count();
+    if ready < nodes {
+        return Err(format!("{ready} of {nodes} nodes Ready and untainted"));
+    }
+    let classes: Api<StorageClass> = Api::all(client);
+    match classes
+        .get_opt(crate::node::provisioner::DEFAULT_CLASS)
+        .await
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the default StorageClass is not created yet".into()),
+        Err(e) => Err(shorten(&chain(&e))),
+    }
+}
+
 fn shorten(text: &str) -> String {
     let text = text.trim();
     match text.char_indices().nth(MAX_REASON) {

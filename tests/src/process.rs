@@ -286,7 +286,7 @@ fn spawn_detached(mut cmd: Command) -> std::io::Result<Child> {
 type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Forks on the permanent spawner thread so PDEATHSIG is tied to the process lifetime.
-fn spawn_attached(mut cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_attached(mut cmd: Command) -> std::io::Result<Child> {
     let parent = std::process::id();
     // SAFETY: only async-signal-safe calls (prctl, getppid), no allocation.
     unsafe {

@@ -89,7 +89,17 @@ impl Slot {
 
     /// The `kubernetes` Service's ClusterIP (first address of the range).
     pub fn service_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(127, 100 + self.index, 0, 1)
+        service_ip(self.index)
+    }
+
+    /// The cluster DNS address, `127.<100+slot>.0.10` (reserved by a `kube-dns` Service).
+    pub fn dns_ip(&self) -> Ipv4Addr {
+        dns_ip(self.index)
+    }
+
+    /// The NodePort range handed to the apiserver, 100 ports of the slot's own.
+    pub fn node_port_range(&self) -> (u16, u16) {
+        node_port_range(self.index)
     }
 
     /// Frees the slot, but only if it is still ours (it may have been reclaimed).
@@ -104,6 +114,29 @@ impl Slot {
 /// The service range of slot `index`.
 pub fn service_cidr(index: u8) -> String {
     format!("127.{}.0.0/16", 100u16 + u16::from(index))
+}
+
+/// The cluster DNS address of slot `index`.
+pub fn dns_ip(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 100 + index, 0, 10)
+}
+
+/// The `kubernetes` Service's ClusterIP in slot `index`.
+pub fn service_ip(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 100 + index, 0, 1)
+}
+
+/// The node and Pod address prefix of slot `index`: `127.<128+k>` (beyond the service
+/// ranges, which end at 127.127), so Pods of two testbeds never share an address.
+pub fn pod_prefix(index: u8) -> [u8; 2] {
+    [127, 128 + index]
+}
+
+/// NodePorts of slot `index`: `30000 + 100k ..= 30099 + 100k`, so two testbeds, whose
+/// NodePorts all listen on 127.0.0.1, never hand out the same port.
+pub fn node_port_range(index: u8) -> (u16, u16) {
+    let first = 30_000 + 100 * u16::from(index);
+    (first, first + 99)
 }
 
 /// The claim on slot `index`, if the slot file exists and is readable.
