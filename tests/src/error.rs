@@ -78,6 +78,18 @@ pub enum Error {
         /// The bound that was exceeded.
         timeout: Duration,
     },
+    /// A wait on cluster objects timed out; carries what the cluster looked like.
+    #[error("timed out after {timeout:?} waiting for {what} (last: {last})\n{dump}")]
+    Diagnosed {
+        /// What was awaited.
+        what: String,
+        /// The bound that was exceeded.
+        timeout: Duration,
+        /// The last reason the check gave.
+        last: String,
+        /// Pods, events and container logs of the namespace.
+        dump: String,
+    },
     /// A JSON file (state, slot claim) could not be read or written.
     #[error("{}", path.display())]
     Json {

@@ -25,6 +25,7 @@ pub mod shared;
 pub mod slot;
 pub mod state;
 pub mod status;
+pub mod wait;
 
 pub use controlplane::{Options, Testbed, stop_dir};
 pub use crds::apply_crds;
