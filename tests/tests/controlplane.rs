@@ -74,7 +74,8 @@ fn assert_all_running(state: &State) -> Result<()> {
                 "etcd",
                 "kube-apiserver",
                 "kube-controller-manager",
-                "kube-scheduler"
+                "kube-scheduler",
+                "mq-node"
             ],
         "unexpected components {names:?}"
     );

@@ -617,3 +617,72 @@ async fn two_testbeds_run_pods_side_by_side_and_leave_no_process() -> Result<()>
     ensure!(!dir.exists(), "{} left behind", dir.display());
     Ok(())
 }
+
+#[tokio::test]
+async fn pods_run_to_completion_with_init_containers_exit_codes_and_logs() -> Result<()> {
+    let tb = Testbed::shared().await?;
+    let client = tb.client();
+    let ns = "node-jobs";
+    tb.create_namespace(&client, ns).await?;
+    // The init container leaves a file in an emptyDir; the app prints it and fails.
+    create::<Pod>(
+        &client,
+        ns,
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "once"},
+            "spec": {
+                "restartPolicy": "Never",
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "initContainers": [{
+                    "name": "prepare", "image": "mqfleet/mq-testpod:dev",
+                    "command": ["sh", "-c", "echo from-init > /work/note"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                }],
+                "containers": [{
+                    "name": "main", "image": "mqfleet/mq-testpod:dev",
+                    "command": ["sh", "-c", "cat /work/note; echo host=$(HOSTNAME); exit 3"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                }],
+            },
+        }),
+    )
+    .await?;
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let exit_code = tb
+        .until(
+            &client,
+            ns,
+            "pod once Failed with its exit code",
+            READY,
+            || {
+                let api = api.clone();
+                async move {
+                    let pod = api.get("once").await.map_err(|e| e.to_string())?;
+                    let status = pod.status.unwrap_or_default();
+                    if status.phase.as_deref() != Some("Failed") {
+                        return Err(format!("phase {:?}", status.phase));
+                    }
+                    let init_ok = status.init_container_statuses.iter().flatten().all(|c| {
+                        c.state
+                            .as_ref()
+                            .and_then(|s| s.terminated.as_ref())
+                            .is_some_and(|t| t.exit_code == 0)
+                    });
+                    let code =
+                        status.container_statuses.iter().flatten().find_map(|c| {
+                            c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code)
+                        });
+                    Ok(code.filter(|_| init_ok))
+                }
+            },
+        )
+        .await?;
+    ensure!(exit_code == 3, "exit code {exit_code}");
+    let log = mq_testbed::logs::read(&tb.logs_dir(), ns, "once", Some("main"), false)?;
+    ensure!(
+        log.contains("from-init") && log.contains("host=once"),
+        "log: {log:?}"
+    );
+    Ok(())
+}

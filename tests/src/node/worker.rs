@@ -816,3 +816,79 @@ fn wait_in_thread(mut child: std::process::Child, tag: Tag, tx: mpsc::Sender<(Ta
         tracing::error!(error = %e, "cannot start a wait thread; the container's exit will go unnoticed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Slot {
+        let spec: Container = serde_json::from_value(serde_json::json!({"name": "c"})).unwrap();
+        let mut slot = Slot::new(spec, false, 0);
+        slot.ever_started = true;
+        slot
+    }
+
+    fn running(slot: &mut Slot) {
+        slot.process = Some(Process {
+            proc: ProcRef::current().unwrap(),
+            started: Instant::now(),
+            probes: tokio::spawn(async {}),
+            kill_at: None,
+        });
+        slot.state = State::Running {
+            started_at: Timestamp::now(),
+            pid: 1,
+        };
+    }
+
+    fn exit(code: i32) -> std::io::Result<ExitStatus> {
+        Ok(ExitStatus::from_raw(code << 8))
+    }
+
+    #[tokio::test]
+    async fn always_restarts_at_once_then_backs_off_doubling() {
+        let mut slot = slot();
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            running(&mut slot);
+            let before = Instant::now();
+            on_exit(&mut slot, exit(1), false, "Always", "t/p");
+            let at = slot.next_start.expect("restart scheduled");
+            delays.push((at - before).as_secs());
+        }
+        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300]);
+        assert!(
+            matches!(slot.state, State::Waiting { ref reason, .. } if reason == "CrashLoopBackOff")
+        );
+        assert_eq!(slot.last.as_ref().map(|t| t.exit_code), Some(1));
+    }
+
+    #[tokio::test]
+    async fn policies_decide_restarts_and_signals_become_exit_codes() {
+        let mut slot = slot();
+        running(&mut slot);
+        on_exit(&mut slot, exit(0), false, "OnFailure", "t/p");
+        assert!(slot.next_start.is_none());
+        assert!(matches!(&slot.state, State::Terminated(t) if t.reason == "Completed"));
+
+        running(&mut slot);
+        on_exit(
+            &mut slot,
+            Ok(ExitStatus::from_raw(libc::SIGKILL)),
+            false,
+            "Never",
+            "t/p",
+        );
+        assert!(slot.next_start.is_none());
+        assert!(
+            matches!(&slot.state, State::Terminated(t) if t.exit_code == 137 && t.signal == Some(9))
+        );
+
+        running(&mut slot);
+        on_exit(&mut slot, exit(2), true, "Always", "t/p");
+        assert!(
+            slot.next_start.is_none(),
+            "a terminating pod never restarts"
+        );
+    }
+}
