@@ -19,9 +19,9 @@ deps:
 build:
 	$(CARGO) build --workspace --bins
 
-## up: a local platform on this machine (control plane on loopback, CRDs installed)
-up: deps
-	$(CARGO) build -p mq-testbed --bin mq-testbed
+## up: a local platform on this machine (control plane on loopback, 3 nodes running Pods
+## as processes, CRDs installed); images mqfleet/<binary> run the binaries built here
+up: deps build
 	$(TESTBED) up --crds crds
 
 ## down: stop exactly what `make up` started
