@@ -96,7 +96,8 @@ pub struct BrokerArgs {
     /// When a send is acknowledged [default: the config file's `flushDiskType`, else async].
     #[arg(long, value_enum, env = "MQ_FLUSH")]
     pub flush: Option<Flush>,
-    /// Broker name [default: the config file's `brokerName`, else broker-a].
+    /// Broker name [default: the config file's `brokerName`, else broker-a]; `{ordinal}`
+    /// in it becomes the StatefulSet ordinal ending $HOSTNAME.
     #[arg(long, env = "MQ_BROKER_NAME")]
     pub broker_name: Option<String>,
     /// Cluster name [default: the config file's `brokerClusterName`, else DefaultCluster].

@@ -60,12 +60,17 @@ impl FileSettings {
         }
     }
 
-    /// The broker name.
+    /// The broker name. `{ordinal}` in it becomes the StatefulSet ordinal of this pod
+    /// (the number ending `$HOSTNAME`), so one pod template names every broker
+    /// `broker-0`, `broker-1`, ...
     pub fn broker_name(&self, args: &BrokerArgs) -> String {
-        args.broker_name
+        let name = args
+            .broker_name
             .clone()
             .or_else(|| self.props.get(conf::BROKER_NAME).map(str::to_owned))
-            .unwrap_or_else(|| "broker-a".to_owned())
+            .unwrap_or_else(|| "broker-a".to_owned());
+        let hostname = std::env::var("HOSTNAME").unwrap_or_default();
+        expand_ordinal(&name, &hostname)
     }
 
     /// The cluster name.
@@ -107,5 +112,31 @@ impl FileSettings {
             .map(conf::parse_addr_list)
             .filter(|l| !l.is_empty());
         NamesrvList::new(flag, self.props.namesrv_addrs(), default)
+    }
+}
+
+/// Replaces `{ordinal}` in `name` with the digits ending `hostname` (`x-broker-3` → `3`);
+/// without such digits the placeholder becomes `0`.
+pub fn expand_ordinal(name: &str, hostname: &str) -> String {
+    let digits = hostname.len()
+        - hostname
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .len();
+    let ordinal = &hostname[hostname.len() - digits..];
+    name.replace("{ordinal}", if ordinal.is_empty() { "0" } else { ordinal })
+}
+
+#[cfg(test)]
+mod ordinal_tests {
+    use super::expand_ordinal;
+
+    #[test]
+    fn the_placeholder_takes_the_pods_ordinal() {
+        assert_eq!(
+            expand_ordinal("broker-{ordinal}", "mq-inst-1-broker-12"),
+            "broker-12"
+        );
+        assert_eq!(expand_ordinal("broker-{ordinal}", "laptop"), "broker-0");
+        assert_eq!(expand_ordinal("broker-a", "x-3"), "broker-a");
     }
 }

@@ -1,2 +1,3 @@
 //! mq-operator: the mqfleet custom resource types and their controllers.
+pub mod controller;
 pub mod crd;

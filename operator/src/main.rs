@@ -32,6 +32,18 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers (kubeconfig from $KUBECONFIG or ~/.kube/config, else in-cluster).
+    Run {
+        /// Namespace of every instance's workloads.
+        #[arg(long, env = "MQ_PLATFORM_NAMESPACE", default_value = "mqfleet-system")]
+        namespace: String,
+        /// Image of brokers and name servers (an instance's `spec.image` overrides it).
+        #[arg(long, env = "MQ_BROKER_IMAGE", default_value = "mqfleet/mq-broker:dev")]
+        broker_image: String,
+        /// Full resync period in seconds (drift correction).
+        #[arg(long, env = "MQ_RESYNC_SECS", default_value_t = 600)]
+        resync_secs: u64,
+    },
     /// Print the CRDs as YAML, or write one file per CRD into --out-dir.
     Crds {
         /// Directory to write `<crd-name>.yaml` files into (stale generated files are removed).
@@ -44,6 +56,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
+        Command::Run {
+            namespace,
+            broker_image,
+            resync_secs,
+        } => {
+            let settings = mq_operator::controller::Settings {
+                namespace,
+                broker_image,
+            };
+            run(settings, std::time::Duration::from_secs(resync_secs))?;
+        }
         Command::Crds { out_dir: None } => print!("{}", mq_operator::crd::crds_yaml()?),
         Command::Crds { out_dir: Some(dir) } => write_crds(&dir)?,
     }
@@ -70,6 +93,21 @@ fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "wrote CRD");
     }
+    Ok(())
+}
+
+#[tokio::main]
+async fn run(
+    settings: mq_operator::controller::Settings,
+    resync: std::time::Duration,
+) -> anyhow::Result<()> {
+    // Name rustls' provider: builds that also link aws-lc-rs (test dependencies) would
+    // otherwise panic on the first TLS connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    mq_operator::controller::run(client, settings, resync).await?;
     Ok(())
 }
 

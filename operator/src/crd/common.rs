@@ -179,6 +179,10 @@ pub trait CommonStatus {
     fn conditions(&self) -> &[Condition];
     /// Mutable conditions, for [`set_condition`].
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// Records the generation the status now describes.
+    fn set_observed_generation(&mut self, generation: Option<i64>);
+    /// Sets the short phase.
+    fn set_phase(&mut self, phase: Phase);
 }
 
 /// Implements [`CommonStatus`] for status structs with `observed_generation` and
@@ -194,6 +198,12 @@ macro_rules! impl_common_status {
             }
             fn conditions_mut(&mut self) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
                 &mut self.conditions
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+            fn set_phase(&mut self, phase: $crate::crd::Phase) {
+                self.phase = Some(phase);
             }
         })+
     };

@@ -6,6 +6,7 @@
 
 #[path = "../../../broker/tests/common/process.rs"]
 mod process;
+#[allow(unused_imports)]
 pub use process::{BrokerProcess, TempDir};
 use rocketmq_client_rust::{ClientRuntime, ClientRuntimeConfig};
 use rocketmq_runtime::RuntimeOwner;
@@ -15,12 +16,17 @@ use std::time::{Duration, Instant};
 
 /// The `mq-broker` binary of this build (target/debug/mq-broker next to the test's deps dir).
 pub fn broker_binary() -> PathBuf {
+    workspace_binary("mq-broker")
+}
+
+/// A binary of this build (`target/<profile>/<name>`, next to the test's deps dir).
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     let bin = exe
         .parent()
         .and_then(Path::parent)
         .expect("tests run from target/<profile>/deps")
-        .join("mq-broker");
+        .join(name);
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build --workspace --bins`, as `make test` does)",

@@ -1,0 +1,280 @@
+//! `MQInstance` → name-server and broker StatefulSets, Services and ConfigMap in the
+//! platform namespace; status with the instance id, endpoint, ready brokers and counts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
+use super::{Context, Error};
+use crate::crd::{
+    FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQInstanceStatus, MQTopic, PAUSE_ANNOTATION,
+    Phase, READY, condition, set_condition,
+};
+
+/// The instance finalizer (cleanup crosses namespaces, so owner references cannot).
+pub const FINALIZER: &str = "mqfleet.io/instance";
+/// Re-check period while workloads are starting.
+const STARTING: Duration = Duration::from_secs(3);
+
+/// Reconciles one instance.
+pub async fn reconcile(instance: Arc<MQInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = instance.namespace().unwrap_or_default();
+    let api: Api<MQInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, instance, |event| async {
+        match event {
+            Event::Apply(i) => apply(&i, &ctx).await,
+            Event::Cleanup(i) => cleanup(&i, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
+    let generation = instance.metadata.generation;
+    if paused(instance) {
+        let mut status = instance.status.clone().unwrap_or_default();
+        set_condition(
+            &mut status.conditions,
+            condition(
+                "ReconciliationPaused",
+                true,
+                "Paused",
+                format!("remove the {PAUSE_ANNOTATION} annotation to resume"),
+                generation,
+            ),
+        );
+        write_status(ctx, instance, status).await?;
+        return Ok(Action::await_change());
+    }
+    let (settings, names) = (&ctx.settings, Names::of(instance));
+    let platform = &settings.namespace;
+    apply_object(
+        ctx,
+        platform,
+        &workloads::config_map(instance, &names, settings),
+    )
+    .await?;
+    for svc in workloads::services(instance, &names, settings) {
+        apply_object(ctx, platform, &svc).await?;
+    }
+    let namesrv = apply_object(
+        ctx,
+        platform,
+        &workloads::namesrv_statefulset(instance, &names, settings),
+    )
+    .await?;
+    let brokers = apply_object(
+        ctx,
+        platform,
+        &workloads::broker_statefulset(instance, &names, settings),
+    )
+    .await?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), platform);
+    let cluster_ip = services
+        .get_opt(&names.namesrv())
+        .await?
+        .and_then(|s| s.spec?.cluster_ip);
+    let ready = |sts: &StatefulSet| {
+        sts.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    };
+    let (ready_ns, ready_brokers) = (ready(&namesrv), ready(&brokers));
+    let (want_ns, want_brokers) = (
+        instance.spec.name_servers.replicas,
+        instance.spec.brokers.replicas,
+    );
+    let (topics, groups) = children(ctx, instance).await?;
+
+    let mut status = instance.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    status.instance_id = Some(names.instance_id.clone());
+    status.endpoint = cluster_ip.map(|ip| format!("{ip}:{}", workloads::NAMESRV_PORT));
+    status.brokers = want_brokers;
+    status.ready_brokers = ready_brokers;
+    status.topics = i32::try_from(topics.len()).unwrap_or(i32::MAX);
+    status.groups = i32::try_from(groups.len()).unwrap_or(i32::MAX);
+    let running = ready_ns >= want_ns && ready_brokers >= want_brokers && status.endpoint.is_some();
+    let was_running = status.phase == Some(Phase::Running) || status.phase == Some(Phase::Degraded);
+    status.phase = Some(match (running, was_running) {
+        (true, _) => Phase::Running,
+        (false, true) => Phase::Degraded,
+        (false, false) => Phase::Creating,
+    });
+    let message = if running {
+        format!(
+            "{ready_brokers} broker(s) and {ready_ns} name server(s) ready; clients use NAMESRV_ADDR={}",
+            status.endpoint.clone().unwrap_or_default()
+        )
+    } else {
+        format!(
+            "waiting for pods: brokers {ready_brokers}/{want_brokers} ready, name servers {ready_ns}/{want_ns} ready (see `kubectl -n {platform} get pods -l {INSTANCE_ID_LABEL}={}`)",
+            names.instance_id
+        )
+    };
+    let reason = if running {
+        "InstanceReady"
+    } else if was_running {
+        "PodsNotReady"
+    } else {
+        "Creating"
+    };
+    set_condition(
+        &mut status.conditions,
+        condition(READY, running, reason, message, generation),
+    );
+    status
+        .conditions
+        .retain(|c| c.type_ != "ReconciliationPaused");
+    write_status(ctx, instance, status).await?;
+    Ok(Action::requeue(if running { ctx.resync } else { STARTING }))
+}
+
+fn paused(instance: &MQInstance) -> bool {
+    instance
+        .annotations()
+        .get(PAUSE_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// Server-side applies `obj` (the operator owns every field it sets) and returns it.
+async fn apply_object<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(OPERATOR).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+/// Writes `status` unless it equals what is stored (an idle operator writes nothing).
+async fn write_status(
+    ctx: &Context,
+    instance: &MQInstance,
+    status: MQInstanceStatus,
+) -> Result<(), Error> {
+    if instance.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<MQInstance> = Api::namespaced(
+        ctx.client.clone(),
+        &instance.namespace().unwrap_or_default(),
+    );
+    api.patch_status(
+        &instance.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Names of the topics and groups of `instance`.
+async fn children(
+    ctx: &Context,
+    instance: &MQInstance,
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let ns = instance.namespace().unwrap_or_default();
+    let name = instance.name_any();
+    let topics: Api<MQTopic> = Api::namespaced(ctx.client.clone(), &ns);
+    let groups: Api<MQGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let params = ListParams::default();
+    let topics = topics
+        .list(&params)
+        .await?
+        .items
+        .into_iter()
+        .filter(|t| t.spec.instance == name)
+        .map(|t| format!("MQTopic/{}", t.name_any()))
+        .collect();
+    let groups = groups
+        .list(&params)
+        .await?
+        .items
+        .into_iter()
+        .filter(|g| g.spec.instance == name)
+        .map(|g| format!("MQGroup/{}", g.name_any()))
+        .collect();
+    Ok((topics, groups))
+}
+
+/// Refuses (in status) while topics or groups remain, unless forced; then removes the
+/// workloads, and the store claims unless `retainOnDelete`.
+async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
+    let forced = instance
+        .annotations()
+        .get(FORCE_DELETE_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let (topics, groups) = children(ctx, instance).await?;
+    let empty = topics.is_empty() && groups.is_empty();
+    if !forced && !empty {
+        let list = [topics, groups].concat().join(", ");
+        // The instance keeps serving; only its deletion waits.
+        let mut status = instance.status.clone().unwrap_or_default();
+        set_condition(
+            &mut status.conditions,
+            condition(
+                READY,
+                false,
+                "InstanceNotEmpty",
+                format!(
+                    "delete its topics and groups first ({list}), or annotate the instance {FORCE_DELETE_ANNOTATION}=\"true\""
+                ),
+                instance.metadata.generation,
+            ),
+        );
+        write_status(ctx, instance, status).await?;
+        return Err(Error::NotEmpty(list));
+    }
+    let names = Names::of(instance);
+    let platform = &ctx.settings.namespace;
+    let selector =
+        ListParams::default().labels(&format!("{INSTANCE_ID_LABEL}={}", names.instance_id));
+    let background = DeleteParams::background();
+    Api::<StatefulSet>::namespaced(ctx.client.clone(), platform)
+        .delete_collection(&background, &selector)
+        .await?;
+    for svc in workloads::services(instance, &names, &ctx.settings) {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), platform);
+        ignore_missing(api.delete(&svc.name_any(), &background).await)?;
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), platform);
+    ignore_missing(cms.delete(&names.config(), &background).await)?;
+    if !instance.spec.brokers.storage.retain_on_delete {
+        Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), platform)
+            .delete_collection(&background, &selector)
+            .await?;
+    }
+    tracing::info!(instance = %instance.name_any(), id = %names.instance_id, "instance removed");
+    Ok(Action::await_change())
+}
+
+fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,125 @@
+//! The controllers: `MQInstance` into workloads, `MQTopic` and `MQGroup` onto the
+//! instance's brokers. One [`Context`] carries the client and settings; each reconcile
+//! is idempotent and writes status only when it changed.
+
+pub mod brokers;
+pub mod children;
+pub mod instance;
+pub mod workloads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{MQGroup, MQInstance, MQTopic};
+pub use workloads::Settings;
+use workloads::{MANAGED_BY, OPERATOR, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL};
+
+/// What every reconcile needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Operator settings.
+    pub settings: Settings,
+    /// Full resync period (drift correction).
+    pub resync: Duration,
+}
+
+/// Why a reconcile failed; the error policy retries with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding or removing the finalizer, or the cleanup, failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A broker refused or could not be reached.
+    #[error("broker {broker}: {message}")]
+    Broker {
+        /// Which broker.
+        broker: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The instance still has topics or groups and is not force-deleted.
+    #[error("instance still has {0}")]
+    NotEmpty(String),
+}
+
+/// Retry a failed reconcile soon; the controller runtime adds per-object back-off.
+fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Creates the platform namespace if it is missing.
+async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+        "labels": {MANAGED_BY: OPERATOR}}});
+    api.patch(name, &PatchParams::apply(OPERATOR), &Patch::Apply(&ns))
+        .await?;
+    Ok(())
+}
+
+/// Runs the three controllers until SIGTERM/SIGINT.
+pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result<(), Error> {
+    ensure_namespace(&client, &settings.namespace).await?;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: settings.clone(),
+        resync,
+    });
+    let workloads = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
+    let instances = Controller::new(
+        Api::<MQInstance>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<StatefulSet>::namespaced(client.clone(), &settings.namespace),
+        workloads,
+        |sts| owner_of(&sts),
+    )
+    .shutdown_on_signal()
+    .run(instance::reconcile, error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "instance controller");
+        }
+    });
+    let topics = Controller::new(
+        Api::<MQTopic>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(children::reconcile_topic, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let groups = Controller::new(
+        Api::<MQGroup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(children::reconcile_group, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    tracing::info!(namespace = %settings.namespace, "mq-operator running");
+    futures::join!(instances, topics, groups);
+    Ok(())
+}
+
+/// The `MQInstance` a workload object belongs to, from its labels.
+fn owner_of<K: ResourceExt>(obj: &K) -> Option<ObjectRef<MQInstance>> {
+    let labels = obj.labels();
+    let ns = labels.get(OWNER_NAMESPACE_LABEL)?;
+    let name = labels.get(OWNER_NAME_LABEL)?;
+    Some(ObjectRef::new(name).within(ns))
+}

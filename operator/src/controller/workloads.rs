@@ -1,0 +1,419 @@
+//! The Kubernetes objects an `MQInstance` becomes, as pure functions of the resource and
+//! the operator's settings: name-server and broker StatefulSets, their Services and the
+//! broker ConfigMap. The reconciler applies them with server-side apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use serde_json::{Value, json};
+
+use crate::crd::{FlushMode, MQInstance};
+
+/// Port of the name servers.
+pub const NAMESRV_PORT: u16 = 9876;
+/// Remoting port of the brokers (the VIP channel is this minus 2).
+pub const BROKER_PORT: u16 = 10911;
+/// Operations HTTP port of brokers and name servers (`/healthz`, `/metrics`).
+pub const OPS_PORT: u16 = 10912;
+/// Where the broker ConfigMap is mounted.
+const CONFIG_DIR: &str = "/etc/mqfleet";
+/// Where the broker store volume is mounted.
+const STORE_DIR: &str = "/store";
+
+/// Label: which tool manages the object.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label: the instance id an object belongs to.
+pub const INSTANCE_ID_LABEL: &str = "mqfleet.io/instance-id";
+/// Label: the namespace of the owning `MQInstance` (owner references cannot cross namespaces).
+pub const OWNER_NAMESPACE_LABEL: &str = "mqfleet.io/owner-namespace";
+/// Label: the name of the owning `MQInstance`.
+pub const OWNER_NAME_LABEL: &str = "mqfleet.io/owner-name";
+/// Label: `broker` or `namesrv`.
+pub const COMPONENT_LABEL: &str = "mqfleet.io/component";
+/// The operator's name (field manager, managed-by label).
+pub const OPERATOR: &str = "mq-operator";
+
+/// What the operator was started with that shapes workloads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace of every instance's workloads.
+    pub namespace: String,
+    /// Image of brokers and name servers unless the instance overrides it.
+    pub broker_image: String,
+}
+
+/// Names of one instance's objects, all derived from its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The instance id (`MQ_INST_…`).
+    pub instance_id: String,
+    /// DNS-safe base name: the id lower-cased, `_` → `-`.
+    pub base: String,
+}
+
+impl Names {
+    /// The names of `instance`'s objects.
+    pub fn of(instance: &MQInstance) -> Names {
+        let instance_id = instance.effective_instance_id();
+        let base = instance_id.to_ascii_lowercase().replace('_', "-");
+        Names { instance_id, base }
+    }
+
+    /// Name-server StatefulSet (and its pods' prefix).
+    pub fn namesrv(&self) -> String {
+        format!("{}-namesrv", self.base)
+    }
+
+    /// Headless Service giving name-server pods stable DNS names.
+    pub fn namesrv_headless(&self) -> String {
+        format!("{}-namesrv-hl", self.base)
+    }
+
+    /// Broker StatefulSet (and its pods' prefix).
+    pub fn broker(&self) -> String {
+        format!("{}-broker", self.base)
+    }
+
+    /// Headless Service of the brokers.
+    pub fn broker_headless(&self) -> String {
+        format!("{}-broker-hl", self.base)
+    }
+
+    /// Broker ConfigMap.
+    pub fn config(&self) -> String {
+        format!("{}-config", self.base)
+    }
+}
+
+/// Labels on every object of the instance.
+pub fn labels(
+    instance: &MQInstance,
+    names: &Names,
+    component: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.to_owned(), OPERATOR.to_owned()),
+        (INSTANCE_ID_LABEL.to_owned(), names.instance_id.clone()),
+        (
+            OWNER_NAMESPACE_LABEL.to_owned(),
+            instance.metadata.namespace.clone().unwrap_or_default(),
+        ),
+        (
+            OWNER_NAME_LABEL.to_owned(),
+            instance.metadata.name.clone().unwrap_or_default(),
+        ),
+    ]);
+    if let Some(c) = component {
+        labels.insert(COMPONENT_LABEL.to_owned(), c.to_owned());
+    }
+    labels
+}
+
+/// Pod selector of one component.
+fn selector(names: &Names, component: &str) -> Value {
+    json!({INSTANCE_ID_LABEL: names.instance_id, COMPONENT_LABEL: component})
+}
+
+/// The name-server list brokers use: each name-server pod's stable DNS name.
+pub fn namesrv_addrs(instance: &MQInstance, names: &Names, settings: &Settings) -> String {
+    (0..instance.spec.name_servers.replicas)
+        .map(|i| {
+            format!(
+                "{}-{i}.{}.{}.svc.cluster.local:{NAMESRV_PORT}",
+                names.namesrv(),
+                names.namesrv_headless(),
+                settings.namespace
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The broker ConfigMap (`broker.conf`, RocketMQ's properties format).
+pub fn config_map(instance: &MQInstance, names: &Names, settings: &Settings) -> ConfigMap {
+    let flush = match instance.spec.brokers.flush_mode {
+        FlushMode::Sync => "SYNC_FLUSH",
+        FlushMode::Async => "ASYNC_FLUSH",
+    };
+    let conf = format!(
+        "# Written by mq-operator for MQInstance {}/{}; edits are overwritten.\nbrokerClusterName={}\nbrokerName=broker-{{ordinal}}\nnamesrvAddr={}\nflushDiskType={flush}\nstorePathRootDir={STORE_DIR}\n",
+        instance.metadata.namespace.as_deref().unwrap_or_default(),
+        instance.metadata.name.as_deref().unwrap_or_default(),
+        instance.spec.cluster,
+        namesrv_addrs(instance, names, settings),
+    );
+    from_json(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": meta(instance, names, &names.config(), settings, None),
+        "data": {"broker.conf": conf},
+    }))
+}
+
+fn meta(
+    instance: &MQInstance,
+    names: &Names,
+    name: &str,
+    settings: &Settings,
+    component: Option<&str>,
+) -> Value {
+    json!({"name": name, "namespace": settings.namespace, "labels": labels(instance, names, component)})
+}
+
+fn image(instance: &MQInstance, settings: &Settings) -> String {
+    instance
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| settings.broker_image.clone())
+}
+
+/// Downward-API variables every server container gets.
+fn pod_env() -> Value {
+    json!([
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ])
+}
+
+fn probes() -> Value {
+    json!({
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": OPS_PORT}, "periodSeconds": 2, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/livez", "port": OPS_PORT}, "periodSeconds": 10, "failureThreshold": 6},
+    })
+}
+
+fn resources(value: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -> Value {
+    value
+        .and_then(|r| serde_json::to_value(r).ok())
+        .unwrap_or_else(|| json!({}))
+}
+
+/// The name servers: a StatefulSet binding each pod's own address.
+pub fn namesrv_statefulset(
+    instance: &MQInstance,
+    names: &Names,
+    settings: &Settings,
+) -> StatefulSet {
+    let mut container = json!({
+        "name": "namesrv",
+        "image": image(instance, settings),
+        "args": [
+            "namesrv",
+            format!("--listen=$(POD_IP):{NAMESRV_PORT}"),
+            format!("--http-listen=$(POD_IP):{OPS_PORT}"),
+            format!("--instance-id={}", names.instance_id),
+        ],
+        "env": pod_env(),
+        "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
+        "resources": resources(instance.spec.name_servers.resources.as_ref()),
+    });
+    merge(&mut container, probes());
+    from_json(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": meta(instance, names, &names.namesrv(), settings, Some("namesrv")),
+        "spec": {
+            "serviceName": names.namesrv_headless(),
+            "replicas": instance.spec.name_servers.replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector(names, "namesrv")},
+            "template": {
+                "metadata": {"labels": labels(instance, names, Some("namesrv"))},
+                "spec": {"terminationGracePeriodSeconds": 30, "containers": [container]},
+            },
+        },
+    }))
+}
+
+/// The brokers: a StatefulSet, one broker `broker-<ordinal>` per pod, each with its store
+/// on a claim from the volume template.
+pub fn broker_statefulset(
+    instance: &MQInstance,
+    names: &Names,
+    settings: &Settings,
+) -> StatefulSet {
+    let brokers = &instance.spec.brokers;
+    let mut args = vec![
+        "broker".to_owned(),
+        format!("--listen=$(POD_IP):{BROKER_PORT}"),
+        format!("--advertise-addr=$(POD_IP):{BROKER_PORT}"),
+        format!("--http-listen=$(POD_IP):{OPS_PORT}"),
+        format!("--config={CONFIG_DIR}/broker.conf"),
+        format!("--store-dir={STORE_DIR}"),
+    ];
+    if instance.spec.independent_naming {
+        args.push(format!("--instance-id={}", names.instance_id));
+    }
+    let mut container = json!({
+        "name": "broker",
+        "image": image(instance, settings),
+        "args": args,
+        "env": pod_env(),
+        "ports": [{"name": "remoting", "containerPort": BROKER_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
+        "volumeMounts": [
+            {"name": "store", "mountPath": STORE_DIR},
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
+        ],
+        "resources": resources(brokers.resources.as_ref()),
+    });
+    merge(&mut container, probes());
+    let mut claim = json!({
+        "metadata": {"name": "store", "labels": labels(instance, names, Some("broker"))},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": brokers.storage.size.0}}},
+    });
+    if let Some(class) = &brokers.storage.storage_class_name {
+        claim["spec"]["storageClassName"] = json!(class);
+    }
+    from_json(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": meta(instance, names, &names.broker(), settings, Some("broker")),
+        "spec": {
+            "serviceName": names.broker_headless(),
+            "replicas": brokers.replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector(names, "broker")},
+            "template": {
+                "metadata": {"labels": labels(instance, names, Some("broker"))},
+                "spec": {
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": names.config()}}],
+                },
+            },
+            "volumeClaimTemplates": [claim],
+        },
+    }))
+}
+
+/// Services: clients' name-server Service (its ClusterIP is the endpoint), and headless
+/// Services for stable pod names (the name servers' publish not-ready addresses, so a
+/// restarting name server keeps its DNS name and brokers keep their list).
+pub fn services(instance: &MQInstance, names: &Names, settings: &Settings) -> Vec<Service> {
+    let port = |name: &str, port: u16| json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"});
+    vec![
+        from_json(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": meta(instance, names, &names.namesrv(), settings, Some("namesrv")),
+            "spec": {"selector": selector(names, "namesrv"), "ports": [port("namesrv", NAMESRV_PORT)]},
+        })),
+        from_json(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": meta(instance, names, &names.namesrv_headless(), settings, Some("namesrv")),
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": true,
+                     "selector": selector(names, "namesrv"), "ports": [port("namesrv", NAMESRV_PORT)]},
+        })),
+        from_json(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": meta(instance, names, &names.broker_headless(), settings, Some("broker")),
+            "spec": {"clusterIP": "None", "selector": selector(names, "broker"),
+                     "ports": [port("remoting", BROKER_PORT)]},
+        })),
+    ]
+}
+
+fn merge(target: &mut Value, extra: Value) {
+    if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
+        t.extend(e);
+    }
+}
+
+/// The builders' JSON always has the typed shape; a failure here is a bug in this file,
+/// caught by the unit tests.
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    match serde_json::from_value(value) {
+        Ok(v) => v,
+        Err(e) => panic!("workload builder produced an invalid object: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(independent: bool) -> MQInstance {
+        let mut i: MQInstance = serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {"instanceName": "orders", "cluster": "default",
+                     "brokers": {"replicas": 2, "flushMode": "sync", "storage": {"size": "5Gi", "storageClassName": "fast"}},
+                     "nameServers": {"replicas": 2}},
+        }))
+        .unwrap();
+        i.spec.independent_naming = independent;
+        i
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            namespace: "mqfleet-system".into(),
+            broker_image: "mqfleet/mq-broker:dev".into(),
+        }
+    }
+
+    #[test]
+    fn names_are_dns_safe_and_stable() {
+        let names = Names::of(&instance(true));
+        assert!(names.instance_id.starts_with("MQ_INST_"));
+        assert!(names.base.starts_with("mq-inst-"));
+        assert!(names.broker_headless().len() <= 63);
+        assert_eq!(names, Names::of(&instance(true)));
+    }
+
+    #[test]
+    fn brokers_find_name_servers_by_stable_dns_names() {
+        let (i, s) = (instance(true), settings());
+        let names = Names::of(&i);
+        let cm = config_map(&i, &names, &s);
+        let conf = &cm.data.unwrap()["broker.conf"];
+        let ns = names.namesrv();
+        let hl = names.namesrv_headless();
+        assert!(conf.contains(&format!(
+            "namesrvAddr={ns}-0.{hl}.mqfleet-system.svc.cluster.local:9876;{ns}-1.{hl}.mqfleet-system.svc.cluster.local:9876\n"
+        )), "{conf}");
+        assert!(conf.contains("flushDiskType=SYNC_FLUSH"));
+        assert!(conf.contains("brokerName=broker-{ordinal}"));
+    }
+
+    #[test]
+    fn the_broker_statefulset_binds_its_pod_ip_and_claims_its_store() {
+        let (i, s) = (instance(true), settings());
+        let names = Names::of(&i);
+        let sts = broker_statefulset(&i, &names, &s);
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let c = &spec.template.spec.unwrap().containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(args.contains(&"--listen=$(POD_IP):10911".to_owned()));
+        assert!(args.contains(&format!("--instance-id={}", names.instance_id)));
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "5Gi"
+        );
+        let shared = broker_statefulset(&instance(false), &names, &s);
+        let args = shared.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(!args.iter().any(|a| a.starts_with("--instance-id")));
+    }
+
+    #[test]
+    fn services_set_protocols_for_server_side_apply_on_1_20() {
+        let (i, s) = (instance(true), settings());
+        for svc in services(&i, &Names::of(&i), &s) {
+            for port in svc.spec.unwrap().ports.unwrap() {
+                assert_eq!(port.protocol.as_deref(), Some("TCP"));
+            }
+        }
+    }
+}

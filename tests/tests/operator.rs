@@ -1,0 +1,362 @@
+//! End-to-end: `mq-operator` on the testbed turns `MQInstance`, `MQTopic` and `MQGroup`
+//! resources into running name-server and broker Pods with the topic and group on them;
+//! a real RocketMQ client (`rocketmq-client-rust`) produces and consumes through the
+//! instance's `status.endpoint`; deletion is refused while children exist and cleans up
+//! after.
+
+mod support;
+
+use std::collections::HashSet;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use mq_broker::client::AdminClient;
+use mq_operator::crd::{MQGroup, MQInstance, MQTopic, Phase, is_ready};
+use mq_testbed::Testbed;
+use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
+use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::message::message_single::Message;
+use serde_json::json;
+
+/// Platform namespace of this suite's operator.
+const PLATFORM: &str = "mqfleet-system";
+/// Bound on an instance becoming Running (the target is 60 s).
+const RUNNING: Duration = Duration::from_secs(60);
+const TOPIC: &str = "ORDERS";
+const GROUP: &str = "GID_SHOP";
+
+/// `mq-operator run` against the testbed, killed with the test.
+struct Operator(Child);
+
+impl Operator {
+    fn start(tb: &Testbed) -> Result<Operator> {
+        let log = std::fs::File::create(tb.dir().join("logs").join("mq-operator.log"))?;
+        let mut cmd = Command::new(support::workspace_binary("mq-operator"));
+        cmd.args(["run", "--namespace", PLATFORM])
+            .env("KUBECONFIG", tb.kubeconfig_path())
+            .env("RUST_LOG", "info,mq_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; the operator dies if this test process does.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        Ok(Operator(cmd.spawn().context("starting mq-operator")?))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .create(&PostParams::default(), &serde_json::from_value(value)?)
+        .await?)
+}
+
+/// Creates the resources and waits until all three are Ready; returns the instance.
+async fn set_up(tb: &Testbed, client: &Client, ns: &str) -> Result<MQInstance> {
+    mq_testbed::apply_crds(
+        client,
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"),
+    )
+    .await?;
+    tb.create_namespace(client, ns).await?;
+    let began = std::time::Instant::now();
+    create::<MQInstance>(client, ns, json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+        "metadata": {"name": "shop"},
+        "spec": {"instanceName": "shop", "cluster": "default", "independentNaming": true,
+                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
+                 "nameServers": {"replicas": 1}},
+    }))
+    .await?;
+    create::<MQTopic>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+            "metadata": {"name": "orders"},
+            "spec": {"instance": "shop", "topic": TOPIC, "orderType": 0, "queues": 4},
+        }),
+    )
+    .await?;
+    create::<MQGroup>(
+        client,
+        ns,
+        json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQGroup",
+            "metadata": {"name": "shop"},
+            "spec": {"instance": "shop", "groupId": GROUP},
+        }),
+    )
+    .await?;
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    let instance = tb
+        .until(
+            client,
+            PLATFORM,
+            "MQInstance shop Running and Ready",
+            RUNNING,
+            || {
+                let api = instances.clone();
+                async move {
+                    let i = api.get("shop").await.map_err(|e| e.to_string())?;
+                    let running = i.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+                    Ok(
+                        (running && is_ready(i.metadata.generation, i.status.as_ref()))
+                            .then_some(i),
+                    )
+                }
+            },
+        )
+        .await?;
+    println!(
+        "MQInstance apply → Running: {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+    let groups: Api<MQGroup> = Api::namespaced(client.clone(), ns);
+    tb.until(
+        client,
+        PLATFORM,
+        "the topic and group Ready",
+        RUNNING,
+        || {
+            let (topics, groups) = (topics.clone(), groups.clone());
+            async move {
+                let t = topics.get("orders").await.map_err(|e| e.to_string())?;
+                let g = groups.get("shop").await.map_err(|e| e.to_string())?;
+                Ok((is_ready(t.metadata.generation, t.status.as_ref())
+                    && is_ready(g.metadata.generation, g.status.as_ref()))
+                .then_some(()))
+            }
+        },
+    )
+    .await?;
+    Ok(instance)
+}
+
+/// Produces `count` messages and consumes them all with a push consumer, through
+/// `endpoint` with the instance's namespace, as an application would.
+fn produce_and_consume(endpoint: &str, namespace: &str, count: usize) -> HashSet<String> {
+    let received = Arc::new(Mutex::new(HashSet::new()));
+    let config = |name: &str| rocketmq_client_rust::ClientConfig {
+        namespace: Some(namespace.to_owned().into()),
+        ..support::client_config(endpoint, name)
+    };
+    support::Client::new().run(|rt| {
+        let received = received.clone();
+        async move {
+            let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
+                .client_config(config("op-consumer"))
+                .consumer_group(GROUP.to_string())
+                .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+                .build();
+            consumer.subscribe(TOPIC, "*").await.expect("subscribe");
+            consumer.register_message_listener_concurrently(support::Collect(received.clone()));
+            consumer.start().await.expect("consumer starts");
+            let mut producer = DefaultMQProducer::builder(rt.clone())
+                .client_config(config("op-producer"))
+                .producer_group("GID_SHOP_PRODUCER")
+                .build();
+            producer.start().await.expect("producer starts");
+            for i in 0..count {
+                let message = Message::builder()
+                    .topic(TOPIC)
+                    .tags("T")
+                    .body_slice(format!("order-{i}").as_bytes())
+                    .build_unchecked();
+                producer
+                    .send(message)
+                    .await
+                    .expect("send through the operator-made instance");
+            }
+            support::eventually("every message consumed", Duration::from_secs(60), || {
+                received.lock().map(|r| r.len() >= count).unwrap_or(false)
+            })
+            .await;
+            consumer.shutdown().await;
+            producer.shutdown().await;
+        }
+    });
+    Arc::try_unwrap(received)
+        .ok()
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default()
+}
+
+async fn broker_topics(client: &Client, instance_id: &str) -> Result<Vec<String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
+    let selector = format!("mqfleet.io/instance-id={instance_id},mqfleet.io/component=broker");
+    let pod = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .context("no broker pod")?;
+    let ip = pod
+        .status
+        .and_then(|s| s.pod_ip)
+        .context("broker pod has no IP")?;
+    let admin = AdminClient::connect(&format!("{ip}:10911"), Duration::from_secs(5)).await?;
+    Ok(admin
+        .topics()
+        .await?
+        .into_iter()
+        .map(|t| t.topic_name)
+        .collect())
+}
+
+#[test]
+fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let ns = "op-shop";
+    let (tb, client, _operator, instance) = runtime.block_on(async {
+        let tb = Testbed::shared().await?;
+        let client = tb.client();
+        let operator = Operator::start(tb)?;
+        let instance = set_up(tb, &client, ns).await?;
+        anyhow::Ok((tb, client, operator, instance))
+    })?;
+    let status = instance.status.clone().context("no status")?;
+    let endpoint = status.endpoint.clone().context("no endpoint")?;
+    let instance_id = status.instance_id.clone().context("no instance id")?;
+    ensure!(
+        status.ready_brokers == 1 && status.topics == 1 && status.groups == 1,
+        "{status:?}"
+    );
+
+    // The data path: a real client through status.endpoint (the name-server ClusterIP).
+    let received = produce_and_consume(&endpoint, &instance_id, 50);
+    ensure!(received.len() == 50, "consumed {} of 50", received.len());
+
+    runtime.block_on(async {
+        let topics = broker_topics(&client, &instance_id).await?;
+        let canonical = format!("{instance_id}%{TOPIC}");
+        ensure!(
+            topics.contains(&canonical),
+            "{canonical} not on the broker: {topics:?}"
+        );
+
+        // Deleting the instance while it has a topic and a group is refused in status.
+        let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+        instances.delete("shop", &DeleteParams::default()).await?;
+        tb.until(
+            &client,
+            PLATFORM,
+            "InstanceNotEmpty on the instance",
+            RUNNING,
+            || {
+                let api = instances.clone();
+                async move {
+                    let i = api.get("shop").await.map_err(|e| e.to_string())?;
+                    let refused = i.status.iter().flat_map(|s| s.conditions.iter()).any(|c| {
+                        c.reason == "InstanceNotEmpty" && c.message.contains("MQTopic/orders")
+                    });
+                    Ok(refused.then_some(()))
+                }
+            },
+        )
+        .await?;
+
+        // Deleting the topic removes it from the broker; then the instance can go.
+        Api::<MQTopic>::namespaced(client.clone(), ns)
+            .delete("orders", &DeleteParams::default())
+            .await?;
+        Api::<MQGroup>::namespaced(client.clone(), ns)
+            .delete("shop", &DeleteParams::default())
+            .await?;
+        let topics_api: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+        tb.until(
+            &client,
+            PLATFORM,
+            "the topic gone from the API",
+            RUNNING,
+            || {
+                let api = topics_api.clone();
+                async move {
+                    Ok(api
+                        .get_opt("orders")
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_none()
+                        .then_some(()))
+                }
+            },
+        )
+        .await?;
+        ensure!(
+            !broker_topics(&client, &instance_id)
+                .await
+                .unwrap_or_default()
+                .contains(&canonical),
+            "the deleted topic is still on the broker"
+        );
+        tb.until(
+            &client,
+            PLATFORM,
+            "the instance, its pods and claims gone",
+            Duration::from_secs(90),
+            || {
+                let (api, client, id) = (instances.clone(), client.clone(), instance_id.clone());
+                async move {
+                    if api
+                        .get_opt("shop")
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_some()
+                    {
+                        return Err("the MQInstance still exists".into());
+                    }
+                    let selector =
+                        ListParams::default().labels(&format!("mqfleet.io/instance-id={id}"));
+                    let pods = Api::<Pod>::namespaced(client.clone(), PLATFORM)
+                        .list(&selector)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let claims = Api::<PersistentVolumeClaim>::namespaced(client, PLATFORM)
+                        .list(&selector)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if !pods.items.is_empty() || !claims.items.is_empty() {
+                        let names: Vec<String> = pods
+                            .items
+                            .iter()
+                            .map(|p| p.name_any())
+                            .chain(claims.items.iter().map(|c| c.name_any()))
+                            .collect();
+                        return Err(format!("still there: {names:?}"));
+                    }
+                    Ok(Some(()))
+                }
+            },
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
