@@ -20,9 +20,10 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## up: a local platform on this machine (control plane on loopback, 3 nodes running Pods
-## as processes, CRDs installed); images mqfleet/<binary> run the binaries built here
+## as processes, CRDs and the operator installed from deploy/); images mqfleet/<binary>
+## run the binaries built here
 up: deps build
-	$(TESTBED) up --crds crds
+	$(TESTBED) up --crds crds --manifests deploy
 
 ## down: stop exactly what `make up` started
 down:

@@ -54,7 +54,7 @@ async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) -> Re
     }
 }
 
-fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
     let mut files = Vec::new();
     for entry in entries {

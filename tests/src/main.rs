@@ -50,6 +50,10 @@ enum Command {
         /// Nodes of the process kubelet (0: control plane only).
         #[arg(long, default_value_t = mq_testbed::controlplane::DEFAULT_NODES)]
         nodes: usize,
+        /// Then server-side-apply every manifest in this directory (after the CRDs), e.g.
+        /// the operator's (`deploy/`).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
     },
     /// Print a container's log (`kubectl logs` needs a kubelet API the process kubelet
     /// does not serve).
@@ -135,14 +139,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             crds,
             timeout,
             nodes,
+            manifests,
         } => {
-            up(
-                &dir.dir,
-                crds.as_deref(),
-                Duration::from_secs(timeout),
-                nodes,
-            )
-            .await
+            let apply = Apply {
+                crds: crds.as_deref(),
+                manifests: manifests.as_deref(),
+            };
+            up(&dir.dir, apply, Duration::from_secs(timeout), nodes).await
         }
         Command::Logs {
             dir,
@@ -184,9 +187,16 @@ async fn node(dir: &Path, nodes: usize, bin_dir: PathBuf) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `up` applies once the testbed runs.
+#[derive(Clone, Copy)]
+struct Apply<'a> {
+    crds: Option<&'a Path>,
+    manifests: Option<&'a Path>,
+}
+
 async fn up(
     dir: &Path,
-    crds: Option<&Path>,
+    apply: Apply<'_>,
     timeout: Duration,
     nodes: usize,
 ) -> anyhow::Result<ExitCode> {
@@ -194,7 +204,7 @@ async fn up(
     if let Some(current) = status(dir).await? {
         if current.healthy() {
             println!("a healthy testbed is already running in {}", dir.display());
-            apply_crds_from(&current.state, crds).await?;
+            apply_all(&current.state, apply).await?;
             print_usage(&current.state);
             return Ok(ExitCode::SUCCESS);
         }
@@ -223,20 +233,37 @@ async fn up(
         state.ports.apiserver,
         state.service_cidr
     );
-    apply_crds_from(&state, crds).await?;
+    apply_all(&state, apply).await?;
     print_usage(&state);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Applies CRDs; on failure the testbed keeps running so a fixed CRD can be re-applied
-/// with another `up`.
-async fn apply_crds_from(state: &State, crds: Option<&Path>) -> anyhow::Result<()> {
+/// Applies CRDs, then manifests; on failure the testbed keeps running so a fixed file
+/// can be re-applied with another `up`.
+async fn apply_all(state: &State, apply: Apply<'_>) -> anyhow::Result<()> {
+    let config = mq_testbed::kubeconfig::load(&state.kubeconfig).await?;
+    let client = mq_testbed::kubeclient::client(config)?;
+    apply_crds_from(&client, apply.crds).await?;
+    let Some(dir) = apply.manifests else {
+        return Ok(());
+    };
+    let applied = mq_testbed::apply_manifests(&client, dir)
+        .await
+        .with_context(|| format!("applying the manifests in {}", dir.display()))?;
+    println!(
+        "applied {} object(s) from {}: {}",
+        applied.len(),
+        dir.display(),
+        applied.join(", ")
+    );
+    Ok(())
+}
+
+async fn apply_crds_from(client: &kube::Client, crds: Option<&Path>) -> anyhow::Result<()> {
     let Some(crds) = crds else {
         return Ok(());
     };
-    let config = mq_testbed::kubeconfig::load(&state.kubeconfig).await?;
-    let client = mq_testbed::kubeclient::client(config)?;
-    let names = apply_crds(&client, crds)
+    let names = apply_crds(client, crds)
         .await
         .with_context(|| format!("applying the CRDs in {}", crds.display()))?;
     println!(

@@ -7,14 +7,13 @@
 mod support;
 
 use std::collections::HashSet;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
 use mq_operator::crd::{MQGroup, MQInstance, MQTopic, Phase, is_ready};
@@ -29,37 +28,53 @@ const PLATFORM: &str = "mqfleet-system";
 /// Bound on an instance becoming Running (the target is 60 s).
 const RUNNING: Duration = Duration::from_secs(60);
 const TOPIC: &str = "ORDERS";
+/// The operator's resync period in this suite (the default is 10 minutes).
+const RESYNC_SECS: &str = "5";
 const GROUP: &str = "GID_SHOP";
 
-/// `mq-operator run` against the testbed, killed with the test.
-struct Operator(Child);
-
-impl Operator {
-    fn start(tb: &Testbed) -> Result<Operator> {
-        let log = std::fs::File::create(tb.dir().join("logs").join("mq-operator.log"))?;
-        let mut cmd = Command::new(support::workspace_binary("mq-operator"));
-        cmd.args(["run", "--namespace", PLATFORM])
-            .env("KUBECONFIG", tb.kubeconfig_path())
-            .env("RUST_LOG", "info,mq_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe; the operator dies if this test process does.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                Ok(())
-            });
-        }
-        Ok(Operator(cmd.spawn().context("starting mq-operator")?))
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Installs the operator as a Pod from `deploy/` (in-cluster config, its own RBAC),
+/// with a short resync so drift correction shows within the test, and waits until it runs.
+async fn install_operator(tb: &Testbed, client: &Client) -> Result<()> {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    mq_testbed::apply_manifests(client, &deploy).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), PLATFORM);
+    let resync = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "operator", "env": [{"name": "MQ_RESYNC_SECS", "value": RESYNC_SECS}]}
+    ]}}}});
+    deployments
+        .patch(
+            "mq-operator",
+            &PatchParams::default(),
+            &Patch::Strategic(resync),
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
+    tb.until(
+        client,
+        PLATFORM,
+        "the operator Pod running",
+        RUNNING,
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/name=mq-operator"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let running = list.items.iter().any(|p| {
+                    mq_testbed::wait::is_ready(p)
+                        && p.metadata.deletion_timestamp.is_none()
+                        && p.spec
+                            .as_ref()
+                            .and_then(|s| s.containers[0].env.as_ref())
+                            .is_some_and(|env| env.iter().any(|e| e.name == "MQ_RESYNC_SECS"))
+                });
+                Ok(running.then_some(()))
+            }
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
@@ -238,9 +253,9 @@ fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
     let (tb, client, _operator, instance) = runtime.block_on(async {
         let tb = Testbed::shared().await?;
         let client = tb.client();
-        let operator = Operator::start(tb)?;
+        install_operator(tb, &client).await?;
         let instance = set_up(tb, &client, ns).await?;
-        anyhow::Ok((tb, client, operator, instance))
+        anyhow::Ok((tb, client, (), instance))
     })?;
     let status = instance.status.clone().context("no status")?;
     let endpoint = status.endpoint.clone().context("no endpoint")?;

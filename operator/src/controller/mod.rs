@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -62,9 +63,13 @@ fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Creates the platform namespace if it is missing.
+/// Creates the platform namespace if it is missing (installed operators find it made by
+/// their manifests and need only `get` on namespaces).
 async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
     let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
         "labels": {MANAGED_BY: OPERATOR}}});
     api.patch(name, &PatchParams::apply(OPERATOR), &Patch::Apply(&ns))
@@ -97,23 +102,60 @@ pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result
             tracing::debug!(error = %e, "instance controller");
         }
     });
-    let topics = Controller::new(
+    // A broker pod that changes (new, restarted with an empty store, Ready again)
+    // re-applies every topic and group of its instance.
+    let broker_pods = watcher::Config::default().labels(&format!(
+        "{MANAGED_BY}={OPERATOR},{}=broker",
+        workloads::COMPONENT_LABEL
+    ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &settings.namespace);
+    let topic_controller = Controller::new(
         Api::<MQTopic>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .shutdown_on_signal()
-    .run(children::reconcile_topic, error_policy, ctx.clone())
-    .for_each(|_| async {});
-    let groups = Controller::new(
+    );
+    let topic_store = topic_controller.store();
+    let topics = topic_controller
+        .watches(pods.clone(), broker_pods.clone(), move |pod| {
+            children_of(&topic_store, &pod, |t: &MQTopic| t.spec.instance.clone())
+        })
+        .shutdown_on_signal()
+        .run(children::reconcile_topic, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let group_controller = Controller::new(
         Api::<MQGroup>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .shutdown_on_signal()
-    .run(children::reconcile_group, error_policy, ctx.clone())
-    .for_each(|_| async {});
+    );
+    let group_store = group_controller.store();
+    let groups = group_controller
+        .watches(pods, broker_pods, move |pod| {
+            children_of(&group_store, &pod, |g: &MQGroup| g.spec.instance.clone())
+        })
+        .shutdown_on_signal()
+        .run(children::reconcile_group, error_policy, ctx.clone())
+        .for_each(|_| async {});
     tracing::info!(namespace = %settings.namespace, "mq-operator running");
     futures::join!(instances, topics, groups);
     Ok(())
+}
+
+/// The topics (or groups) in `store` that belong to the instance owning `pod`.
+fn children_of<K>(
+    store: &Store<K>,
+    pod: &Pod,
+    instance_of: impl Fn(&K) -> String,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let Some(owner) = owner_of(pod) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|k| k.meta().namespace == owner.namespace && instance_of(k) == owner.name)
+        .map(|k| ObjectRef::from_obj(k.as_ref()))
+        .collect()
 }
 
 /// The `MQInstance` a workload object belongs to, from its labels.
