@@ -189,6 +189,8 @@ fn produce_and_consume(endpoint: &str, namespace: &str, count: usize) -> HashSet
                 .client_config(config("op-consumer"))
                 .consumer_group(GROUP.to_string())
                 .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+                .consume_thread_min(4)
+                .consume_thread_max(4)
                 .build();
             consumer.subscribe(TOPIC, "*").await.expect("subscribe");
             consumer.register_message_listener_concurrently(support::Collect(received.clone()));
@@ -374,4 +376,206 @@ fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
         anyhow::Ok(())
     })?;
     Ok(())
+}
+
+async fn ready_reason<K>(
+    api: &Api<K>,
+    name: &str,
+) -> std::result::Result<(String, String, String), String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: HasConditions,
+{
+    let obj = api.get(name).await.map_err(|e| e.to_string())?;
+    obj.ready()
+        .ok_or_else(|| "no Ready condition yet".to_owned())
+}
+
+/// The Ready condition of a resource: (status, reason, message).
+trait HasConditions {
+    fn ready(&self) -> Option<(String, String, String)>;
+}
+
+impl HasConditions for MQTopic {
+    fn ready(&self) -> Option<(String, String, String)> {
+        let c = self
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?;
+        Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+    }
+}
+
+#[tokio::test]
+async fn conflicts_immutable_changes_and_pause_show_in_status() -> Result<()> {
+    let tb = Testbed::shared().await?;
+    let client = tb.client();
+    mq_testbed::apply_crds(
+        &client,
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"),
+    )
+    .await?;
+    install_operator(tb, &client).await?;
+    let ns = "op-rules";
+    tb.create_namespace(&client, ns).await?;
+    create::<MQInstance>(&client, ns, json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+        "metadata": {"name": "rules"},
+        "spec": {"instanceName": "rules", "cluster": "default",
+                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
+                 "nameServers": {"replicas": 1}},
+    }))
+    .await?;
+    let topic = |name: &str| {
+        json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+            "metadata": {"name": name},
+            "spec": {"instance": "rules", "topic": "LEDGER", "orderType": 0},
+        })
+    };
+    create::<MQTopic>(&client, ns, topic("first")).await?;
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+    let wait_reason = |name: &'static str, reason: &'static str| {
+        let topics = topics.clone();
+        let what = format!("MQTopic {name} with reason {reason}");
+        async move {
+            tb.until(&client_of(tb), "op-rules", &what, RUNNING, || {
+                let topics = topics.clone();
+                async move {
+                    let (_, r, message) = ready_reason(&topics, name).await?;
+                    if r == reason {
+                        Ok(Some(message))
+                    } else {
+                        Err(format!("Ready reason {r}: {message}"))
+                    }
+                }
+            })
+            .await
+        }
+    };
+    wait_reason("first", "Applied").await?;
+
+    // The same topic name again: the younger resource loses and says to whom.
+    create::<MQTopic>(&client, ns, topic("second")).await?;
+    let message = wait_reason("second", "ResourceConflict").await?;
+    ensure!(
+        message.contains("MQTopic/first"),
+        "conflict message: {message}"
+    );
+
+    // An immutable field changed: refused in status, the broker keeps the old topic.
+    topics
+        .patch(
+            "first",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"topic": "RENAMED"}})),
+        )
+        .await?;
+    let message = wait_reason("first", "NotSupported").await?;
+    ensure!(
+        message.contains("spec.topic") && message.contains("re-create"),
+        "{message}"
+    );
+
+    // Paused resources are left alone and say so.
+    topics
+        .patch(
+            "second",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"mqfleet.io/pause-reconciliation": "true"}}}),
+            ),
+        )
+        .await?;
+    wait_reason("second", "ReconciliationPaused").await?;
+
+    // Deleting the loser must not delete the winner's topic from the broker.
+    let instance: MQInstance = Api::namespaced(client.clone(), ns).get("rules").await?;
+    let id = instance
+        .status
+        .and_then(|s| s.instance_id)
+        .context("no instance id")?;
+    topics.delete("second", &DeleteParams::default()).await?;
+    tb.until(
+        &client,
+        PLATFORM,
+        "the losing MQTopic gone",
+        RUNNING,
+        || {
+            let topics = topics.clone();
+            async move {
+                Ok(topics
+                    .get_opt("second")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    let on_broker = broker_topics(&client, &id).await?;
+    ensure!(
+        // Independent naming is the default, so the broker holds the namespaced name.
+        on_broker.contains(&format!("{id}%LEDGER")),
+        "the winner's topic went with the loser: {on_broker:?}"
+    );
+
+    // A forced instance delete goes through despite the remaining topic.
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    instances
+        .patch(
+            "rules",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"mqfleet.io/force-delete": "true"}}}),
+            ),
+        )
+        .await?;
+    instances.delete("rules", &DeleteParams::default()).await?;
+    tb.until(
+        &client,
+        PLATFORM,
+        "the force-deleted instance gone",
+        RUNNING,
+        || {
+            let instances = instances.clone();
+            async move {
+                Ok(instances
+                    .get_opt("rules")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    // The orphaned topic can still be deleted (its finalizer finds no instance).
+    topics.delete("first", &DeleteParams::default()).await?;
+    tb.until(
+        &client,
+        PLATFORM,
+        "the orphaned MQTopic gone",
+        RUNNING,
+        || {
+            let topics = topics.clone();
+            async move {
+                Ok(topics
+                    .get_opt("first")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+fn client_of(tb: &Testbed) -> Client {
+    tb.client()
 }

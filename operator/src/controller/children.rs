@@ -1,5 +1,6 @@
 //! `MQTopic` and `MQGroup` onto every broker of their instance, removed again by their
-//! finalizers (unless `deletionPolicy: retain`).
+//! finalizers (unless `deletionPolicy: retain`), with the conventions of
+//! [`super::conventions`]: pause, immutable fields, the oldest claimant of a name wins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use mq_broker::broker::groups::SubscriptionGroupConfig;
 use mq_broker::remoting::body::TopicConfig;
@@ -15,11 +17,12 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::brokers::{self, BrokerPod};
+use super::conventions::{self, APPLIED_ANNOTATION};
 use super::workloads::Names;
 use super::{Context, Error};
 use crate::crd::{
-    CommonStatus, DeletionPolicy, MQGroup, MQInstance, MQTopic, OrderType, Phase, READY, condition,
-    set_condition,
+    CommonStatus, DeletionPolicy, ImmutableFields, MQGroup, MQGroupStatus, MQInstance, MQTopic,
+    MQTopicStatus, OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
 };
 
 /// Finalizer of topics.
@@ -28,6 +31,73 @@ pub const TOPIC_FINALIZER: &str = "mqfleet.io/topic";
 pub const GROUP_FINALIZER: &str = "mqfleet.io/group";
 /// Retry period while the instance is not ready.
 const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(3);
+
+/// A topic or group: what the shared steps need to know about it.
+pub trait Child:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Its status type.
+    type Status: CommonStatus + Default + Clone + PartialEq + Serialize + Send;
+    /// `MQTopic` or `MQGroup`.
+    const KIND: &'static str;
+    /// Its current status.
+    fn status(&self) -> Option<&Self::Status>;
+    /// The `MQInstance` it belongs to.
+    fn instance(&self) -> &str;
+    /// Its name on the brokers (topic name or group id).
+    fn broker_name(&self) -> &str;
+    /// Its immutable fields.
+    fn identity(&self) -> Vec<(&'static str, String)>;
+    /// The deletion policy.
+    fn deletion_policy(&self) -> DeletionPolicy;
+}
+
+impl Child for MQTopic {
+    type Status = MQTopicStatus;
+    const KIND: &'static str = "MQTopic";
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn instance(&self) -> &str {
+        &self.spec.instance
+    }
+    fn broker_name(&self) -> &str {
+        &self.spec.topic
+    }
+    fn identity(&self) -> Vec<(&'static str, String)> {
+        self.spec.immutable_fields()
+    }
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+}
+
+impl Child for MQGroup {
+    type Status = MQGroupStatus;
+    const KIND: &'static str = "MQGroup";
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn instance(&self) -> &str {
+        &self.spec.instance
+    }
+    fn broker_name(&self) -> &str {
+        &self.spec.group_id
+    }
+    fn identity(&self) -> Vec<(&'static str, String)> {
+        self.spec.immutable_fields()
+    }
+    fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy
+    }
+}
 
 /// What a child resource needs from its instance.
 struct Target {
@@ -69,6 +139,67 @@ async fn target(
     Ok(Ok(Target { names, brokers }))
 }
 
+/// The conventions checked before any broker is touched; `Some(action)` ends the
+/// reconcile with the condition written.
+async fn gate<K: Child>(
+    ctx: &Context,
+    obj: &K,
+    siblings: &Store<K>,
+) -> Result<Option<Action>, Error> {
+    if conventions::paused(obj) {
+        let message = format!("remove the {PAUSE_ANNOTATION} annotation to resume");
+        set_ready(ctx, obj, None, false, "ReconciliationPaused", message).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    let changes = conventions::changes(obj, obj.identity());
+    if !changes.is_empty() {
+        let message = changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        set_ready(
+            ctx,
+            obj,
+            Some(Phase::Failed),
+            false,
+            "NotSupported",
+            message,
+        )
+        .await?;
+        return Ok(Some(Action::await_change()));
+    }
+    let state = siblings.state();
+    let claimants = state.iter().map(AsRef::as_ref).filter(|k: &&K| {
+        k.namespace() == obj.namespace()
+            && k.instance() == obj.instance()
+            && k.broker_name() == obj.broker_name()
+    });
+    if let Some(winner) = conventions::winner(claimants)
+        && winner.name_any() != obj.name_any()
+    {
+        let message = format!(
+            "{} {:?} of instance {:?} already belongs to {}/{} (created earlier); choose another name",
+            K::KIND,
+            obj.broker_name(),
+            obj.instance(),
+            K::KIND,
+            winner.name_any()
+        );
+        set_ready(
+            ctx,
+            obj,
+            Some(Phase::Failed),
+            false,
+            "ResourceConflict",
+            message,
+        )
+        .await?;
+        return Ok(Some(Action::requeue(ctx.resync)));
+    }
+    Ok(None)
+}
+
 /// Reconciles one topic.
 pub async fn reconcile_topic(topic: Arc<MQTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<MQTopic> =
@@ -76,7 +207,12 @@ pub async fn reconcile_topic(topic: Arc<MQTopic>, ctx: Arc<Context>) -> Result<A
     finalizer(&api, TOPIC_FINALIZER, topic, |event| async {
         match event {
             Event::Apply(t) => apply_topic(&t, &ctx).await,
-            Event::Cleanup(t) => cleanup_topic(&t, &ctx).await,
+            Event::Cleanup(t) => {
+                cleanup(t.as_ref(), &ctx, |admin, name| async move {
+                    admin.delete_topic(&name).await
+                })
+                .await
+            }
         }
     })
     .await
@@ -99,6 +235,9 @@ fn topic_config(topic: &MQTopic) -> TopicConfig {
 }
 
 async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
+    if let Some(action) = gate(ctx, topic, &ctx.topics).await? {
+        return Ok(action);
+    }
     let ns = topic.namespace().unwrap_or_default();
     let target = match target(ctx, &ns, &topic.spec.instance, false).await? {
         Ok(t) => t,
@@ -121,6 +260,7 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
                 message: e.to_string(),
             })?;
     }
+    mark_applied(ctx, topic).await?;
     let mut status = topic.status.clone().unwrap_or_default();
     status.brokers = brokers.iter().map(|b| b.name.clone()).collect();
     let message = format!(
@@ -131,31 +271,6 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
     ready(ctx, topic, status, message).await
 }
 
-async fn cleanup_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
-    if topic.spec.deletion_policy == DeletionPolicy::Retain {
-        return Ok(Action::await_change());
-    }
-    let ns = topic.namespace().unwrap_or_default();
-    // No instance (or no broker) means nothing holds the topic any more.
-    let Ok(target) = target(ctx, &ns, &topic.spec.instance, true).await? else {
-        return Ok(Action::await_change());
-    };
-    for broker in &target.brokers {
-        let admin = brokers::connect(broker).await?;
-        match admin.delete_topic(&topic.spec.topic).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                return Err(Error::Broker {
-                    broker: broker.name.clone(),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok(Action::await_change())
-}
-
 /// Reconciles one group.
 pub async fn reconcile_group(group: Arc<MQGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<MQGroup> =
@@ -163,7 +278,12 @@ pub async fn reconcile_group(group: Arc<MQGroup>, ctx: Arc<Context>) -> Result<A
     finalizer(&api, GROUP_FINALIZER, group, |event| async {
         match event {
             Event::Apply(g) => apply_group(&g, &ctx).await,
-            Event::Cleanup(g) => cleanup_group(&g, &ctx).await,
+            Event::Cleanup(g) => {
+                cleanup(g.as_ref(), &ctx, |admin, name| async move {
+                    admin.delete_group(&name).await
+                })
+                .await
+            }
         }
     })
     .await
@@ -171,6 +291,9 @@ pub async fn reconcile_group(group: Arc<MQGroup>, ctx: Arc<Context>) -> Result<A
 }
 
 async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
+    if let Some(action) = gate(ctx, group, &ctx.groups).await? {
+        return Ok(action);
+    }
     let ns = group.namespace().unwrap_or_default();
     let target = match target(ctx, &ns, &group.spec.instance, false).await? {
         Ok(t) => t,
@@ -192,6 +315,7 @@ async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
                 message: e.to_string(),
             })?;
     }
+    mark_applied(ctx, group).await?;
     let mut status = group.status.clone().unwrap_or_default();
     status.brokers = target.brokers.iter().map(|b| b.name.clone()).collect();
     status.retry_topic = Some(format!("%RETRY%{}", group.spec.group_id));
@@ -204,17 +328,25 @@ async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
     ready(ctx, group, status, message).await
 }
 
-async fn cleanup_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
-    if group.spec.deletion_policy == DeletionPolicy::Retain {
+/// Removes the broker-side object, unless retained or owned by another resource.
+async fn cleanup<K, F, Fut>(obj: &K, ctx: &Context, delete: F) -> Result<Action, Error>
+where
+    K: Child,
+    F: Fn(mq_broker::client::AdminClient, String) -> Fut,
+    Fut: Future<Output = Result<(), mq_broker::client::AdminError>>,
+{
+    // A conflict loser never created anything; deleting it must not remove the winner's.
+    if obj.deletion_policy() == DeletionPolicy::Retain || !conventions::owns_broker_object(obj) {
         return Ok(Action::await_change());
     }
-    let ns = group.namespace().unwrap_or_default();
-    let Ok(target) = target(ctx, &ns, &group.spec.instance, true).await? else {
+    let ns = obj.namespace().unwrap_or_default();
+    // No instance (or no broker) means nothing holds the object any more.
+    let Ok(target) = target(ctx, &ns, obj.instance(), true).await? else {
         return Ok(Action::await_change());
     };
     for broker in &target.brokers {
         let admin = brokers::connect(broker).await?;
-        match admin.delete_group(&group.spec.group_id).await {
+        match delete(admin, obj.broker_name().to_owned()).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => {
@@ -225,35 +357,32 @@ async fn cleanup_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> 
             }
         }
     }
+    super::record(
+        ctx,
+        obj.object_ref(&()),
+        true,
+        "Deleted",
+        format!("removed {:?} from the brokers", obj.broker_name()),
+    )
+    .await;
     Ok(Action::await_change())
 }
 
-/// A child resource with a status the helpers below can write.
-trait Child:
-    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + std::fmt::Debug
-{
-    /// Its status type.
-    type Status: CommonStatus + Default + Clone + PartialEq + Serialize;
-    /// Its current status.
-    fn status(&self) -> Option<&Self::Status>;
-}
-
-impl Child for MQTopic {
-    type Status = crate::crd::MQTopicStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
+/// Records the applied immutable fields once (the only metadata write).
+async fn mark_applied<K: Child>(ctx: &Context, obj: &K) -> Result<(), Error> {
+    if conventions::owns_broker_object(obj) {
+        return Ok(());
     }
-}
-
-impl Child for MQGroup {
-    type Status = crate::crd::MQGroupStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let value = conventions::applied_value(&obj.identity());
+    let patch = json!({"metadata": {"annotations": {APPLIED_ANNOTATION: value}}});
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn ready<K: Child>(
@@ -274,18 +403,41 @@ async fn ready<K: Child>(
 }
 
 async fn not_ready<K: Child>(ctx: &Context, obj: &K, message: String) -> Result<Action, Error> {
-    let generation = obj.meta().generation;
-    let mut status = obj.status().cloned().unwrap_or_default();
-    status.set_observed_generation(generation);
-    status.set_phase(Phase::Creating);
-    set_condition(
-        status.conditions_mut(),
-        condition(READY, false, "InstanceNotReady", message, generation),
-    );
-    write_status(ctx, obj, status).await?;
+    set_ready(
+        ctx,
+        obj,
+        Some(Phase::Creating),
+        false,
+        "InstanceNotReady",
+        message,
+    )
+    .await?;
     Ok(Action::requeue(WAIT_FOR_INSTANCE))
 }
 
+/// Writes the Ready condition (and the phase, if given) for the current generation.
+async fn set_ready<K: Child>(
+    ctx: &Context,
+    obj: &K,
+    phase: Option<Phase>,
+    ready: bool,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let generation = obj.meta().generation;
+    let mut status = obj.status().cloned().unwrap_or_default();
+    status.set_observed_generation(generation);
+    if let Some(phase) = phase {
+        status.set_phase(phase);
+    }
+    set_condition(
+        status.conditions_mut(),
+        condition(READY, ready, reason, message, generation),
+    );
+    write_status(ctx, obj, status).await
+}
+
+/// Writes `status` if it changed, and records the change as an Event.
 async fn write_status<K: Child>(ctx: &Context, obj: &K, status: K::Status) -> Result<(), Error> {
     if obj.status() == Some(&status) {
         return Ok(());
@@ -297,5 +449,20 @@ async fn write_status<K: Child>(ctx: &Context, obj: &K, status: K::Status) -> Re
         &Patch::Merge(json!({"status": status})),
     )
     .await?;
+    if let Some(c) = status.conditions().iter().find(|c| c.type_ == READY) {
+        let old = obj
+            .status()
+            .and_then(|s| s.conditions().iter().find(|o| o.type_ == READY).cloned());
+        if old.as_ref().map(|o| (&o.status, &o.reason)) != Some((&c.status, &c.reason)) {
+            super::record(
+                ctx,
+                obj.object_ref(&()),
+                c.status == "True",
+                &c.reason,
+                c.message.clone(),
+            )
+            .await;
+        }
+    }
     Ok(())
 }

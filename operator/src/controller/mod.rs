@@ -4,6 +4,7 @@
 
 pub mod brokers;
 pub mod children;
+pub mod conventions;
 pub mod instance;
 pub mod workloads;
 
@@ -12,9 +13,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
@@ -33,6 +35,37 @@ pub struct Context {
     pub settings: Settings,
     /// Full resync period (drift correction).
     pub resync: Duration,
+    /// Publishes Kubernetes Events about the resources.
+    pub recorder: Recorder,
+    /// Every MQTopic (the topic controller's cache), for name conflicts.
+    pub topics: Store<MQTopic>,
+    /// Every MQGroup, for name conflicts.
+    pub groups: Store<MQGroup>,
+}
+
+/// Publishes an Event about `reference` (failures are logged: an event must never
+/// fail a reconcile).
+pub async fn record(
+    ctx: &Context,
+    reference: ObjectReference,
+    normal: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if normal {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(error = %e, "publishing an event failed");
+    }
 }
 
 /// Why a reconcile failed; the error policy retries with back-off.
@@ -57,9 +90,19 @@ pub enum Error {
     NotEmpty(String),
 }
 
-/// Retry a failed reconcile soon; the controller runtime adds per-object back-off.
-fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed");
+/// Retries a failed reconcile soon, and says why in an Event.
+fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
+    let (reference, note) = (obj.object_ref(&()), error.to_string());
+    let reason = match error {
+        Error::NotEmpty(_) => "InstanceNotEmpty",
+        Error::Broker { .. } => "BrokerUnavailable",
+        _ => "ReconcileFailed",
+    };
+    tokio::spawn(async move { record(&ctx, reference, false, reason, note).await });
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -80,10 +123,25 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
 /// Runs the three controllers until SIGTERM/SIGINT.
 pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result<(), Error> {
     ensure_namespace(&client, &settings.namespace).await?;
+    let topic_controller = Controller::new(
+        Api::<MQTopic>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let group_controller = Controller::new(
+        Api::<MQGroup>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let reporter = Reporter {
+        controller: OPERATOR.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: settings.clone(),
         resync,
+        recorder: Recorder::new(client.clone(), reporter),
+        topics: topic_controller.store(),
+        groups: group_controller.store(),
     });
     let workloads = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
     let instances = Controller::new(
@@ -109,10 +167,6 @@ pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result
         workloads::COMPONENT_LABEL
     ));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &settings.namespace);
-    let topic_controller = Controller::new(
-        Api::<MQTopic>::all(client.clone()),
-        watcher::Config::default(),
-    );
     let topic_store = topic_controller.store();
     let topics = topic_controller
         .watches(pods.clone(), broker_pods.clone(), move |pod| {
@@ -121,10 +175,6 @@ pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result
         .shutdown_on_signal()
         .run(children::reconcile_topic, error_policy, ctx.clone())
         .for_each(|_| async {});
-    let group_controller = Controller::new(
-        Api::<MQGroup>::all(client.clone()),
-        watcher::Config::default(),
-    );
     let group_store = group_controller.store();
     let groups = group_controller
         .watches(pods, broker_pods, move |pod| {

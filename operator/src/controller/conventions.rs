@@ -1,0 +1,141 @@
+//! The resource conventions every reconciler follows (DESIGN.md "Resource model"):
+//! immutable fields checked against what was applied, the oldest resource winning a
+//! broker-side name, and the pause annotation.
+
+use std::collections::BTreeMap;
+
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{ImmutableFieldChange, PAUSE_ANNOTATION};
+
+/// Annotation recording the immutable fields as first applied to the brokers. Its
+/// presence also marks the resource that owns the broker-side object (a conflict loser
+/// never gets it, so deleting a loser never deletes the winner's topic).
+pub const APPLIED_ANNOTATION: &str = "mqfleet.io/applied";
+
+/// Whether reconciliation of `obj` is paused by annotation.
+pub fn paused<K: Resource>(obj: &K) -> bool {
+    obj.annotations()
+        .get(PAUSE_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// The annotation value recording `fields`.
+pub fn applied_value(fields: &[(&'static str, String)]) -> String {
+    let map: BTreeMap<&str, &str> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    serde_json::to_string(&map).unwrap_or_default()
+}
+
+/// Immutable fields whose requested value differs from the applied one (none when
+/// nothing was applied yet, or the annotation is unreadable).
+pub fn changes<K: Resource>(
+    obj: &K,
+    requested: Vec<(&'static str, String)>,
+) -> Vec<ImmutableFieldChange> {
+    let Some(applied) = obj
+        .annotations()
+        .get(APPLIED_ANNOTATION)
+        .and_then(|a| serde_json::from_str::<BTreeMap<String, String>>(a).ok())
+    else {
+        return Vec::new();
+    };
+    requested
+        .into_iter()
+        .filter_map(|(field, value)| {
+            let old = applied.get(field)?;
+            (*old != value).then(|| ImmutableFieldChange {
+                field,
+                accepted: old.clone(),
+                requested: value,
+            })
+        })
+        .collect()
+}
+
+/// Whether `obj` owns the broker-side object it names.
+pub fn owns_broker_object<K: Resource>(obj: &K) -> bool {
+    obj.annotations().contains_key(APPLIED_ANNOTATION)
+}
+
+/// Of the resources claiming one broker-side name, the one that keeps it: the oldest
+/// (creation time, then name), ignoring those being deleted.
+pub fn winner<'a, K: Resource + 'a>(claimants: impl IntoIterator<Item = &'a K>) -> Option<&'a K> {
+    claimants
+        .into_iter()
+        .filter(|k| k.meta().deletion_timestamp.is_none())
+        .min_by(|a, b| {
+            let key = |k: &K| {
+                (
+                    k.meta().creation_timestamp.as_ref().map(|t| t.0),
+                    k.meta().name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::MQTopic;
+    use serde_json::json;
+
+    fn topic(name: &str, created: &str, annotations: serde_json::Value) -> MQTopic {
+        serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+            "metadata": {"name": name, "namespace": "t", "creationTimestamp": created, "annotations": annotations},
+            "spec": {"instance": "i", "topic": "ORDERS", "orderType": 0},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn changes_compare_with_what_was_applied() {
+        use crate::crd::ImmutableFields;
+        let fresh = topic("a", "2026-01-01T00:00:00Z", json!({}));
+        assert!(changes(&fresh, fresh.spec.immutable_fields()).is_empty());
+        let applied = applied_value(&fresh.spec.immutable_fields());
+        let mut renamed = topic(
+            "a",
+            "2026-01-01T00:00:00Z",
+            json!({APPLIED_ANNOTATION: applied}),
+        );
+        assert!(owns_broker_object(&renamed));
+        assert!(changes(&renamed, renamed.spec.immutable_fields()).is_empty());
+        renamed.spec.topic = "PAYMENTS".into();
+        let found = changes(&renamed, renamed.spec.immutable_fields());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].field, "spec.topic");
+        assert!(
+            found[0]
+                .to_string()
+                .contains("\"ORDERS\" and cannot become \"PAYMENTS\"")
+        );
+    }
+
+    #[test]
+    fn the_oldest_claimant_wins_and_deleting_ones_do_not_count() {
+        let old = topic("zeta", "2026-01-01T00:00:00Z", json!({}));
+        let new = topic("alpha", "2026-02-01T00:00:00Z", json!({}));
+        let same_time = topic("beta", "2026-01-01T00:00:00Z", json!({}));
+        assert_eq!(winner([&new, &old]).unwrap().name_any(), "zeta");
+        assert_eq!(winner([&old, &same_time]).unwrap().name_any(), "beta");
+        let mut deleting = old.clone();
+        deleting.metadata.deletion_timestamp = new.metadata.creation_timestamp.clone();
+        assert_eq!(winner([&deleting, &new]).unwrap().name_any(), "alpha");
+    }
+
+    #[test]
+    fn pause_needs_the_exact_value() {
+        assert!(paused(&topic(
+            "a",
+            "2026-01-01T00:00:00Z",
+            json!({PAUSE_ANNOTATION: "true"})
+        )));
+        assert!(!paused(&topic(
+            "a",
+            "2026-01-01T00:00:00Z",
+            json!({PAUSE_ANNOTATION: "yes"})
+        )));
+    }
+}
