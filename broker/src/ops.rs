@@ -262,6 +262,19 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
 }
 
+/// What an ops port answers: the status, content type and body for a `GET` path.
+/// The broker's [`OpsState`] is one; the operator brings its own.
+pub trait Routes: Send + Sync + 'static {
+    /// The response to `GET path`.
+    fn route(&self, path: &str) -> (u16, &'static str, String);
+}
+
+impl Routes for OpsState {
+    fn route(&self, path: &str) -> (u16, &'static str, String) {
+        route(self, path)
+    }
+}
+
 /// The listening ops port.
 pub struct OpsServer {
     listener: TcpListener,
@@ -281,7 +294,7 @@ impl OpsServer {
     }
 
     /// Answers requests from `state` until `shutdown` resolves.
-    pub async fn serve(self, state: Arc<OpsState>, shutdown: impl Future<Output = ()>) {
+    pub async fn serve<R: Routes>(self, state: Arc<R>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
@@ -294,7 +307,7 @@ impl OpsServer {
                     Ok((stream, _)) => {
                         let state = state.clone();
                         tokio::spawn(async move {
-                            answer(stream, &state).await;
+                            answer(stream, state.as_ref()).await;
                             drop(slot);
                         });
                     }
@@ -309,7 +322,7 @@ impl OpsServer {
 }
 
 /// Reads one request head and writes one response.
-async fn answer(mut stream: TcpStream, state: &OpsState) {
+async fn answer<R: Routes>(mut stream: TcpStream, state: &R) {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Some(head)) => head,
         _ => {
@@ -332,7 +345,7 @@ async fn answer(mut stream: TcpStream, state: &OpsState) {
         .await;
         return;
     }
-    let (status, kind, body) = route(state, path);
+    let (status, kind, body) = state.route(path);
     let _ = respond(&mut stream, status, kind, &body, with_body).await;
 }
 

@@ -43,6 +43,15 @@ enum Command {
         /// Full resync period in seconds (drift correction).
         #[arg(long, env = "MQ_RESYNC_SECS", default_value_t = 600)]
         resync_secs: u64,
+        /// Hold the `mq-operator` Lease while reconciling, so several replicas are safe.
+        #[arg(long, env = "MQ_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_elect: bool,
+        /// This replica's identity in the Lease [default: $POD_NAME, else host and pid].
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Serve /healthz, /livez and /metrics here (e.g. `$(POD_IP):8080`).
+        #[arg(long, env = "MQ_HTTP_LISTEN")]
+        http_listen: Option<std::net::SocketAddr>,
     },
     /// Print the CRDs as YAML, or write one file per CRD into --out-dir.
     Crds {
@@ -60,12 +69,24 @@ fn main() -> anyhow::Result<()> {
             namespace,
             broker_image,
             resync_secs,
+            leader_elect,
+            identity,
+            http_listen,
         } => {
-            let settings = mq_operator::controller::Settings {
-                namespace,
-                broker_image,
-            };
-            run(settings, std::time::Duration::from_secs(resync_secs))?;
+            let identity = identity.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            run(mq_operator::controller::RunOptions {
+                settings: mq_operator::controller::Settings {
+                    namespace,
+                    broker_image,
+                },
+                resync: std::time::Duration::from_secs(resync_secs),
+                leader_elect,
+                identity,
+                http_listen,
+            })?;
         }
         Command::Crds { out_dir: None } => print!("{}", mq_operator::crd::crds_yaml()?),
         Command::Crds { out_dir: Some(dir) } => write_crds(&dir)?,
@@ -97,17 +118,14 @@ fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn run(
-    settings: mq_operator::controller::Settings,
-    resync: std::time::Duration,
-) -> anyhow::Result<()> {
+async fn run(opts: mq_operator::controller::RunOptions) -> anyhow::Result<()> {
     // Name rustls' provider: builds that also link aws-lc-rs (test dependencies) would
     // otherwise panic on the first TLS connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-    mq_operator::controller::run(client, settings, resync).await?;
+    mq_operator::controller::run(client, opts).await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -61,20 +62,38 @@ async fn install_operator(tb: &Testbed, client: &Client) -> Result<()> {
                     .list(&ListParams::default().labels("app.kubernetes.io/name=mq-operator"))
                     .await
                     .map_err(|e| e.to_string())?;
-                let running = list.items.iter().any(|p| {
-                    mq_testbed::wait::is_ready(p)
-                        && p.metadata.deletion_timestamp.is_none()
-                        && p.spec
-                            .as_ref()
-                            .and_then(|s| s.containers[0].env.as_ref())
-                            .is_some_and(|env| env.iter().any(|e| e.name == "MQ_RESYNC_SECS"))
-                });
-                Ok(running.then_some(()))
+                // Both replicas of the patched template: one leads, one waits.
+                let running = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        mq_testbed::wait::is_ready(p)
+                            && p.metadata.deletion_timestamp.is_none()
+                            && p.spec
+                                .as_ref()
+                                .and_then(|s| s.containers[0].env.as_ref())
+                                .is_some_and(|env| env.iter().any(|e| e.name == "MQ_RESYNC_SECS"))
+                    })
+                    .count();
+                if running == 2 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{running} of 2 operator replicas running"))
+                }
             }
         },
     )
     .await?;
     Ok(())
+}
+
+/// The suites share one operator and measure it, so they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
@@ -250,6 +269,7 @@ async fn broker_topics(client: &Client, instance_id: &str) -> Result<Vec<String>
 
 #[test]
 fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
+    let _serial = serial();
     let runtime = tokio::runtime::Runtime::new()?;
     let ns = "op-shop";
     let (tb, client, _operator, instance) = runtime.block_on(async {
@@ -410,6 +430,7 @@ impl HasConditions for MQTopic {
 
 #[tokio::test]
 async fn conflicts_immutable_changes_and_pause_show_in_status() -> Result<()> {
+    let _serial = serial();
     let tb = Testbed::shared().await?;
     let client = tb.client();
     mq_testbed::apply_crds(
@@ -578,4 +599,185 @@ async fn conflicts_immutable_changes_and_pause_show_in_status() -> Result<()> {
 
 fn client_of(tb: &Testbed) -> Client {
     tb.client()
+}
+
+/// The pod holding the operator's Lease.
+async fn leader(client: &Client) -> std::result::Result<Pod, String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), PLATFORM);
+    let lease = leases.get("mq-operator").await.map_err(|e| e.to_string())?;
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+        .ok_or("the lease has no holder")?;
+    Api::<Pod>::namespaced(client.clone(), PLATFORM)
+        .get(&holder)
+        .await
+        .map_err(|e| format!("lease holder {holder}: {e}"))
+}
+
+/// A counter or gauge from the operator pod's `/metrics`.
+async fn metric(pod: &Pod, name: &str) -> Result<f64> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("no pod IP")?;
+    let mut stream = tokio::net::TcpStream::connect(format!("{ip}:8080")).await?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text)).await??;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("{name} not in /metrics of {}", pod.name_any()))
+}
+
+#[tokio::test]
+async fn an_idle_operator_writes_nothing_and_a_new_leader_takes_over() -> Result<()> {
+    let _serial = serial();
+    let tb = Testbed::shared().await?;
+    let client = tb.client();
+    mq_testbed::apply_crds(
+        &client,
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"),
+    )
+    .await?;
+    install_operator(tb, &client).await?;
+    let ns = "op-idle";
+    tb.create_namespace(&client, ns).await?;
+    create::<MQInstance>(&client, ns, json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+        "metadata": {"name": "idle"},
+        "spec": {"instanceName": "idle", "cluster": "default",
+                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
+                 "nameServers": {"replicas": 1}},
+    }))
+    .await?;
+    const TOPICS: usize = 20;
+    for i in 0..TOPICS {
+        create::<MQTopic>(
+            &client,
+            ns,
+            json!({
+                "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+                "metadata": {"name": format!("t{i}")},
+                "spec": {"instance": "idle", "topic": format!("IDLE_{i}"), "orderType": 0},
+            }),
+        )
+        .await?;
+    }
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+    tb.until(&client, ns, "every topic Ready", RUNNING, || {
+        let topics = topics.clone();
+        async move {
+            let list = topics
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|t| is_ready(t.metadata.generation, t.status.as_ref()))
+                .count();
+            if ready == TOPICS {
+                Ok(Some(()))
+            } else {
+                Err(format!("{ready} of {TOPICS} Ready"))
+            }
+        }
+    })
+    .await?;
+
+    // Idle: resyncs (every 5 s here) reconcile everything and write nothing.
+    let lead = tb
+        .until(&client, PLATFORM, "a lease holder", RUNNING, || {
+            let client = client.clone();
+            async move { leader(&client).await.map(Some) }
+        })
+        .await?;
+    ensure!(
+        metric(&lead, "mq_operator_leader").await? == 1.0,
+        "the holder does not say it leads"
+    );
+    let (writes, reconciles) = (
+        metric(&lead, "mq_operator_api_writes_total").await?,
+        metric(&lead, "mq_operator_reconciles_total{kind=\"MQTopic\"}").await?,
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let reconciled =
+        metric(&lead, "mq_operator_reconciles_total{kind=\"MQTopic\"}").await? - reconciles;
+    ensure!(
+        reconciled >= TOPICS as f64,
+        "no resync ran while idle ({reconciled} reconciles)"
+    );
+    let wrote = metric(&lead, "mq_operator_api_writes_total").await? - writes;
+    ensure!(
+        wrote == 0.0,
+        "an idle operator wrote {wrote} times during {reconciled} reconciles"
+    );
+
+    // The leader goes; the other replica takes the lease and works.
+    Api::<Pod>::namespaced(client.clone(), PLATFORM)
+        .delete(&lead.name_any(), &DeleteParams::default())
+        .await?;
+    let old = lead.name_any();
+    let successor = tb
+        .until(
+            &client,
+            PLATFORM,
+            "another replica holding the lease",
+            RUNNING,
+            || {
+                let (client, old) = (client.clone(), old.clone());
+                async move {
+                    let pod = leader(&client).await?;
+                    Ok((pod.name_any() != old).then_some(pod))
+                }
+            },
+        )
+        .await?;
+    ensure!(
+        metric(&successor, "mq_operator_leader").await? == 1.0,
+        "the successor does not lead"
+    );
+    create::<MQTopic>(
+        &client,
+        ns,
+        json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+            "metadata": {"name": "after"},
+            "spec": {"instance": "idle", "topic": "AFTER_FAILOVER", "orderType": 0},
+        }),
+    )
+    .await?;
+    tb.until(
+        &client,
+        ns,
+        "a topic made after the failover Ready",
+        RUNNING,
+        || {
+            let topics = topics.clone();
+            async move {
+                let t = topics.get("after").await.map_err(|e| e.to_string())?;
+                Ok(is_ready(t.metadata.generation, t.status.as_ref()).then_some(()))
+            }
+        },
+    )
+    .await?;
+
+    // Clean up so the platform namespace is left as found.
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    instances
+        .patch(
+            "idle",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"mqfleet.io/force-delete": "true"}}}),
+            ),
+        )
+        .await?;
+    instances.delete("idle", &DeleteParams::default()).await?;
+    Ok(())
 }

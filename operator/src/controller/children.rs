@@ -202,13 +202,20 @@ async fn gate<K: Child>(
 
 /// Reconciles one topic.
 pub async fn reconcile_topic(topic: Arc<MQTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_topic_inner(topic, &ctx).await;
+    ctx.metrics.reconciled("MQTopic", started, result.is_ok());
+    result
+}
+
+async fn reconcile_topic_inner(topic: Arc<MQTopic>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let api: Api<MQTopic> =
         Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
     finalizer(&api, TOPIC_FINALIZER, topic, |event| async {
         match event {
-            Event::Apply(t) => apply_topic(&t, &ctx).await,
+            Event::Apply(t) => apply_topic(&t, ctx).await,
             Event::Cleanup(t) => {
-                cleanup(t.as_ref(), &ctx, |admin, name| async move {
+                cleanup(t.as_ref(), ctx, |admin, name| async move {
                     admin.delete_topic(&name).await
                 })
                 .await
@@ -273,13 +280,20 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
 
 /// Reconciles one group.
 pub async fn reconcile_group(group: Arc<MQGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_group_inner(group, &ctx).await;
+    ctx.metrics.reconciled("MQGroup", started, result.is_ok());
+    result
+}
+
+async fn reconcile_group_inner(group: Arc<MQGroup>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let api: Api<MQGroup> =
         Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
     finalizer(&api, GROUP_FINALIZER, group, |event| async {
         match event {
-            Event::Apply(g) => apply_group(&g, &ctx).await,
+            Event::Apply(g) => apply_group(&g, ctx).await,
             Event::Cleanup(g) => {
-                cleanup(g.as_ref(), &ctx, |admin, name| async move {
+                cleanup(g.as_ref(), ctx, |admin, name| async move {
                     admin.delete_group(&name).await
                 })
                 .await
@@ -382,6 +396,7 @@ async fn mark_applied<K: Child>(ctx: &Context, obj: &K) -> Result<(), Error> {
         &Patch::Merge(&patch),
     )
     .await?;
+    ctx.metrics.wrote();
     Ok(())
 }
 
@@ -449,6 +464,7 @@ async fn write_status<K: Child>(ctx: &Context, obj: &K, status: K::Status) -> Re
         &Patch::Merge(json!({"status": status})),
     )
     .await?;
+    ctx.metrics.wrote();
     if let Some(c) = status.conditions().iter().find(|c| c.type_ == READY) {
         let old = obj
             .status()

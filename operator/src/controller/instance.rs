@@ -28,12 +28,20 @@ const STARTING: Duration = Duration::from_secs(3);
 
 /// Reconciles one instance.
 pub async fn reconcile(instance: Arc<MQInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(instance, &ctx).await;
+    ctx.metrics
+        .reconciled("MQInstance", started, result.is_ok());
+    result
+}
+
+async fn reconcile_inner(instance: Arc<MQInstance>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = instance.namespace().unwrap_or_default();
     let api: Api<MQInstance> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, instance, |event| async {
         match event {
-            Event::Apply(i) => apply(&i, &ctx).await,
-            Event::Cleanup(i) => cleanup(&i, &ctx).await,
+            Event::Apply(i) => apply(&i, ctx).await,
+            Event::Cleanup(i) => cleanup(&i, ctx).await,
         }
     })
     .await
@@ -160,13 +168,41 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.meta().name.clone().unwrap_or_default();
+    // The desired object's hash rides along as an annotation: when the stored object
+    // carries the same hash nothing is sent, so an idle operator writes nothing.
+    let hash = desired_hash(obj);
+    if let Some(existing) = api.get_opt(&name).await?
+        && existing.annotations().get(HASH_ANNOTATION) == Some(&hash)
+    {
+        return Ok(existing);
+    }
+    let mut obj = obj.clone();
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_default()
+        .insert(HASH_ANNOTATION.to_owned(), hash);
+    let obj = &obj;
     Ok(api
         .patch(
             &name,
             &PatchParams::apply(OPERATOR).force(),
             &Patch::Apply(obj),
         )
-        .await?)
+        .await
+        .inspect(|_| ctx.metrics.wrote())?)
+}
+
+/// Annotation holding the hash of what the operator last applied to an object.
+pub const HASH_ANNOTATION: &str = "mqfleet.io/desired-hash";
+
+/// A stable hash of the desired object (serde_json keeps field order, maps are sorted).
+fn desired_hash<K: Serialize>(obj: &K) -> String {
+    use sha1::{Digest, Sha1};
+    let bytes = serde_json::to_vec(obj).unwrap_or_default();
+    Sha1::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `status` unless it equals what is stored (an idle operator writes nothing).
@@ -188,6 +224,18 @@ async fn write_status(
         &Patch::Merge(json!({"status": status})),
     )
     .await?;
+    ctx.metrics.wrote();
+    let ready = |s: Option<&MQInstanceStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    if let Some((value, reason, message)) = ready(Some(&status))
+        && ready(instance.status.as_ref()).map(|(v, r, _)| (v, r))
+            != Some((value.clone(), reason.clone()))
+    {
+        let reference = instance.object_ref(&());
+        super::record(ctx, reference, value == "True", &reason, message).await;
+    }
     Ok(())
 }
 

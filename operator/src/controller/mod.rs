@@ -6,6 +6,7 @@ pub mod brokers;
 pub mod children;
 pub mod conventions;
 pub mod instance;
+pub mod metrics;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
+use metrics::Metrics;
 use serde_json::json;
 
 use crate::crd::{MQGroup, MQInstance, MQTopic};
@@ -41,6 +44,24 @@ pub struct Context {
     pub topics: Store<MQTopic>,
     /// Every MQGroup, for name conflicts.
     pub groups: Store<MQGroup>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// How to run the operator.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Workload settings.
+    pub settings: Settings,
+    /// Full resync period (drift correction).
+    pub resync: Duration,
+    /// Take the `mq-operator` Lease in the platform namespace before reconciling, so
+    /// several replicas are safe (one works, the others wait to take over).
+    pub leader_elect: bool,
+    /// This replica's name in the Lease.
+    pub identity: String,
+    /// Where to serve `/healthz` and `/metrics`.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 /// Publishes an Event about `reference` (failures are logged: an event must never
@@ -88,6 +109,19 @@ pub enum Error {
     /// The instance still has topics or groups and is not force-deleted.
     #[error("instance still has {0}")]
     NotEmpty(String),
+    /// Leader election failed or the lease was lost (the process exits; a replica that
+    /// keeps working without the lease would fight the new leader).
+    #[error("leader election: {0}")]
+    Leadership(String),
+    /// The ops port could not be bound.
+    #[error("binding the ops port {addr}: {source}")]
+    OpsPort {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Retries a failed reconcile soon, and says why in an Event.
@@ -120,9 +154,94 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the three controllers until SIGTERM/SIGINT.
-pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result<(), Error> {
-    ensure_namespace(&client, &settings.namespace).await?;
+/// Serves the ops port, takes the leader lease (if asked), then runs the controllers
+/// until SIGTERM/SIGINT or until the lease is lost.
+pub async fn run(client: Client, opts: RunOptions) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = opts.http_listen {
+        let server = mq_broker::ops::OpsServer::bind(addr)
+            .await
+            .map_err(|source| Error::OpsPort { addr, source })?;
+        tokio::spawn(server.serve(metrics.clone(), std::future::pending()));
+    }
+    ensure_namespace(&client, &opts.settings.namespace).await?;
+    if !opts.leader_elect {
+        metrics.set_leader(true);
+        return controllers(client, opts, metrics).await;
+    }
+    let manager = LeaseManagerBuilder::new(client.clone(), OPERATOR)
+        .with_namespace(&opts.settings.namespace)
+        .with_identity(&opts.identity)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
+        .with_field_manager(OPERATOR)
+        .build()
+        .await
+        .map_err(|e| Error::Leadership(e.to_string()))?;
+    let (mut leader, lease_task) = manager.watch().await;
+    tracing::info!(identity = %opts.identity, "waiting for the leader lease");
+    let result = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        acquired = wait_for(&mut leader, true) => match acquired {
+            Err(e) => Err(e),
+            Ok(()) => {
+                tracing::info!(identity = %opts.identity, "leading");
+                metrics.set_leader(true);
+                tokio::select! {
+                    done = controllers(client, opts, metrics.clone()) => done,
+                    lost = wait_for(&mut leader, false) => {
+                        lost.and(Err(Error::Leadership("the lease was lost; exiting so a new leader works alone".into())))
+                    }
+                }
+            }
+        },
+    };
+    metrics.set_leader(false);
+    // Dropping the receiver makes the lease task release the lease: a successor takes
+    // over at once instead of after the lease expires.
+    drop(leader);
+    let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    result
+}
+
+/// Lease duration: a crashed leader is replaced within this.
+const LEASE_SECONDS: u64 = 15;
+/// The leader renews this long before its lease would expire.
+const LEASE_GRACE_SECONDS: u64 = 5;
+
+async fn wait_for(
+    leader: &mut tokio::sync::watch::Receiver<bool>,
+    wanted: bool,
+) -> Result<(), Error> {
+    while *leader.borrow_and_update() != wanted {
+        leader
+            .changed()
+            .await
+            .map_err(|_| Error::Leadership("the lease task ended".into()))?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The three controllers, until SIGTERM/SIGINT.
+async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> Result<(), Error> {
+    let RunOptions {
+        settings, resync, ..
+    } = opts;
     let topic_controller = Controller::new(
         Api::<MQTopic>::all(client.clone()),
         watcher::Config::default(),
@@ -142,7 +261,10 @@ pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result
         recorder: Recorder::new(client.clone(), reporter),
         topics: topic_controller.store(),
         groups: group_controller.store(),
+        metrics: metrics.clone(),
     });
+    metrics.set_running(true);
+    tokio::spawn(count_cached(ctx.clone()));
     let workloads = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
     let instances = Controller::new(
         Api::<MQInstance>::all(client.clone()),
@@ -186,6 +308,15 @@ pub async fn run(client: Client, settings: Settings, resync: Duration) -> Result
     tracing::info!(namespace = %settings.namespace, "mq-operator running");
     futures::join!(instances, topics, groups);
     Ok(())
+}
+
+/// Keeps the cached-object gauges current.
+async fn count_cached(ctx: Arc<Context>) {
+    loop {
+        ctx.metrics.set_cached("MQTopic", ctx.topics.len());
+        ctx.metrics.set_cached("MQGroup", ctx.groups.len());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// The topics (or groups) in `store` that belong to the instance owning `pod`.

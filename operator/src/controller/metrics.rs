@@ -1,0 +1,207 @@
+//! The operator's `/healthz`, `/livez` and `/metrics` (Prometheus text), served by the
+//! broker library's small ops responder.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use mq_broker::ops::Routes;
+
+/// The kinds the operator reconciles, in metric label order.
+pub const KINDS: [&str; 3] = ["MQInstance", "MQTopic", "MQGroup"];
+
+/// Counters per kind.
+#[derive(Default)]
+struct PerKind {
+    reconciles: AtomicU64,
+    errors: AtomicU64,
+    micros: AtomicU64,
+}
+
+/// What the operator counts.
+#[derive(Default)]
+pub struct Metrics {
+    kinds: [PerKind; 3],
+    writes: AtomicU64,
+    leader: AtomicBool,
+    running: AtomicBool,
+    cached: [AtomicU64; 3],
+}
+
+impl Metrics {
+    fn kind(&self, kind: &str) -> Option<&PerKind> {
+        KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map(|i| &self.kinds[i])
+    }
+
+    /// Records one reconcile of `kind` that began at `started`.
+    pub fn reconciled(&self, kind: &str, started: Instant, ok: bool) {
+        if let Some(k) = self.kind(kind) {
+            k.reconciles.fetch_add(1, Ordering::Relaxed);
+            if !ok {
+                k.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            k.micros.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one write to the Kubernetes API (apply, status, annotation).
+    pub fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets how many objects of `kind` the operator's caches hold.
+    pub fn set_cached(&self, kind: &str, count: usize) {
+        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+            self.cached[i].store(u64::try_from(count).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// Marks this replica as the leader (or not).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+
+    /// Marks the controllers as running.
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Relaxed);
+    }
+
+    /// API writes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            &mut out,
+            "mq_operator_reconciles_total",
+            "counter",
+            "Reconciles run, by resource kind.",
+        );
+        for (kind, k) in KINDS.iter().zip(&self.kinds) {
+            let _ = writeln!(
+                out,
+                "mq_operator_reconciles_total{{kind=\"{kind}\"}} {}",
+                k.reconciles.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            &mut out,
+            "mq_operator_reconcile_errors_total",
+            "counter",
+            "Reconciles that failed (retried with back-off).",
+        );
+        for (kind, k) in KINDS.iter().zip(&self.kinds) {
+            let _ = writeln!(
+                out,
+                "mq_operator_reconcile_errors_total{{kind=\"{kind}\"}} {}",
+                k.errors.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            &mut out,
+            "mq_operator_reconcile_seconds_total",
+            "counter",
+            "Time spent reconciling; divide by reconciles for the mean.",
+        );
+        for (kind, k) in KINDS.iter().zip(&self.kinds) {
+            let secs = k.micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "mq_operator_reconcile_seconds_total{{kind=\"{kind}\"}} {secs:.6}"
+            );
+        }
+        family(
+            &mut out,
+            "mq_operator_objects",
+            "gauge",
+            "Objects in the operator's caches (the work a resync queues).",
+        );
+        for (kind, c) in KINDS.iter().zip(&self.cached) {
+            let _ = writeln!(
+                out,
+                "mq_operator_objects{{kind=\"{kind}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            &mut out,
+            "mq_operator_api_writes_total",
+            "counter",
+            "Writes to the Kubernetes API (0 while nothing changes).",
+        );
+        let _ = writeln!(out, "mq_operator_api_writes_total {}", self.writes());
+        family(
+            &mut out,
+            "mq_operator_leader",
+            "gauge",
+            "1 when this replica holds the leader lease.",
+        );
+        let _ = writeln!(
+            out,
+            "mq_operator_leader {}",
+            u8::from(self.leader.load(Ordering::Relaxed))
+        );
+        if let Some(rss) = mq_broker::ops::resident_bytes() {
+            family(
+                &mut out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory.",
+            );
+            let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+        }
+        out
+    }
+}
+
+impl Routes for Metrics {
+    fn route(&self, path: &str) -> (u16, &'static str, String) {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        match path {
+            // A follower waiting for the lease is healthy too: it is ready to take over.
+            "/healthz" | "/readyz" | "/livez" => (200, TEXT, "ok\n".into()),
+            "/metrics" => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.render(),
+            ),
+            _ => (
+                404,
+                TEXT,
+                "not found: try /healthz, /livez or /metrics\n".into(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_counts_per_kind() {
+        let m = Metrics::default();
+        m.reconciled("MQTopic", Instant::now(), true);
+        m.reconciled("MQTopic", Instant::now(), false);
+        m.wrote();
+        m.set_cached("MQGroup", 7);
+        m.set_leader(true);
+        let (code, _, text) = m.route("/metrics");
+        assert_eq!(code, 200);
+        assert!(text.contains("mq_operator_reconciles_total{kind=\"MQTopic\"} 2"));
+        assert!(text.contains("mq_operator_reconcile_errors_total{kind=\"MQTopic\"} 1"));
+        assert!(text.contains("mq_operator_objects{kind=\"MQGroup\"} 7"));
+        assert!(text.contains("mq_operator_api_writes_total 1"));
+        assert!(text.contains("mq_operator_leader 1"));
+        assert_eq!(m.route("/nope").0, 404);
+    }
+}
