@@ -428,9 +428,13 @@ impl HasConditions for MQTopic {
     }
 }
 
-#[tokio::test]
-async fn conflicts_immutable_changes_and_pause_show_in_status() -> Result<()> {
+#[test]
+fn conflicts_immutable_changes_and_pause_show_in_status() -> Result<()> {
     let _serial = serial();
+    tokio::runtime::Runtime::new()?.block_on(conflicts())
+}
+
+async fn conflicts() -> Result<()> {
     let tb = Testbed::shared().await?;
     let client = tb.client();
     mq_testbed::apply_crds(
@@ -634,9 +638,13 @@ async fn metric(pod: &Pod, name: &str) -> Result<f64> {
         .with_context(|| format!("{name} not in /metrics of {}", pod.name_any()))
 }
 
-#[tokio::test]
-async fn an_idle_operator_writes_nothing_and_a_new_leader_takes_over() -> Result<()> {
+#[test]
+fn an_idle_operator_writes_nothing_and_a_new_leader_takes_over() -> Result<()> {
     let _serial = serial();
+    tokio::runtime::Runtime::new()?.block_on(idle_and_failover())
+}
+
+async fn idle_and_failover() -> Result<()> {
     let tb = Testbed::shared().await?;
     let client = tb.client();
     mq_testbed::apply_crds(
