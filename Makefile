@@ -54,10 +54,11 @@ fmt:
 crds:
 	$(CARGO) run -q -p mq-operator -- crds --out-dir crds
 
-## bench: broker throughput/latency (release build; a standalone broker child per run, ~2 min on 2 cores)
+## bench: broker throughput/latency (release build; a standalone broker child per run, ~2 min on 2 cores),
+## then the operator on a fresh testbed (apply→Ready, 1,000 topics→Ready, idle RSS/CPU/writes)
 BENCH_BIN  = target/release/mq-broker
 BENCH_ARGS ?= --standalone --duration-secs 15 --paced-secs 8 --overload-secs 8
-bench:
+bench: deps
 	$(CARGO) build --release -p mq-broker
 	@echo "== async flush =="
 	@$(BENCH_BIN) bench $(BENCH_ARGS) --flush async
@@ -65,6 +66,9 @@ bench:
 	@$(BENCH_BIN) bench $(BENCH_ARGS) --flush sync
 	@echo "== load shedding: 512 sends in flight against a 5 ms SYSTEM_BUSY bound =="
 	@$(BENCH_BIN) bench --standalone --duration-secs 0 --overload-secs 8 --max-send-wait-ms 5
+	@echo "== operator on the testbed (release images) =="
+	$(CARGO) build --release -p mq-testbed -p mq-operator -p mq-broker --bins
+	@target/release/mq-operator-bench --topics 1000 --idle-secs 60
 
 clean: down
 	$(CARGO) clean

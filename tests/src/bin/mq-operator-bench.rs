@@ -1,0 +1,212 @@
+//! `mq-operator-bench`: the operator's figures on a fresh testbed (`make bench`).
+//!
+//! Installs the operator from `deploy/` as Pods, then measures: apply → Ready of an
+//! `MQInstance` with one broker and one name server; 1,000 `MQTopic`s (configurable)
+//! created at once → all Ready; the leader's RSS, CPU and API writes while idle with
+//! them all. The images run the binaries beside this one (build them in release mode).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use mq_operator::crd::{MQInstance, MQTopic, Phase, is_ready};
+use mq_testbed::{Options, Testbed};
+use serde_json::json;
+
+const PLATFORM: &str = "mqfleet-system";
+const NS: &str = "bench";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut topics = 1000usize;
+    let mut idle = Duration::from_secs(60);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--topics" => topics = args.next().context("--topics N")?.parse()?,
+            "--idle-secs" => {
+                idle = Duration::from_secs(args.next().context("--idle-secs N")?.parse()?)
+            }
+            other => bail!("unknown argument {other} (try --topics N --idle-secs N)"),
+        }
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tb = Testbed::start(Options::default()).await?;
+    let client = tb.client();
+    mq_testbed::apply_crds(&client, &workspace.join("crds")).await?;
+    mq_testbed::apply_manifests(&client, &workspace.join("deploy")).await?;
+    tb.create_namespace(&client, NS).await?;
+    wait(&tb, &client, "the operator's lease holder", || async {
+        leader(&client).await.map(|_| Some(()))
+    })
+    .await?;
+
+    let began = Instant::now();
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), NS);
+    instances.create(&PostParams::default(), &serde_json::from_value(json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+        "metadata": {"name": "bench"},
+        "spec": {"instanceName": "bench", "cluster": "default",
+                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
+                 "nameServers": {"replicas": 1}},
+    }))?).await?;
+    wait(&tb, &client, "the instance Running", || {
+        let instances = instances.clone();
+        async move {
+            let i = instances.get("bench").await.map_err(|e| e.to_string())?;
+            let running = i.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+            Ok((running && is_ready(i.metadata.generation, i.status.as_ref())).then_some(()))
+        }
+    })
+    .await?;
+    println!(
+        "MQInstance apply → Ready (1 broker, 1 name server): {:.2} s",
+        began.elapsed().as_secs_f64()
+    );
+
+    let began = Instant::now();
+    let api: Api<MQTopic> = Api::namespaced(client.clone(), NS);
+    let created = futures::stream::iter(0..topics)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let topic: MQTopic = serde_json::from_value(json!({
+                    "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+                    "metadata": {"name": format!("topic-{i}")},
+                    "spec": {"instance": "bench", "topic": format!("BENCH_{i}"), "orderType": 0},
+                }))?;
+                api.create(&PostParams::default(), &topic).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    created.into_iter().collect::<Result<Vec<_>>>()?;
+    let created_in = began.elapsed();
+    wait(&tb, &client, "every topic Ready", || {
+        let api = api.clone();
+        async move {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|t| is_ready(t.metadata.generation, t.status.as_ref()))
+                .count();
+            if ready == topics {
+                Ok(Some(()))
+            } else {
+                Err(format!("{ready} of {topics} Ready"))
+            }
+        }
+    })
+    .await?;
+    println!(
+        "{topics} MQTopics created in {:.1} s, all Ready after {:.1} s",
+        created_in.as_secs_f64(),
+        began.elapsed().as_secs_f64()
+    );
+
+    let lead = leader(&client).await.map_err(anyhow::Error::msg)?;
+    let pid = container_pid(&lead).context("the leader's process")?;
+    let writes = metric(&lead, "mq_operator_api_writes_total").await?;
+    let (cpu_before, at) = (cpu_ticks(pid)?, Instant::now());
+    tokio::time::sleep(idle).await;
+    let cpu =
+        (cpu_ticks(pid)? - cpu_before) as f64 / ticks_per_second() / at.elapsed().as_secs_f64();
+    let wrote = metric(&lead, "mq_operator_api_writes_total").await? - writes;
+    println!(
+        "idle leader with {topics} topics over {} s: RSS {:.1} MiB, CPU {:.2} % of one core, {wrote} API writes (lease renewals excluded)",
+        idle.as_secs(),
+        rss_kib(pid)? as f64 / 1024.0,
+        cpu * 100.0
+    );
+    tb.stop()?;
+    Ok(())
+}
+
+async fn wait<F, Fut>(tb: &Testbed, client: &Client, what: &str, check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<Option<()>, String>>,
+{
+    Ok(tb
+        .until(client, NS, what, Duration::from_secs(600), check)
+        .await?)
+}
+
+async fn leader(client: &Client) -> std::result::Result<Pod, String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), PLATFORM)
+        .get("mq-operator")
+        .await
+        .map_err(|e| e.to_string())?;
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .ok_or("no lease holder yet")?;
+    Api::<Pod>::namespaced(client.clone(), PLATFORM)
+        .get(&holder)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn container_pid(pod: &Pod) -> Option<u32> {
+    let id = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .container_id
+        .clone()?;
+    id.strip_prefix("process://")?.parse().ok()
+}
+
+async fn metric(pod: &Pod, name: &str) -> Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("no pod IP")?;
+    let mut stream = tokio::net::TcpStream::connect(format!("{ip}:8080")).await?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text)).await??;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("{name} missing from /metrics"))
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
