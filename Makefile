@@ -14,6 +14,7 @@ all: build
 deps:
 	@$(PHASE) deps-k8s bash tests/scripts/install-k8s.sh
 	@$(PHASE) deps-helm bash tests/scripts/install-helm.sh
+	@$(PHASE) deps-validate bash tests/scripts/install-kubernetes-validate.sh
 
 ## build: every binary of the workspace
 build:

@@ -13,6 +13,9 @@ use crate::process::run_checked;
 
 const INSTALL_K8S: &str = include_str!("../scripts/install-k8s.sh");
 const INSTALL_HELM: &str = include_str!("../scripts/install-helm.sh");
+const INSTALL_KUBERNETES_VALIDATE: &str = include_str!("../scripts/install-kubernetes-validate.sh");
+/// The kubernetes-validate version `install-kubernetes-validate.sh` installs.
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// Paths of the control-plane programs.
 #[derive(Debug, Clone)]
@@ -110,6 +113,25 @@ fn run_script(name: &str, body: &str) -> Result<()> {
     cmd.arg("-c").arg(body).arg(name);
     cmd.env(paths::CACHE_ENV, paths::cache_dir());
     run_checked(&mut cmd, true).map(|_| ())
+}
+
+/// Path of the cached `kubernetes-validate` (installing it first if needed).
+pub fn kubernetes_validate_path() -> Result<PathBuf> {
+    let bin = paths::cache_dir()
+        .join(format!("kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}"))
+        .join("bin")
+        .join("kubernetes-validate");
+    if !paths::is_executable(&bin) {
+        run_script(
+            "install-kubernetes-validate.sh",
+            INSTALL_KUBERNETES_VALIDATE,
+        )?;
+    }
+    if paths::is_executable(&bin) {
+        Ok(bin)
+    } else {
+        Err(Error::MissingBinary(bin))
+    }
 }
 
 /// Path of the cached kubectl v1.33.0 (installing helm and kubectl first if needed).

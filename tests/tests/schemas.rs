@@ -1,0 +1,91 @@
+//! Every object the operator builds, and every manifest in `deploy/`, validates against
+//! the Kubernetes 1.33 schemas (`kubernetes-validate --strict`), so current clusters
+//! accept what the 1.20 testbed accepts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+use mq_operator::controller::workloads::{self, Names, Settings};
+use mq_operator::crd::MQInstance;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn validate(files: &[PathBuf]) -> Result<(bool, String)> {
+    let bin = mq_testbed::install::kubernetes_validate_path()?;
+    let out = Command::new(&bin)
+        .args(["-k", "1.33.0", "--strict"])
+        .args(files)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+fn scratch(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("mq-schemas-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[test]
+fn objects_the_operator_builds_are_valid_kubernetes_1_33() -> Result<()> {
+    let text = std::fs::read_to_string(workspace().join("examples/mqinstance.yaml"))?;
+    let mut instance: MQInstance = serde_yaml::from_str(&text)?;
+    instance.metadata.namespace = Some("shop".into());
+    let settings = Settings {
+        namespace: "mqfleet-system".into(),
+        broker_image: "mqfleet/mq-broker:dev".into(),
+    };
+    let names = Names::of(&instance);
+    let mut objects = vec![
+        serde_yaml::to_string(&workloads::config_map(&instance, &names, &settings))?,
+        serde_yaml::to_string(&workloads::namesrv_statefulset(
+            &instance, &names, &settings,
+        ))?,
+        serde_yaml::to_string(&workloads::broker_statefulset(&instance, &names, &settings))?,
+    ];
+    for svc in workloads::services(&instance, &names, &settings) {
+        objects.push(serde_yaml::to_string(&svc)?);
+    }
+    let dir = scratch("operator")?;
+    let mut files = Vec::new();
+    for (i, yaml) in objects.iter().enumerate() {
+        let path = dir.join(format!("{i}.yaml"));
+        std::fs::write(&path, yaml)?;
+        files.push(path);
+    }
+    for entry in std::fs::read_dir(workspace().join("deploy"))? {
+        files.push(entry?.path());
+    }
+    let (ok, report) = validate(&files)?;
+    std::fs::remove_dir_all(&dir)?;
+    ensure!(ok, "kubernetes-validate refused objects:\n{report}");
+    ensure!(
+        report.matches("passed").count() >= files.len(),
+        "not every object was checked:\n{report}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_validator_refuses_an_invalid_object() -> Result<()> {
+    // Proves the check above can fail: a Deployment with a string replica count.
+    let dir = scratch("invalid")?;
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  replicas: two\n  selector: {matchLabels: {a: b}}\n  template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: x}]}}\n",
+    )?;
+    let (ok, report) = validate(&[path])?;
+    std::fs::remove_dir_all(&dir)?;
+    ensure!(!ok, "an invalid Deployment passed:\n{report}");
+    Ok(())
+}
