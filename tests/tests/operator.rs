@@ -195,7 +195,12 @@ async fn set_up(tb: &Testbed, client: &Client, ns: &str) -> Result<MQInstance> {
 
 /// Produces `count` messages and consumes them all with a push consumer, through
 /// `endpoint` with the instance's namespace, as an application would.
-fn produce_and_consume(endpoint: &str, namespace: &str, count: usize) -> HashSet<String> {
+fn produce_and_consume(
+    endpoint: &str,
+    namespace: &str,
+    prefix: &str,
+    count: usize,
+) -> HashSet<String> {
     let received = Arc::new(Mutex::new(HashSet::new()));
     let config = |name: &str| rocketmq_client_rust::ClientConfig {
         namespace: Some(namespace.to_owned().into()),
@@ -223,7 +228,7 @@ fn produce_and_consume(endpoint: &str, namespace: &str, count: usize) -> HashSet
                 let message = Message::builder()
                     .topic(TOPIC)
                     .tags("T")
-                    .body_slice(format!("order-{i}").as_bytes())
+                    .body_slice(format!("{prefix}-{i}").as_bytes())
                     .build_unchecked();
                 producer
                     .send(message)
@@ -244,27 +249,179 @@ fn produce_and_consume(endpoint: &str, namespace: &str, count: usize) -> HashSet
         .unwrap_or_default()
 }
 
-async fn broker_topics(client: &Client, instance_id: &str) -> Result<Vec<String>> {
+/// The broker pod `broker-<ordinal>` of the instance (not being deleted).
+async fn broker_pod(client: &Client, instance_id: &str, ordinal: usize) -> Result<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
     let selector = format!("mqfleet.io/instance-id={instance_id},mqfleet.io/component=broker");
-    let pod = pods
-        .list(&ListParams::default().labels(&selector))
+    let suffix = format!("-broker-{ordinal}");
+    pods.list(&ListParams::default().labels(&selector))
         .await?
         .items
         .into_iter()
-        .next()
-        .context("no broker pod")?;
+        .find(|p| p.metadata.deletion_timestamp.is_none() && p.name_any().ends_with(&suffix))
+        .with_context(|| format!("no broker pod {suffix}"))
+}
+
+/// An admin connection to a broker, the way an administrator would reach behind the
+/// operator's back.
+async fn broker_admin(client: &Client, instance_id: &str, ordinal: usize) -> Result<AdminClient> {
+    let pod = broker_pod(client, instance_id, ordinal).await?;
     let ip = pod
         .status
         .and_then(|s| s.pod_ip)
         .context("broker pod has no IP")?;
-    let admin = AdminClient::connect(&format!("{ip}:10911"), Duration::from_secs(5)).await?;
+    Ok(AdminClient::connect(&format!("{ip}:10911"), Duration::from_secs(5)).await?)
+}
+
+/// The topics on broker `broker-<ordinal>` of the instance.
+async fn broker_topics_on(
+    client: &Client,
+    instance_id: &str,
+    ordinal: usize,
+) -> Result<Vec<String>> {
+    let admin = broker_admin(client, instance_id, ordinal).await?;
     Ok(admin
         .topics()
         .await?
         .into_iter()
         .map(|t| t.topic_name)
         .collect())
+}
+
+/// The topics on the instance's first broker.
+async fn broker_topics(client: &Client, instance_id: &str) -> Result<Vec<String>> {
+    broker_topics_on(client, instance_id, 0).await
+}
+
+/// Drift correction (a topic deleted on the broker, a killed broker pod), then a
+/// scale-up from 1 to 2 brokers: the new broker gets the topic before it counts.
+async fn drift_and_scale_up(
+    tb: &Testbed,
+    client: &Client,
+    ns: &str,
+    instance_id: &str,
+) -> Result<()> {
+    let canonical = format!("{instance_id}%{TOPIC}");
+    ensure!(
+        broker_topics(client, instance_id)
+            .await?
+            .contains(&canonical),
+        "{canonical} not on the broker"
+    );
+
+    // A topic deleted behind the operator's back comes back within a resync.
+    broker_admin(client, instance_id, 0)
+        .await?
+        .delete_topic(TOPIC)
+        .await?;
+    ensure!(
+        !broker_topics(client, instance_id)
+            .await?
+            .contains(&canonical),
+        "the delete behind the operator's back did not take"
+    );
+    tb.until(
+        client,
+        PLATFORM,
+        "the topic restored on the broker",
+        RUNNING,
+        || {
+            let (client, canonical) = (client.clone(), canonical.clone());
+            async move {
+                let topics = broker_topics(&client, instance_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(topics.contains(&canonical).then_some(()))
+            }
+        },
+    )
+    .await?;
+
+    // A killed broker pod comes back Ready and the instance Running again.
+    let old = broker_pod(client, instance_id, 0).await?;
+    Api::<Pod>::namespaced(client.clone(), PLATFORM)
+        .delete(&old.name_any(), &DeleteParams::default())
+        .await?;
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    tb.until(
+        client,
+        PLATFORM,
+        "a new broker pod Ready and the instance Running",
+        RUNNING,
+        || {
+            let (client, instances, old_uid) = (client.clone(), instances.clone(), old.uid());
+            async move {
+                let pod = broker_pod(&client, instance_id, 0)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let i = instances.get("shop").await.map_err(|e| e.to_string())?;
+                let s = i.status.unwrap_or_default();
+                let back = pod.uid() != old_uid && mq_testbed::wait::is_ready(&pod);
+                if back && s.phase == Some(Phase::Running) && s.ready_brokers == 1 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!(
+                        "new pod ready: {back}; instance {:?} with {} ready broker(s)",
+                        s.phase, s.ready_brokers
+                    ))
+                }
+            }
+        },
+    )
+    .await?;
+
+    // Scale up: the new broker gets the topic before the instance counts it.
+    instances
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"brokers": {"replicas": 2}}})),
+        )
+        .await?;
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+    tb.until(
+        client,
+        PLATFORM,
+        "2 serving brokers and the topic on both",
+        RUNNING,
+        || {
+            let (instances, topics) = (instances.clone(), topics.clone());
+            async move {
+                let s = instances
+                    .get("shop")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .unwrap_or_default();
+                let on = topics
+                    .get("orders")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .map(|s| s.brokers)
+                    .unwrap_or_default();
+                if s.phase == Some(Phase::Running)
+                    && s.ready_brokers == 2
+                    && on == ["broker-0", "broker-1"]
+                {
+                    Ok(Some(()))
+                } else {
+                    Err(format!(
+                        "instance {:?} with {}/2 brokers; topic on {on:?}",
+                        s.phase, s.ready_brokers
+                    ))
+                }
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        broker_topics_on(client, instance_id, 1)
+            .await?
+            .contains(&canonical),
+        "the new broker lacks the topic although the instance counts it"
+    );
+    Ok(())
 }
 
 #[test]
@@ -288,8 +445,13 @@ fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
     );
 
     // The data path: a real client through status.endpoint (the name-server ClusterIP).
-    let received = produce_and_consume(&endpoint, &instance_id, 50);
+    let received = produce_and_consume(&endpoint, &instance_id, "first", 50);
     ensure!(received.len() == 50, "consumed {} of 50", received.len());
+    runtime.block_on(drift_and_scale_up(tb, &client, ns, &instance_id))?;
+    // After the scale-up the topic has queues on both brokers; clients keep working.
+    let received = produce_and_consume(&endpoint, &instance_id, "second", 50);
+    let second = received.iter().filter(|b| b.starts_with("second-")).count();
+    ensure!(second == 50, "consumed {second} of 50 after the scale-up");
 
     runtime.block_on(async {
         let topics = broker_topics(&client, &instance_id).await?;

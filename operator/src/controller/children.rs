@@ -120,7 +120,10 @@ async fn target(
             "MQInstance {instance:?} does not exist in namespace {ns}; create it or fix spec.instance"
         )));
     };
-    let running = instance.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+    // Degraded still serves: a new or emptied broker must get its topics and groups
+    // from here before the instance counts it, so only Creating waits.
+    let phase = instance.status.as_ref().and_then(|s| s.phase);
+    let running = matches!(phase, Some(Phase::Running | Phase::Degraded));
     if !running && !any_phase {
         return Ok(Err(format!(
             "MQInstance {:?} is not Running yet; this resource is applied once it is",

@@ -16,9 +16,10 @@ use serde_json::json;
 
 use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
 use super::{Context, Error};
+use super::{brokers, conventions};
 use crate::crd::{
-    FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQInstanceStatus, MQTopic, PAUSE_ANNOTATION,
-    Phase, READY, condition, set_condition,
+    FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQInstanceStatus, MQTopic, OrderType,
+    PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
 };
 
 /// The instance finalizer (cleanup crosses namespaces, so owner references cannot).
@@ -99,7 +100,11 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0)
     };
-    let (ready_ns, ready_brokers) = (ready(&namesrv), ready(&brokers));
+    let ready_ns = ready(&namesrv);
+    // A broker counts once it is Ready *and* holds every topic and group of the
+    // instance, so a new broker (scale-up, empty store) is not counted half-configured.
+    let (ready_brokers, missing) = serving_brokers(ctx, instance, &names).await?;
+    let ready_brokers = ready_brokers.min(ready(&brokers));
     let (want_ns, want_brokers) = (
         instance.spec.name_servers.replicas,
         instance.spec.brokers.replicas,
@@ -127,8 +132,13 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
             status.endpoint.clone().unwrap_or_default()
         )
     } else {
+        let missing = if missing.is_empty() {
+            String::new()
+        } else {
+            format!("; still configuring: {}", missing.join(", "))
+        };
         format!(
-            "waiting for pods: brokers {ready_brokers}/{want_brokers} ready, name servers {ready_ns}/{want_ns} ready (see `kubectl -n {platform} get pods -l {INSTANCE_ID_LABEL}={}`)",
+            "waiting for pods: brokers {ready_brokers}/{want_brokers} ready, name servers {ready_ns}/{want_ns} ready{missing} (see `kubectl -n {platform} get pods -l {INSTANCE_ID_LABEL}={}`)",
             names.instance_id
         )
     };
@@ -190,6 +200,78 @@ where
         )
         .await
         .inspect(|_| ctx.metrics.wrote())?)
+}
+
+/// The Ready brokers that hold every applied topic and group of `instance`, and for the
+/// others what they still miss.
+async fn serving_brokers(
+    ctx: &Context,
+    instance: &MQInstance,
+    names: &Names,
+) -> Result<(i32, Vec<String>), Error> {
+    let (ns, name) = (instance.namespace(), instance.name_any());
+    let ours = |k_ns: Option<String>, k_instance: &str| k_ns == ns && k_instance == name;
+    // Only what was applied counts (a conflict loser or a paused resource is not due).
+    let topics: Vec<Arc<MQTopic>> = ctx
+        .topics
+        .state()
+        .into_iter()
+        .filter(|t| {
+            ours(t.namespace(), &t.spec.instance) && conventions::owns_broker_object(t.as_ref())
+        })
+        .collect();
+    let groups: Vec<Arc<MQGroup>> = ctx
+        .groups
+        .state()
+        .into_iter()
+        .filter(|g| {
+            ours(g.namespace(), &g.spec.instance) && conventions::owns_broker_object(g.as_ref())
+        })
+        .collect();
+    let canonical = |n: &str| {
+        if instance.spec.independent_naming {
+            format!("{}%{n}", names.instance_id)
+        } else {
+            n.to_owned()
+        }
+    };
+    let pods =
+        brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
+    let (mut serving, mut missing) = (0, Vec::new());
+    for (i, pod) in pods.iter().enumerate() {
+        let Ok(admin) = brokers::connect(pod).await else {
+            missing.push(format!("{} unreachable", pod.name));
+            continue;
+        };
+        let (Ok(have_topics), Ok(have_groups)) = (admin.topics().await, admin.groups().await)
+        else {
+            missing.push(format!("{} does not answer admin requests", pod.name));
+            continue;
+        };
+        let have_topics: std::collections::HashSet<String> =
+            have_topics.into_iter().map(|t| t.topic_name).collect();
+        let have_groups: std::collections::HashSet<String> =
+            have_groups.into_iter().map(|g| g.group_name).collect();
+        // A globally ordered topic lives on the first broker only.
+        let lacking_topics = topics
+            .iter()
+            .filter(|t| i == 0 || t.spec.order_type != OrderType::GlobalOrder)
+            .filter(|t| !have_topics.contains(&canonical(&t.spec.topic)))
+            .count();
+        let lacking_groups = groups
+            .iter()
+            .filter(|g| !have_groups.contains(&canonical(&g.spec.group_id)))
+            .count();
+        if lacking_topics + lacking_groups == 0 {
+            serving += 1;
+        } else {
+            missing.push(format!(
+                "{} lacks {lacking_topics} topic(s) and {lacking_groups} group(s)",
+                pod.name
+            ));
+        }
+    }
+    Ok((serving, missing))
 }
 
 /// Annotation holding the hash of what the operator last applied to an object.
