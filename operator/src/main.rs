@@ -49,6 +49,9 @@ enum Command {
         /// This replica's identity in the Lease [default: $POD_NAME, else host and pid].
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Bound, in seconds, on draining brokers before a scale-down removes them.
+        #[arg(long, env = "MQ_DRAIN_TIMEOUT_SECS", default_value_t = 600)]
+        drain_timeout_secs: u64,
         /// Serve /healthz, /livez and /metrics here (e.g. `$(POD_IP):8080`).
         #[arg(long, env = "MQ_HTTP_LISTEN")]
         http_listen: Option<std::net::SocketAddr>,
@@ -72,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             leader_elect,
             identity,
             http_listen,
+            drain_timeout_secs,
         } => {
             let identity = identity.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -86,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                 leader_elect,
                 identity,
                 http_listen,
+                drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
             })?;
         }
         Command::Crds { out_dir: None } => print!("{}", mq_operator::crd::crds_yaml()?),

@@ -951,3 +951,241 @@ async fn idle_and_failover() -> Result<()> {
     instances.delete("idle", &DeleteParams::default()).await?;
     Ok(())
 }
+
+/// Sends `bodies` until each is acknowledged (a send may fail while routes move); returns
+/// how many attempts failed.
+async fn send_all(producer: &mut DefaultMQProducer, topic: &str, bodies: &[String]) -> usize {
+    let mut failures = 0;
+    for body in bodies {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let message = Message::builder()
+                .topic(topic)
+                .tags("T")
+                .body_slice(body.as_bytes())
+                .build_unchecked();
+            match producer.send(message).await {
+                Ok(_) => break,
+                Err(e) => {
+                    failures += 1;
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{body} never acknowledged: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    failures
+}
+
+#[test]
+fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
+    let _serial = serial();
+    const DRAIN_TOPIC: &str = "DRAINED";
+    const DRAIN_GROUP: &str = "GID_DRAIN";
+    let ns = "op-drain";
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (endpoint, id) = runtime.block_on(async {
+        let tb = Testbed::shared().await?;
+        let client = tb.client();
+        mq_testbed::apply_crds(&client, &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")).await?;
+        install_operator(tb, &client).await?;
+        tb.create_namespace(&client, ns).await?;
+        create::<MQInstance>(&client, ns, json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": "drain"},
+            "spec": {"instanceName": "drain", "cluster": "default",
+                     "brokers": {"replicas": 2, "storage": {"size": "1Gi", "retainOnDelete": false}},
+                     "nameServers": {"replicas": 1}},
+        }))
+        .await?;
+        create::<MQTopic>(&client, ns, json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+            "metadata": {"name": "drained"},
+            "spec": {"instance": "drain", "topic": DRAIN_TOPIC, "orderType": 0, "queues": 4},
+        }))
+        .await?;
+        create::<MQGroup>(&client, ns, json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQGroup",
+            "metadata": {"name": "drain"},
+            "spec": {"instance": "drain", "groupId": DRAIN_GROUP},
+        }))
+        .await?;
+        let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+        let instance = tb
+            .until(&client, PLATFORM, "2 brokers serving the topic", RUNNING, || {
+                let (client, topics) = (client.clone(), topics.clone());
+                async move {
+                    let i: MQInstance = Api::namespaced(client, ns).get("drain").await.map_err(|e| e.to_string())?;
+                    let t = topics.get("drained").await.map_err(|e| e.to_string())?;
+                    let on = t.status.map(|s| s.brokers).unwrap_or_default();
+                    let ready = i.status.as_ref().is_some_and(|s| s.ready_brokers == 2);
+                    Ok((ready && on.len() == 2).then_some(i))
+                }
+            })
+            .await?;
+        let status = instance.status.context("no status")?;
+        anyhow::Ok((status.endpoint.context("no endpoint")?, status.instance_id.context("no id")?))
+    })?;
+
+    let received = Arc::new(Mutex::new(HashSet::new()));
+    let namespace = id.clone();
+    let config = move |name: &str| rocketmq_client_rust::ClientConfig {
+        namespace: Some(namespace.clone().into()),
+        ..support::client_config(&endpoint, name)
+    };
+    let acked: Vec<String> = support::Client::new().run(|rt| {
+        let received = received.clone();
+        let id = id.clone();
+        async move {
+            let tb = Testbed::shared().await.expect("testbed");
+            let client = tb.client();
+            let consumer = |name: &str| {
+                let mut c = DefaultMQPushConsumer::builder(rt.clone())
+                    .client_config(config(name))
+                    .consumer_group(DRAIN_GROUP.to_string())
+                    .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+                    .consume_thread_min(4)
+                    .consume_thread_max(4)
+                    .build();
+                c.register_message_listener_concurrently(support::Collect(received.clone()));
+                c
+            };
+            let mut producer = DefaultMQProducer::builder(rt.clone())
+                .client_config(config("drain-producer"))
+                .producer_group("GID_DRAIN_PRODUCER")
+                .build();
+            producer.start().await.expect("producer starts");
+            let count = |prefix: &str| {
+                received
+                    .lock()
+                    .map(|r| r.iter().filter(|b| b.starts_with(prefix)).count())
+                    .unwrap_or(0)
+            };
+
+            // The group consumes for a while (offsets on both brokers), then goes away.
+            let mut first = consumer("drain-c1");
+            first.subscribe(DRAIN_TOPIC, "*").await.expect("subscribe");
+            first.start().await.expect("consumer starts");
+            let warm: Vec<String> = (0..40).map(|i| format!("warm-{i}")).collect();
+            send_all(&mut producer, DRAIN_TOPIC, &warm).await;
+            support::eventually("the warm-up consumed", Duration::from_secs(60), || {
+                count("warm-") == 40
+            })
+            .await;
+            first.shutdown().await;
+
+            // A backlog on both brokers, then the scale-down.
+            let backlog: Vec<String> = (0..200).map(|i| format!("backlog-{i}")).collect();
+            send_all(&mut producer, DRAIN_TOPIC, &backlog).await;
+            let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+            instances
+                .patch(
+                    "drain",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"brokers": {"replicas": 1}}})),
+                )
+                .await
+                .expect("scale down");
+            let draining = tb
+                .until(
+                    &client,
+                    PLATFORM,
+                    "the Draining condition naming broker-1",
+                    RUNNING,
+                    || {
+                        let instances = instances.clone();
+                        async move {
+                            let i = instances.get("drain").await.map_err(|e| e.to_string())?;
+                            let c = i
+                                .status
+                                .iter()
+                                .flat_map(|s| s.conditions.iter())
+                                .find(|c| c.type_ == "Draining")
+                                .cloned();
+                            Ok(
+                                c.filter(|c| c.status == "True" && c.message.contains("broker-1"))
+                                    .map(|c| c.message),
+                            )
+                        }
+                    },
+                )
+                .await
+                .expect("draining");
+            assert!(draining.contains(DRAIN_GROUP), "{draining}");
+            broker_pod(&client, &id, 1)
+                .await
+                .expect("broker-1 stays while it drains");
+
+            // The producer keeps going: every acknowledged message must arrive.
+            let during: Vec<String> = (0..100).map(|i| format!("during-{i}")).collect();
+            let failed = send_all(&mut producer, DRAIN_TOPIC, &during).await;
+            println!("sends refused while routes moved: {failed}");
+            let mut second = consumer("drain-c2");
+            second.subscribe(DRAIN_TOPIC, "*").await.expect("subscribe");
+            second.start().await.expect("consumer starts");
+            support::eventually(
+                "the backlog and later messages consumed",
+                Duration::from_secs(90),
+                || count("backlog-") == 200 && count("during-") == 100,
+            )
+            .await;
+            tb.until(
+                &client,
+                PLATFORM,
+                "broker-1 gone and the instance at 1 broker",
+                RUNNING,
+                || {
+                    let (client, instances, id) = (client.clone(), instances.clone(), id.clone());
+                    async move {
+                        let gone = broker_pod(&client, &id, 1).await.is_err();
+                        let i = instances.get("drain").await.map_err(|e| e.to_string())?;
+                        let s = i.status.unwrap_or_default();
+                        let drained = s
+                            .conditions
+                            .iter()
+                            .any(|c| c.type_ == "Draining" && c.reason == "Drained");
+                        if gone
+                            && drained
+                            && s.ready_brokers == 1
+                            && s.phase == Some(Phase::Running)
+                        {
+                            Ok(Some(()))
+                        } else {
+                            Err(format!(
+                                "broker-1 gone: {gone}, drained: {drained}, {} ready broker(s)",
+                                s.ready_brokers
+                            ))
+                        }
+                    }
+                },
+            )
+            .await
+            .expect("scale-down finished");
+            second.shutdown().await;
+            producer.shutdown().await;
+            backlog.into_iter().chain(during).collect()
+        }
+    });
+    let received = received.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let lost: Vec<&String> = acked.iter().filter(|b| !received.contains(*b)).collect();
+    ensure!(lost.is_empty(), "acknowledged but never consumed: {lost:?}");
+    runtime.block_on(async {
+        let tb = Testbed::shared().await?;
+        let client = tb.client();
+        let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+        instances
+            .patch(
+                "drain",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"mqfleet.io/force-delete": "true"}}}),
+                ),
+            )
+            .await?;
+        instances.delete("drain", &DeleteParams::default()).await?;
+        anyhow::Ok(())
+    })
+}

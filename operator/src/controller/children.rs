@@ -131,8 +131,14 @@ async fn target(
         )));
     }
     let names = Names::of(&instance);
-    let brokers =
+    let mut brokers =
         brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
+    if !any_phase {
+        // Brokers beyond spec.brokers.replicas are draining: the instance controller
+        // keeps them read-only, so they must not get writable topics from here.
+        let staying = instance.spec.brokers.replicas;
+        brokers.retain(|b| super::drain::ordinal(b).is_none_or(|o| o < staying));
+    }
     if brokers.is_empty() {
         return Ok(Err(format!(
             "MQInstance {:?} has no ready broker",
@@ -229,7 +235,8 @@ async fn reconcile_topic_inner(topic: Arc<MQTopic>, ctx: &Arc<Context>) -> Resul
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn topic_config(topic: &MQTopic) -> TopicConfig {
+/// The broker-side config of `topic`.
+pub fn topic_config(topic: &MQTopic) -> TopicConfig {
     let queues = topic.spec.effective_queues();
     TopicConfig {
         topic_name: topic.spec.topic.clone(),

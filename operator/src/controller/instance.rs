@@ -16,11 +16,12 @@ use serde_json::json;
 
 use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
 use super::{Context, Error};
-use super::{brokers, conventions};
+use super::{brokers, conventions, drain};
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQInstanceStatus, MQTopic, OrderType,
     PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// The instance finalizer (cleanup crosses namespaces, so owner references cannot).
 pub const FINALIZER: &str = "mqfleet.io/instance";
@@ -83,12 +84,13 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         &workloads::namesrv_statefulset(instance, &names, settings),
     )
     .await?;
-    let brokers = apply_object(
-        ctx,
-        platform,
-        &workloads::broker_statefulset(instance, &names, settings),
-    )
-    .await?;
+    let mut status = instance.status.clone().unwrap_or_default();
+    let (replicas, drained) = broker_replicas(ctx, instance, &names, &status).await?;
+    let mut broker_sts = workloads::broker_statefulset(instance, &names, settings);
+    if let Some(spec) = broker_sts.spec.as_mut() {
+        spec.replicas = Some(replicas);
+    }
+    let brokers = apply_object(ctx, platform, &broker_sts).await?;
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), platform);
     let cluster_ip = services
         .get_opt(&names.namesrv())
@@ -111,7 +113,6 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     );
     let (topics, groups) = children(ctx, instance).await?;
 
-    let mut status = instance.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     status.instance_id = Some(names.instance_id.clone());
     status.endpoint = cluster_ip.map(|ip| format!("{ip}:{}", workloads::NAMESRV_PORT));
@@ -153,11 +154,95 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         &mut status.conditions,
         condition(READY, running, reason, message, generation),
     );
+    let draining = record_drain(&mut status.conditions, drained, generation);
+    if draining && running {
+        // Serving, but not yet what the spec asks for.
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == drain::DRAINING)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, "Draining", message, generation),
+        );
+    }
     status
         .conditions
         .retain(|c| c.type_ != "ReconciliationPaused");
     write_status(ctx, instance, status).await?;
-    Ok(Action::requeue(if running { ctx.resync } else { STARTING }))
+    Ok(Action::requeue(if running && !draining {
+        ctx.resync
+    } else {
+        STARTING
+    }))
+}
+
+/// Broker replicas to run now: the spec's, except while shrinking, when the current
+/// count stays until the leaving brokers are drained. Returns the drain's state too.
+async fn broker_replicas(
+    ctx: &Context,
+    instance: &MQInstance,
+    names: &Names,
+    status: &MQInstanceStatus,
+) -> Result<(i32, Option<drain::Drain>), Error> {
+    let wanted = instance.spec.brokers.replicas;
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let current = api
+        .get_opt(&names.broker())
+        .await?
+        .and_then(|s| s.spec?.replicas)
+        .unwrap_or(0);
+    if current <= wanted {
+        return Ok((wanted, None));
+    }
+    let since = drain::started(&status.conditions);
+    let state = drain::drain(ctx, instance, &names.instance_id, wanted, since).await?;
+    let replicas = match state {
+        drain::Drain::Waiting(_) => current,
+        drain::Drain::Done | drain::Drain::TimedOut(_) => wanted,
+    };
+    Ok((replicas, Some(state)))
+}
+
+/// Keeps the Draining condition in step with the drain; true while brokers drain.
+fn record_drain(
+    conditions: &mut Vec<Condition>,
+    drained: Option<drain::Drain>,
+    generation: Option<i64>,
+) -> bool {
+    match drained {
+        Some(drain::Drain::Waiting(message)) => {
+            set_condition(
+                conditions,
+                condition(
+                    drain::DRAINING,
+                    true,
+                    "BacklogRemaining",
+                    message,
+                    generation,
+                ),
+            );
+            true
+        }
+        Some(drain::Drain::TimedOut(message)) => {
+            set_condition(
+                conditions,
+                condition(drain::DRAINING, false, "DrainTimedOut", message, generation),
+            );
+            false
+        }
+        Some(drain::Drain::Done) => {
+            let message = "the leaving brokers' backlog was consumed; their pods are removed";
+            set_condition(
+                conditions,
+                condition(drain::DRAINING, false, "Drained", message, generation),
+            );
+            false
+        }
+        None => false,
+    }
 }
 
 fn paused(instance: &MQInstance) -> bool {

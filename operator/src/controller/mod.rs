@@ -5,6 +5,7 @@
 pub mod brokers;
 pub mod children;
 pub mod conventions;
+pub mod drain;
 pub mod instance;
 pub mod metrics;
 pub mod workloads;
@@ -46,6 +47,8 @@ pub struct Context {
     pub groups: Store<MQGroup>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Bound on a broker scale-down's drain.
+    pub drain_timeout: Duration,
 }
 
 /// How to run the operator.
@@ -62,6 +65,8 @@ pub struct RunOptions {
     pub identity: String,
     /// Where to serve `/healthz` and `/metrics`.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Bound on a broker scale-down's drain.
+    pub drain_timeout: Duration,
 }
 
 /// Publishes an Event about `reference` (failures are logged: an event must never
@@ -240,7 +245,10 @@ async fn shutdown_signal() {
 /// The three controllers, until SIGTERM/SIGINT.
 async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> Result<(), Error> {
     let RunOptions {
-        settings, resync, ..
+        settings,
+        resync,
+        drain_timeout,
+        ..
     } = opts;
     let topic_controller = Controller::new(
         Api::<MQTopic>::all(client.clone()),
@@ -262,6 +270,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         topics: topic_controller.store(),
         groups: group_controller.store(),
         metrics: metrics.clone(),
+        drain_timeout,
     });
     metrics.set_running(true);
     tokio::spawn(count_cached(ctx.clone()));

@@ -1,0 +1,141 @@
+//! Broker scale-down that loses nothing: the leaving brokers (the highest ordinals) first
+//! turn every topic read-only, so producers move to the staying brokers; the StatefulSet
+//! keeps them until every consumer group has consumed their backlog, or until the drain
+//! times out (reported in the `Draining` condition; their volumes are kept, as
+//! StatefulSets keep claims on scale-down).
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use mq_broker::remoting::body::PERM_READ;
+
+use super::brokers::{self, BrokerPod};
+use super::{Context, Error, children, conventions};
+use crate::crd::{MQInstance, MQTopic};
+use kube::ResourceExt;
+
+/// Condition type reported while brokers drain.
+pub const DRAINING: &str = "Draining";
+
+/// Where a drain stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drain {
+    /// Nothing left on the leaving brokers: they may go.
+    Done,
+    /// Backlog remains; the brokers stay.
+    Waiting(String),
+    /// The bound passed with backlog left; the brokers go (their claims stay).
+    TimedOut(String),
+}
+
+/// The ordinal of `broker-<n>`.
+pub fn ordinal(broker: &BrokerPod) -> Option<i32> {
+    broker.name.strip_prefix("broker-")?.parse().ok()
+}
+
+/// Drains the brokers with ordinals `staying..` of `instance`; `since` is when the drain
+/// began (the Draining condition's transition time).
+pub async fn drain(
+    ctx: &Context,
+    instance: &MQInstance,
+    instance_id: &str,
+    staying: i32,
+    since: Option<Timestamp>,
+) -> Result<Drain, Error> {
+    let all = brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, instance_id).await?;
+    let (leaving, others): (Vec<BrokerPod>, Vec<BrokerPod>) = all
+        .into_iter()
+        .partition(|b| ordinal(b).is_some_and(|o| o >= staying));
+    let (ns, name) = (instance.namespace(), instance.name_any());
+    let topics: Vec<std::sync::Arc<MQTopic>> = ctx
+        .topics
+        .state()
+        .into_iter()
+        .filter(|t| {
+            t.namespace() == ns
+                && t.spec.instance == name
+                && conventions::owns_broker_object(t.as_ref())
+        })
+        .collect();
+    let groups: Vec<String> = ctx
+        .groups
+        .state()
+        .into_iter()
+        .filter(|g| {
+            g.namespace() == ns
+                && g.spec.instance == name
+                && conventions::owns_broker_object(g.as_ref())
+        })
+        .map(|g| g.spec.group_id.clone())
+        .collect();
+    // What each group consumes, from every broker: a group that is offline and never
+    // committed on a leaving broker still has a backlog there for topics it consumes.
+    let mut consumed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for broker in leaving.iter().chain(&others) {
+        let admin = brokers::connect(broker).await?;
+        for group in &groups {
+            if let Ok(stats) = admin.consume_stats(group, None).await {
+                let topics = consumed.entry(group.clone()).or_default();
+                topics.extend(stats.offset_table.0.keys().map(|q| q.topic.clone()));
+            }
+        }
+    }
+    let mut waiting = Vec::new();
+    for broker in &leaving {
+        let admin = brokers::connect(broker).await?;
+        let broker_err = |e: mq_broker::client::AdminError| Error::Broker {
+            broker: broker.name.clone(),
+            message: e.to_string(),
+        };
+        // Read-only first, so nothing new arrives while the backlog is measured.
+        for topic in &topics {
+            let mut config = children::topic_config(topic);
+            config.perm = PERM_READ;
+            admin.create_topic(&config).await.map_err(broker_err)?;
+        }
+        for group in &groups {
+            let mut backlog = 0;
+            for topic in consumed.get(group).into_iter().flatten() {
+                backlog += admin
+                    .consume_stats(group, Some(topic))
+                    .await
+                    .map_err(broker_err)?
+                    .total_diff();
+            }
+            if backlog > 0 {
+                waiting.push(format!(
+                    "{}: {backlog} message(s) of {group} not consumed yet",
+                    broker.name
+                ));
+            }
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(Drain::Done);
+    }
+    let message = format!(
+        "{}; producers already write to the other brokers; the broker pods go once this is consumed",
+        waiting.join(", ")
+    );
+    let elapsed = since.map(|t| Timestamp::now().duration_since(t).unsigned_abs());
+    if elapsed.is_some_and(|e| e >= ctx.drain_timeout) {
+        return Ok(Drain::TimedOut(format!(
+            "drain timed out after {} s with backlog left ({message}); the brokers go, their volumes stay",
+            ctx.drain_timeout.as_secs()
+        )));
+    }
+    Ok(Drain::Waiting(message))
+}
+
+/// When the current drain began, from the Draining condition.
+pub fn started(conditions: &[Condition]) -> Option<Timestamp> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == DRAINING && c.status == "True")
+        .map(|c| c.last_transition_time.0)
+}
+
+/// The default drain bound.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
