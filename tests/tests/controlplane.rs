@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::Api;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use mq_testbed::slot::slot_owner;
-use mq_testbed::{Options, State, Testbed, paths};
+use mq_testbed::{Options, ProcRef, State, Testbed, paths};
 
 /// Lists namespaces and checks the `kubernetes` Service got the slot's first service IP.
 async fn assert_serves(testbed: &Testbed) -> Result<()> {
@@ -276,22 +276,33 @@ fn helper(name: &str) -> Result<std::process::Child> {
         .context("starting the helper test")
 }
 
-/// The state the helper prints as `STATE=<json>` (libtest prefixes the line with the test
-/// name), read on a side thread so a silent helper cannot hang us.
-fn read_state_line(child: &mut std::process::Child) -> Result<State> {
+/// The helper's `STATE=<json>` and the container process it printed before it as
+/// `CONTAINER=<json>` (libtest prefixes the lines with the test name), read on a side
+/// thread so a silent helper cannot hang us.
+fn read_helper_lines(child: &mut std::process::Child) -> Result<(State, ProcRef)> {
     use std::io::BufRead;
     let out = child.stdout.take().context("helper stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut container = None;
         // Drain to EOF: closing the pipe early would fail the helper's final output.
         for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            if let Some((_, json)) = line.split_once("CONTAINER=") {
+                container = Some(json.to_owned());
+            }
             if let Some((_, json)) = line.split_once("STATE=") {
-                let _ = tx.send(json.to_owned());
+                let _ = tx.send((json.to_owned(), container.clone()));
             }
         }
     });
     match rx.recv_timeout(HELPER_TIMEOUT) {
-        Ok(json) => Ok(serde_json::from_str(&json)?),
+        Ok((json, container)) => {
+            let container = container.context("the helper printed no container process")?;
+            Ok((
+                serde_json::from_str(&json)?,
+                serde_json::from_str(&container)?,
+            ))
+        }
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -338,25 +349,66 @@ async fn helper_shared_testbed() -> Result<()> {
         "two shared testbeds"
     );
     assert_serves(testbed).await?;
+    let container = run_pod(testbed).await?;
+    println!("CONTAINER={}", serde_json::to_string(&container)?);
     println!("STATE={}", serde_json::to_string(&testbed.state())?);
     Ok(())
+}
+
+/// Runs one Pod of the test server on `testbed`; returns its container's process.
+async fn run_pod(testbed: &Testbed) -> Result<ProcRef> {
+    use k8s_openapi::api::core::v1::Pod;
+    let client = testbed.client();
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "leftover-check"},
+        "spec": {"containers": [{"name": "app", "image": "mqfleet/mq-testpod:dev",
+            "args": ["--listen=$(POD_IP):8080"],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]},
+    }))?;
+    pods.create(&kube::api::PostParams::default(), &pod).await?;
+    let process = testbed
+        .until(
+            &client,
+            "default",
+            "the pod's container running",
+            std::time::Duration::from_secs(60),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let pod = pods
+                        .get("leftover-check")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(mq_testbed::wait::container_process(&pod, "app"))
+                }
+            },
+        )
+        .await?;
+    Ok(process)
 }
 
 #[test]
 fn shared_testbed_is_stopped_at_exit() -> Result<()> {
     let mut child = helper("helper_shared_testbed")?;
-    let state = read_state_line(&mut child)?;
+    let (state, container) = read_helper_lines(&mut child)?;
     assert_all_running(&state)?;
+    ensure!(container.is_alive(), "the pod's container is not running");
     let status = wait_exit(&mut child)?;
     ensure!(status.success(), "helper failed: {status}");
-    // The atexit hook ran before the helper's exit completed.
-    assert_stopped(&state)
+    // The atexit hook ran before the helper's exit completed: the control plane, the
+    // node agent and the Pods' processes are all gone.
+    assert_stopped(&state)?;
+    ensure!(!container.is_alive(), "a Pod's process outlived the suite");
+    Ok(())
 }
 
 #[tokio::test]
 #[ignore = "helper: killed with SIGKILL by killed_test_process_takes_its_testbed_along"]
 async fn helper_blocks_with_testbed() -> Result<()> {
     let testbed = Testbed::start(Options::default()).await?;
+    let container = run_pod(&testbed).await?;
+    println!("CONTAINER={}", serde_json::to_string(&container)?);
     println!("STATE={}", serde_json::to_string(&testbed.state())?);
     // Blocks until the parent kills us (or closes stdin, then we clean up normally).
     let mut line = String::new();
@@ -367,12 +419,21 @@ async fn helper_blocks_with_testbed() -> Result<()> {
 #[test]
 fn killed_test_process_takes_its_testbed_along() -> Result<()> {
     let mut child = helper("helper_blocks_with_testbed")?;
-    let state = read_state_line(&mut child)?;
+    let (state, container) = read_helper_lines(&mut child)?;
     assert_all_running(&state)?;
     child.kill()?;
     child.wait()?;
-    // PDEATHSIG: the kernel kills the processes; no cleanup code ran.
+    // PDEATHSIG: the kernel kills the processes, down to the node agent's containers;
+    // no cleanup code ran.
     wait_all_dead(&state, std::time::Duration::from_secs(10))?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while container.is_alive() {
+        ensure!(
+            Instant::now() < deadline,
+            "a Pod's process outlived its killed testbed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     ensure!(state.dir.exists(), "nothing should have removed the dir");
     // The next claim sees the stale slot, reclaims it and removes the dead testbed's dir.
     let probe_dir = paths::testbeds_dir().join(format!("probe-{}", std::process::id()));

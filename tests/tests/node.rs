@@ -515,9 +515,29 @@ async fn services_dns_and_in_cluster_access_work_from_pods() -> Result<()> {
     let (web_addr, db_ip) = (pod_addr(&web)?, pod_addr(&db)?.ip());
     let svc = cluster_ip(&client, ns, "web").await?;
 
-    // From the host, on the ClusterIP.
+    // From the host, on the ClusterIP, and on a NodePort (127.0.0.1, the slot's range).
     ensure!(
         service_answers(tb, &client, ns, svc)
+            .await?
+            .starts_with(&web.name_any())
+    );
+    let mut node_port = service("web-np", false);
+    node_port["spec"]["type"] = json!("NodePort");
+    node_port["spec"]["selector"] = json!({"app": "web"});
+    let node_port = create::<Service>(&client, ns, node_port).await?;
+    let port = node_port
+        .spec
+        .and_then(|s| s.ports)
+        .and_then(|p| p.first().and_then(|p| p.node_port))
+        .context("no nodePort allocated")?;
+    let (first, last) = mq_testbed::slot::node_port_range(tb.slot());
+    ensure!(
+        (i32::from(first)..=i32::from(last)).contains(&port),
+        "nodePort {port} outside the slot's range"
+    );
+    let on_node = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port)?));
+    ensure!(
+        service_answers(tb, &client, ns, on_node)
             .await?
             .starts_with(&web.name_any())
     );
