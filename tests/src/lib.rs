@@ -18,6 +18,7 @@ pub mod kubeconfig;
 pub mod logs;
 pub mod manifests;
 pub mod node;
+pub mod operator;
 pub mod paths;
 pub mod ports;
 pub mod probe;

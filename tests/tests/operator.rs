@@ -11,8 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -24,68 +22,13 @@ use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_single::Message;
 use serde_json::json;
 
-/// Platform namespace of this suite's operator.
-const PLATFORM: &str = "mqfleet-system";
+use mq_testbed::operator::PLATFORM;
 /// Bound on an instance becoming Running (the target is 60 s).
 const RUNNING: Duration = Duration::from_secs(60);
 const TOPIC: &str = "ORDERS";
 /// The operator's resync period in this suite (the default is 10 minutes).
-const RESYNC_SECS: &str = "5";
+const RESYNC_SECS: u64 = 5;
 const GROUP: &str = "GID_SHOP";
-
-/// Installs the operator as a Pod from `deploy/` (in-cluster config, its own RBAC),
-/// with a short resync so drift correction shows within the test, and waits until it runs.
-async fn install_operator(tb: &Testbed, client: &Client) -> Result<()> {
-    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    mq_testbed::apply_manifests(client, &deploy).await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), PLATFORM);
-    let resync = json!({"spec": {"template": {"spec": {"containers": [
-        {"name": "operator", "env": [{"name": "MQ_RESYNC_SECS", "value": RESYNC_SECS}]}
-    ]}}}});
-    deployments
-        .patch(
-            "mq-operator",
-            &PatchParams::default(),
-            &Patch::Strategic(resync),
-        )
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
-    tb.until(
-        client,
-        PLATFORM,
-        "the operator Pod running",
-        RUNNING,
-        || {
-            let pods = pods.clone();
-            async move {
-                let list = pods
-                    .list(&ListParams::default().labels("app.kubernetes.io/name=mq-operator"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // Both replicas of the patched template: one leads, one waits.
-                let running = list
-                    .items
-                    .iter()
-                    .filter(|p| {
-                        mq_testbed::wait::is_ready(p)
-                            && p.metadata.deletion_timestamp.is_none()
-                            && p.spec
-                                .as_ref()
-                                .and_then(|s| s.containers[0].env.as_ref())
-                                .is_some_and(|env| env.iter().any(|e| e.name == "MQ_RESYNC_SECS"))
-                    })
-                    .count();
-                if running == 2 {
-                    Ok(Some(()))
-                } else {
-                    Err(format!("{running} of 2 operator replicas running"))
-                }
-            }
-        },
-    )
-    .await?;
-    Ok(())
-}
 
 /// The suites share one operator and measure it, so they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -112,39 +55,18 @@ where
 
 /// Creates the resources and waits until all three are Ready; returns the instance.
 async fn set_up(tb: &Testbed, client: &Client, ns: &str) -> Result<MQInstance> {
-    mq_testbed::apply_crds(
-        client,
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"),
-    )
-    .await?;
     tb.create_namespace(client, ns).await?;
     let began = std::time::Instant::now();
-    create::<MQInstance>(client, ns, json!({
-        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
-        "metadata": {"name": "shop"},
-        "spec": {"instanceName": "shop", "cluster": "default", "independentNaming": true,
-                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
-                 "nameServers": {"replicas": 1}},
-    }))
-    .await?;
-    create::<MQTopic>(
-        client,
-        ns,
-        json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
-            "metadata": {"name": "orders"},
-            "spec": {"instance": "shop", "topic": TOPIC, "orderType": 0, "queues": 4},
-        }),
-    )
-    .await?;
+    let mut instance = mq_testbed::operator::instance("shop", 1);
+    instance["spec"]["independentNaming"] = json!(true);
+    create::<MQInstance>(client, ns, instance).await?;
+    let mut topic = mq_testbed::operator::topic("orders", "shop", TOPIC);
+    topic["spec"]["queues"] = json!(4);
+    create::<MQTopic>(client, ns, topic).await?;
     create::<MQGroup>(
         client,
         ns,
-        json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQGroup",
-            "metadata": {"name": "shop"},
-            "spec": {"instance": "shop", "groupId": GROUP},
-        }),
+        mq_testbed::operator::group("shop", "shop", GROUP),
     )
     .await?;
     let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
@@ -432,7 +354,7 @@ fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
     let (tb, client, _operator, instance) = runtime.block_on(async {
         let tb = Testbed::shared().await?;
         let client = tb.client();
-        install_operator(tb, &client).await?;
+        mq_testbed::operator::install(tb, &client, Some(RESYNC_SECS)).await?;
         let instance = set_up(tb, &client, ns).await?;
         anyhow::Ok((tb, client, (), instance))
     })?;
@@ -599,29 +521,11 @@ fn conflicts_immutable_changes_and_pause_show_in_status() -> Result<()> {
 async fn conflicts() -> Result<()> {
     let tb = Testbed::shared().await?;
     let client = tb.client();
-    mq_testbed::apply_crds(
-        &client,
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"),
-    )
-    .await?;
-    install_operator(tb, &client).await?;
+    mq_testbed::operator::install(tb, &client, Some(RESYNC_SECS)).await?;
     let ns = "op-rules";
     tb.create_namespace(&client, ns).await?;
-    create::<MQInstance>(&client, ns, json!({
-        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
-        "metadata": {"name": "rules"},
-        "spec": {"instanceName": "rules", "cluster": "default",
-                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
-                 "nameServers": {"replicas": 1}},
-    }))
-    .await?;
-    let topic = |name: &str| {
-        json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
-            "metadata": {"name": name},
-            "spec": {"instance": "rules", "topic": "LEDGER", "orderType": 0},
-        })
-    };
+    create::<MQInstance>(&client, ns, mq_testbed::operator::instance("rules", 1)).await?;
+    let topic = |name: &str| mq_testbed::operator::topic(name, "rules", "LEDGER");
     create::<MQTopic>(&client, ns, topic("first")).await?;
     let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
     let wait_reason = |name: &'static str, reason: &'static str| {
@@ -767,37 +671,10 @@ fn client_of(tb: &Testbed) -> Client {
     tb.client()
 }
 
-/// The pod holding the operator's Lease.
-async fn leader(client: &Client) -> std::result::Result<Pod, String> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), PLATFORM);
-    let lease = leases.get("mq-operator").await.map_err(|e| e.to_string())?;
-    let holder = lease
-        .spec
-        .and_then(|s| s.holder_identity)
-        .filter(|h| !h.is_empty())
-        .ok_or("the lease has no holder")?;
-    Api::<Pod>::namespaced(client.clone(), PLATFORM)
-        .get(&holder)
-        .await
-        .map_err(|e| format!("lease holder {holder}: {e}"))
-}
-
-/// A counter or gauge from the operator pod's `/metrics`.
 async fn metric(pod: &Pod, name: &str) -> Result<f64> {
-    let ip = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .context("no pod IP")?;
-    let mut stream = tokio::net::TcpStream::connect(format!("{ip}:8080")).await?;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text)).await??;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("{name} not in /metrics of {}", pod.name_any()))
+    mq_testbed::operator::metric(pod, name)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 #[test]
@@ -809,34 +686,14 @@ fn an_idle_operator_writes_nothing_and_a_new_leader_takes_over() -> Result<()> {
 async fn idle_and_failover() -> Result<()> {
     let tb = Testbed::shared().await?;
     let client = tb.client();
-    mq_testbed::apply_crds(
-        &client,
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds"),
-    )
-    .await?;
-    install_operator(tb, &client).await?;
+    mq_testbed::operator::install(tb, &client, Some(RESYNC_SECS)).await?;
     let ns = "op-idle";
     tb.create_namespace(&client, ns).await?;
-    create::<MQInstance>(&client, ns, json!({
-        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
-        "metadata": {"name": "idle"},
-        "spec": {"instanceName": "idle", "cluster": "default",
-                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
-                 "nameServers": {"replicas": 1}},
-    }))
-    .await?;
+    create::<MQInstance>(&client, ns, mq_testbed::operator::instance("idle", 1)).await?;
     const TOPICS: usize = 20;
     for i in 0..TOPICS {
-        create::<MQTopic>(
-            &client,
-            ns,
-            json!({
-                "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
-                "metadata": {"name": format!("t{i}")},
-                "spec": {"instance": "idle", "topic": format!("IDLE_{i}"), "orderType": 0},
-            }),
-        )
-        .await?;
+        let topic = mq_testbed::operator::topic(&format!("t{i}"), "idle", &format!("IDLE_{i}"));
+        create::<MQTopic>(&client, ns, topic).await?;
     }
     let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
     tb.until(&client, ns, "every topic Ready", RUNNING, || {
@@ -864,7 +721,7 @@ async fn idle_and_failover() -> Result<()> {
     let lead = tb
         .until(&client, PLATFORM, "a lease holder", RUNNING, || {
             let client = client.clone();
-            async move { leader(&client).await.map(Some) }
+            async move { mq_testbed::operator::leader(&client).await.map(Some) }
         })
         .await?;
     ensure!(
@@ -902,7 +759,7 @@ async fn idle_and_failover() -> Result<()> {
             || {
                 let (client, old) = (client.clone(), old.clone());
                 async move {
-                    let pod = leader(&client).await?;
+                    let pod = mq_testbed::operator::leader(&client).await?;
                     Ok((pod.name_any() != old).then_some(pod))
                 }
             },
@@ -912,16 +769,8 @@ async fn idle_and_failover() -> Result<()> {
         metric(&successor, "mq_operator_leader").await? == 1.0,
         "the successor does not lead"
     );
-    create::<MQTopic>(
-        &client,
-        ns,
-        json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
-            "metadata": {"name": "after"},
-            "spec": {"instance": "idle", "topic": "AFTER_FAILOVER", "orderType": 0},
-        }),
-    )
-    .await?;
+    let after = mq_testbed::operator::topic("after", "idle", "AFTER_FAILOVER");
+    create::<MQTopic>(&client, ns, after).await?;
     tb.until(
         &client,
         ns,
@@ -990,44 +839,41 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
     let (endpoint, id) = runtime.block_on(async {
         let tb = Testbed::shared().await?;
         let client = tb.client();
-        mq_testbed::apply_crds(&client, &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")).await?;
-        install_operator(tb, &client).await?;
+        mq_testbed::operator::install(tb, &client, Some(RESYNC_SECS)).await?;
         tb.create_namespace(&client, ns).await?;
-        create::<MQInstance>(&client, ns, json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
-            "metadata": {"name": "drain"},
-            "spec": {"instanceName": "drain", "cluster": "default",
-                     "brokers": {"replicas": 2, "storage": {"size": "1Gi", "retainOnDelete": false}},
-                     "nameServers": {"replicas": 1}},
-        }))
-        .await?;
-        create::<MQTopic>(&client, ns, json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
-            "metadata": {"name": "drained"},
-            "spec": {"instance": "drain", "topic": DRAIN_TOPIC, "orderType": 0, "queues": 4},
-        }))
-        .await?;
-        create::<MQGroup>(&client, ns, json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQGroup",
-            "metadata": {"name": "drain"},
-            "spec": {"instance": "drain", "groupId": DRAIN_GROUP},
-        }))
-        .await?;
+        create::<MQInstance>(&client, ns, mq_testbed::operator::instance("drain", 2)).await?;
+        let mut topic = mq_testbed::operator::topic("drained", "drain", DRAIN_TOPIC);
+        topic["spec"]["queues"] = json!(4);
+        create::<MQTopic>(&client, ns, topic).await?;
+        let group = mq_testbed::operator::group("drain", "drain", DRAIN_GROUP);
+        create::<MQGroup>(&client, ns, group).await?;
         let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
         let instance = tb
-            .until(&client, PLATFORM, "2 brokers serving the topic", RUNNING, || {
-                let (client, topics) = (client.clone(), topics.clone());
-                async move {
-                    let i: MQInstance = Api::namespaced(client, ns).get("drain").await.map_err(|e| e.to_string())?;
-                    let t = topics.get("drained").await.map_err(|e| e.to_string())?;
-                    let on = t.status.map(|s| s.brokers).unwrap_or_default();
-                    let ready = i.status.as_ref().is_some_and(|s| s.ready_brokers == 2);
-                    Ok((ready && on.len() == 2).then_some(i))
-                }
-            })
+            .until(
+                &client,
+                PLATFORM,
+                "2 brokers serving the topic",
+                RUNNING,
+                || {
+                    let (client, topics) = (client.clone(), topics.clone());
+                    async move {
+                        let i: MQInstance = Api::namespaced(client, ns)
+                            .get("drain")
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let t = topics.get("drained").await.map_err(|e| e.to_string())?;
+                        let on = t.status.map(|s| s.brokers).unwrap_or_default();
+                        let ready = i.status.as_ref().is_some_and(|s| s.ready_brokers == 2);
+                        Ok((ready && on.len() == 2).then_some(i))
+                    }
+                },
+            )
             .await?;
         let status = instance.status.context("no status")?;
-        anyhow::Ok((status.endpoint.context("no endpoint")?, status.instance_id.context("no id")?))
+        anyhow::Ok((
+            status.endpoint.context("no endpoint")?,
+            status.instance_id.context("no id")?,
+        ))
     })?;
 
     let received = Arc::new(Mutex::new(HashSet::new()));

@@ -5,20 +5,16 @@
 //! created at once → all Ready; the leader's RSS, CPU and API writes while idle with
 //! them all. The images run the binaries beside this one (build them in release mode).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use mq_operator::crd::{MQInstance, MQTopic, Phase, is_ready};
-use mq_testbed::{Options, Testbed};
-use serde_json::json;
+use mq_testbed::{Options, Testbed, operator};
 
-const PLATFORM: &str = "mqfleet-system";
 const NS: &str = "bench";
 
 #[tokio::main]
@@ -35,26 +31,19 @@ async fn main() -> Result<()> {
             other => bail!("unknown argument {other} (try --topics N --idle-secs N)"),
         }
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let tb = Testbed::start(Options::default()).await?;
     let client = tb.client();
-    mq_testbed::apply_crds(&client, &workspace.join("crds")).await?;
-    mq_testbed::apply_manifests(&client, &workspace.join("deploy")).await?;
+    operator::install(&tb, &client, None).await?;
     tb.create_namespace(&client, NS).await?;
     wait(&tb, &client, "the operator's lease holder", || async {
-        leader(&client).await.map(|_| Some(()))
+        operator::leader(&client).await.map(|_| Some(()))
     })
     .await?;
 
     let began = Instant::now();
     let instances: Api<MQInstance> = Api::namespaced(client.clone(), NS);
-    instances.create(&PostParams::default(), &serde_json::from_value(json!({
-        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
-        "metadata": {"name": "bench"},
-        "spec": {"instanceName": "bench", "cluster": "default",
-                 "brokers": {"replicas": 1, "storage": {"size": "1Gi", "retainOnDelete": false}},
-                 "nameServers": {"replicas": 1}},
-    }))?).await?;
+    let instance = serde_json::from_value(operator::instance("bench", 1))?;
+    instances.create(&PostParams::default(), &instance).await?;
     wait(&tb, &client, "the instance Running", || {
         let instances = instances.clone();
         async move {
@@ -75,11 +64,9 @@ async fn main() -> Result<()> {
         .map(|i| {
             let api = api.clone();
             async move {
-                let topic: MQTopic = serde_json::from_value(json!({
-                    "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
-                    "metadata": {"name": format!("topic-{i}")},
-                    "spec": {"instance": "bench", "topic": format!("BENCH_{i}"), "orderType": 0},
-                }))?;
+                let name = format!("topic-{i}");
+                let manifest = operator::topic(&name, "bench", &format!("BENCH_{i}"));
+                let topic: MQTopic = serde_json::from_value(manifest)?;
                 api.create(&PostParams::default(), &topic).await?;
                 anyhow::Ok(())
             }
@@ -115,7 +102,9 @@ async fn main() -> Result<()> {
         began.elapsed().as_secs_f64()
     );
 
-    let lead = leader(&client).await.map_err(anyhow::Error::msg)?;
+    let lead = operator::leader(&client)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let pid = container_pid(&lead).context("the leader's process")?;
     let writes = metric(&lead, "mq_operator_api_writes_total").await?;
     let (cpu_before, at) = (cpu_ticks(pid)?, Instant::now());
@@ -143,48 +132,14 @@ where
         .await?)
 }
 
-async fn leader(client: &Client) -> std::result::Result<Pod, String> {
-    let lease = Api::<Lease>::namespaced(client.clone(), PLATFORM)
-        .get("mq-operator")
+async fn metric(pod: &Pod, name: &str) -> Result<f64> {
+    operator::metric(pod, name)
         .await
-        .map_err(|e| e.to_string())?;
-    let holder = lease
-        .spec
-        .and_then(|s| s.holder_identity)
-        .ok_or("no lease holder yet")?;
-    Api::<Pod>::namespaced(client.clone(), PLATFORM)
-        .get(&holder)
-        .await
-        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::msg)
 }
 
 fn container_pid(pod: &Pod) -> Option<u32> {
-    let id = pod
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .container_id
-        .clone()?;
-    id.strip_prefix("process://")?.parse().ok()
-}
-
-async fn metric(pod: &Pod, name: &str) -> Result<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ip = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .context("no pod IP")?;
-    let mut stream = tokio::net::TcpStream::connect(format!("{ip}:8080")).await?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text)).await??;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("{name} missing from /metrics"))
+    mq_testbed::wait::container_process(pod, "operator").map(|p| p.pid)
 }
 
 /// utime + stime of `pid`, in clock ticks.

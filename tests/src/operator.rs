@@ -1,0 +1,153 @@
+//! The operator on a testbed, for the end-to-end suites and `mq-operator-bench`:
+//! installing it from `deploy/`, finding the replica that leads, reading its metrics, and
+//! the manifests the suites create.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::controlplane::Testbed;
+use crate::error::Result;
+
+/// The operator's platform namespace (as `deploy/` installs it).
+pub const PLATFORM: &str = "mqfleet-system";
+/// Replicas `deploy/` runs.
+pub const REPLICAS: usize = 2;
+/// The operator's ops port in `deploy/`.
+pub const OPS_PORT: u16 = 8080;
+/// Bound on the operator's pods becoming Ready.
+const READY: Duration = Duration::from_secs(60);
+
+/// Applies the CRDs and `deploy/`, optionally with a shorter resync period (so drift
+/// correction shows within a test), and waits until every replica runs that template.
+pub async fn install(tb: &Testbed, client: &Client, resync_secs: Option<u64>) -> Result<()> {
+    let workspace = crate::paths::workspace_dir();
+    crate::apply_crds(client, &workspace.join("crds")).await?;
+    crate::apply_manifests(client, &workspace.join("deploy")).await?;
+    if let Some(secs) = resync_secs {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "operator", "env": [{"name": "MQ_RESYNC_SECS", "value": secs.to_string()}]}
+        ]}}}});
+        Api::<Deployment>::namespaced(client.clone(), PLATFORM)
+            .patch(
+                "mq-operator",
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await?;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
+    let wanted_env = resync_secs.map(|_| "MQ_RESYNC_SECS");
+    tb.until(
+        client,
+        PLATFORM,
+        "the operator's replicas running",
+        READY,
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/name=mq-operator"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let running = list
+                    .items
+                    .iter()
+                    .filter(|p| crate::wait::is_ready(p) && p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| wanted_env.is_none_or(|name| has_env(p, name)))
+                    .count();
+                if running == REPLICAS {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{running} of {REPLICAS} operator replicas running"))
+                }
+            }
+        },
+    )
+    .await
+}
+
+fn has_env(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first()?.env.as_ref())
+        .is_some_and(|env| env.iter().any(|e| e.name == name))
+}
+
+/// The pod holding the operator's Lease.
+pub async fn leader(client: &Client) -> std::result::Result<Pod, String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), PLATFORM)
+        .get("mq-operator")
+        .await
+        .map_err(|e| e.to_string())?;
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+        .ok_or("the lease has no holder")?;
+    Api::<Pod>::namespaced(client.clone(), PLATFORM)
+        .get(&holder)
+        .await
+        .map_err(|e| format!("lease holder {holder}: {e}"))
+}
+
+/// A sample (`name` with its labels, e.g. `x{kind="MQTopic"}`) from an operator pod's
+/// `/metrics`.
+pub async fn metric(pod: &Pod, name: &str) -> std::result::Result<f64, String> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or("the pod has no IP")?;
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect((ip.as_str(), OPS_PORT)).await?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        std::io::Result::Ok(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .map_err(|_| "GET /metrics timed out".to_owned())?
+        .map_err(|e| format!("GET /metrics: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{name} is not in /metrics"))
+}
+
+/// An `MQInstance` manifest with `brokers` brokers, one name server, 1 GiB stores that go
+/// with the instance.
+pub fn instance(name: &str, brokers: i32) -> Value {
+    json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+        "metadata": {"name": name},
+        "spec": {"instanceName": name, "cluster": "default",
+                 "brokers": {"replicas": brokers, "storage": {"size": "1Gi", "retainOnDelete": false}},
+                 "nameServers": {"replicas": 1}},
+    })
+}
+
+/// An `MQTopic` manifest (normal messages).
+pub fn topic(name: &str, instance: &str, topic: &str) -> Value {
+    json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+        "metadata": {"name": name},
+        "spec": {"instance": instance, "topic": topic, "orderType": 0},
+    })
+}
+
+/// An `MQGroup` manifest.
+pub fn group(name: &str, instance: &str, group_id: &str) -> Value {
+    json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQGroup",
+        "metadata": {"name": name},
+        "spec": {"instance": instance, "groupId": group_id},
+    })
+}
