@@ -228,7 +228,23 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+    spawn_reflector(Api::<K>::all(client.clone()), writer);
+    store
+}
+
+/// Keeps `writer` filled from a cluster-wide watch of `api` for the process' life.
+fn spawn_reflector<K>(api: Api<K>, writer: reflector::store::Writer<K>)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .touched_objects();
@@ -240,7 +256,6 @@ where
             }
         }
     });
-    store
 }
 
 /// The API server's `ip:port` from the client configuration.
@@ -268,19 +283,10 @@ fn slice_cache(client: &Client) -> Store<DynamicObject> {
     let resource = slice_resource();
     let writer = reflector::store::Writer::new(resource.clone());
     let store = writer.as_reader();
-    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                tracing::debug!(error = %e, "watch error (retrying)");
-            }
-        }
-    });
+    spawn_reflector(
+        Api::<DynamicObject>::all_with(client.clone(), &resource),
+        writer,
+    );
     store
 }
 
