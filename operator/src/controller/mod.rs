@@ -49,6 +49,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Bound on a broker scale-down's drain.
     pub drain_timeout: Duration,
+    /// Consecutive failures per object, for exponential back-off.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// How to run the operator.
@@ -67,6 +69,53 @@ pub struct RunOptions {
     pub http_listen: Option<std::net::SocketAddr>,
     /// Bound on a broker scale-down's drain.
     pub drain_timeout: Duration,
+}
+
+impl Context {
+    /// Records the end of a reconcile of `obj` (`kind` for the metrics); a success
+    /// resets its back-off.
+    pub fn reconciled<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        kind: &str,
+        obj: &K,
+        started: std::time::Instant,
+        ok: bool,
+    ) {
+        self.metrics.reconciled(kind, started, ok);
+        if ok && let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&failure_key(obj));
+        }
+    }
+
+    /// The next retry delay of `obj` after one more failure: 5 s, doubling to 5 min.
+    fn backoff<K: kube::Resource<DynamicType = ()>>(&self, obj: &K) -> Duration {
+        let failures = self.failures.lock().map(|mut f| {
+            let n = f.entry(failure_key(obj)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        });
+        retry_delay(failures.unwrap_or(1))
+    }
+}
+
+/// The retry delay after `failures` consecutive failures: 5 s, doubling up to 5 min.
+fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    (FIRST_RETRY * 2u32.pow(exponent)).min(MAX_RETRY)
+}
+
+/// First retry after a failed reconcile.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// Longest retry delay.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+fn failure_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
 }
 
 /// Publishes an Event about `reference` (failures are logged: an event must never
@@ -141,8 +190,13 @@ where
         Error::Broker { .. } => "BrokerUnavailable",
         _ => "ReconcileFailed",
     };
+    // A refused instance deletion waits for the user, not for a fault to clear.
+    let delay = match error {
+        Error::NotEmpty(_) => FIRST_RETRY,
+        _ => ctx.backoff(obj.as_ref()),
+    };
     tokio::spawn(async move { record(&ctx, reference, false, reason, note).await });
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
 }
 
 /// Creates the platform namespace if it is missing (installed operators find it made by
@@ -271,6 +325,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         groups: group_controller.store(),
         metrics: metrics.clone(),
         drain_timeout,
+        failures: Default::default(),
     });
     metrics.set_running(true);
     tokio::spawn(count_cached(ctx.clone()));
@@ -354,4 +409,23 @@ fn owner_of<K: ResourceExt>(obj: &K) -> Option<ObjectRef<MQInstance>> {
     let ns = labels.get(OWNER_NAMESPACE_LABEL)?;
     let name = labels.get(OWNER_NAME_LABEL)?;
     Some(ObjectRef::new(name).within(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
+        let topic: MQTopic = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+            "metadata": {"name": "t", "namespace": "n"},
+            "spec": {"instance": "i", "topic": "TOPIC", "orderType": 0},
+        }))
+        .unwrap();
+        assert_eq!(failure_key(&topic), "MQTopic/n/t");
+    }
 }
