@@ -112,6 +112,28 @@ async fn set_up(tb: &Testbed, client: &Client, ns: &str) -> Result<MQInstance> {
         },
     )
     .await?;
+    // 1.20 serves PodDisruptionBudgets only as policy/v1beta1; the operator found it.
+    let id = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.instance_id.clone())
+        .context("no id")?;
+    let pdbs = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "policy",
+        "v1beta1",
+        "PodDisruptionBudget",
+    ));
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), PLATFORM, &pdbs);
+    let selector = format!("mqfleet.io/instance-id={id}");
+    let found = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .len();
+    ensure!(
+        found == 2,
+        "{found} PodDisruptionBudgets for the instance, expected broker and namesrv"
+    );
     Ok(instance)
 }
 

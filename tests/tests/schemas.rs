@@ -55,6 +55,10 @@ fn objects_the_operator_builds_are_valid_kubernetes_1_33() -> Result<()> {
     for svc in workloads::services(&instance, &names, &settings) {
         objects.push(serde_yaml::to_string(&svc)?);
     }
+    // On 1.33 the operator finds and uses policy/v1.
+    for pdb in workloads::disruption_budgets(&instance, &names, &settings, "policy/v1") {
+        objects.push(serde_yaml::to_string(&pdb)?);
+    }
     let dir = scratch("operator")?;
     let mut files = Vec::new();
     for (i, yaml) in objects.iter().enumerate() {

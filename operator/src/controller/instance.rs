@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, Resource, ResourceExt};
@@ -90,6 +91,13 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         spec.replicas = Some(replicas);
     }
     let brokers = apply_object(ctx, platform, &broker_sts).await?;
+    if let Some(resource) = &ctx.pdb {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
+        for pdb in workloads::disruption_budgets(instance, &names, settings, &resource.api_version)
+        {
+            apply_with(ctx, &api, &pdb).await?;
+        }
+    }
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), platform);
     let cluster_ip = services
         .get_opt(&names.namesrv())
@@ -261,6 +269,15 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    apply_with(ctx, &api, obj).await
+}
+
+/// [`apply_object`] through a given `api` (also for dynamic kinds such as the
+/// PodDisruptionBudget, whose version depends on the server).
+async fn apply_with<K>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<K, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
     let name = obj.meta().name.clone().unwrap_or_default();
     // The desired object's hash rides along as an annotation: when the stored object
     // carries the same hash nothing is sent, so an idle operator writes nothing.
@@ -476,6 +493,12 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
     }
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), platform);
     ignore_missing(cms.delete(&names.config(), &background).await)?;
+    if let Some(resource) = &ctx.pdb {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
+        for name in [names.broker(), names.namesrv()] {
+            ignore_missing(api.delete(&name, &background).await)?;
+        }
+    }
     if !instance.spec.brokers.storage.retain_on_delete {
         Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), platform)
             .delete_collection(&background, &selector)

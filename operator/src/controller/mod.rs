@@ -51,6 +51,9 @@ pub struct Context {
     pub drain_timeout: Duration,
     /// Consecutive failures per object, for exponential back-off.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The PodDisruptionBudget resource the server offers (`policy/v1`, else
+    /// `policy/v1beta1` as on 1.20), if any.
+    pub pdb: Option<kube::core::ApiResource>,
 }
 
 /// How to run the operator.
@@ -326,6 +329,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         metrics: metrics.clone(),
         drain_timeout,
         failures: Default::default(),
+        pdb: disruption_budget_resource(&client).await,
     });
     metrics.set_running(true);
     tokio::spawn(count_cached(ctx.clone()));
@@ -372,6 +376,18 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     tracing::info!(namespace = %settings.namespace, "mq-operator running");
     futures::join!(instances, topics, groups);
     Ok(())
+}
+
+/// The newest PodDisruptionBudget version the server serves.
+async fn disruption_budget_resource(client: &Client) -> Option<kube::core::ApiResource> {
+    for version in ["v1", "v1beta1"] {
+        let gvk = kube::core::GroupVersionKind::gvk("policy", version, "PodDisruptionBudget");
+        if let Ok((resource, _)) = kube::discovery::pinned_kind(client, &gvk).await {
+            return Some(resource);
+        }
+    }
+    tracing::warn!("the server offers no PodDisruptionBudget; instances get none");
+    None
 }
 
 /// Keeps the cached-object gauges current.

@@ -311,6 +311,26 @@ pub fn services(instance: &MQInstance, names: &Names, settings: &Settings) -> Ve
     ]
 }
 
+/// PodDisruptionBudgets (at most one broker and one name server down at a time, so a
+/// node drain never takes a whole instance), in the `policy` version the server offers.
+pub fn disruption_budgets(
+    instance: &MQInstance,
+    names: &Names,
+    settings: &Settings,
+    api_version: &str,
+) -> Vec<kube::core::DynamicObject> {
+    [("broker", names.broker()), ("namesrv", names.namesrv())]
+        .into_iter()
+        .map(|(component, name)| {
+            from_json(json!({
+                "apiVersion": api_version, "kind": "PodDisruptionBudget",
+                "metadata": meta(instance, names, &name, settings, Some(component)),
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(names, component)}},
+            }))
+        })
+        .collect()
+}
+
 fn merge(target: &mut Value, extra: Value) {
     if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
         t.extend(e);
