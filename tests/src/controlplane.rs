@@ -93,6 +93,7 @@ pub const DEFAULT_NODES: usize = 3;
 /// A running local control plane. Dropping it stops it (unless [`Testbed::detach`]ed).
 pub struct Testbed {
     core: Core,
+    ready_timeout: Duration,
     config: kube::Config,
     kubeconfig: PathBuf,
     api_url: String,
@@ -140,6 +141,7 @@ impl Testbed {
         core.update(|s| s.ready = true)?;
         tracing::info!(dir = %dir.display(), slot = core.slot.index(), %api_url, "testbed ready");
         Ok(Testbed {
+            ready_timeout: opts.ready_timeout,
             kubeconfig: dir.join("kubeconfig"),
             core,
             config,
@@ -203,6 +205,32 @@ impl Testbed {
         self.core.stop()
     }
 
+    /// Restarts kube-apiserver on the same port and waits until it serves again, as a
+    /// control-plane upgrade or crash would (clients must reconnect).
+    pub async fn restart_apiserver(&self) -> Result<()> {
+        // Blocks this thread for the stop (about a second): callers are tests.
+        self.core.restart(APISERVER)?;
+        let client = self.client();
+        let deadline = Instant::now() + self.ready_timeout;
+        loop {
+            let last =
+                match tokio::time::timeout(PROBE_TIMEOUT, probe::apiserver_readyz(client.clone()))
+                    .await
+                {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(reason)) => reason,
+                    Err(_) => "probe timed out".to_owned(),
+                };
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("kube-apiserver after a restart (last: {last})"),
+                    timeout: self.ready_timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Leaves the processes running after this value is dropped (for `mq-testbed up`).
     pub fn detach(self) -> State {
         self.core.armed.store(false, Ordering::SeqCst);
@@ -233,6 +261,8 @@ struct Core {
 struct Inner {
     state: State,
     procs: Vec<Managed>,
+    /// How each process was started, to restart it the same way.
+    specs: Vec<Spec>,
     stopped: bool,
 }
 
@@ -271,6 +301,7 @@ impl Core {
             inner: Mutex::new(Inner {
                 state,
                 procs,
+                specs: Vec::new(),
                 stopped: false,
             }),
         }
@@ -298,6 +329,33 @@ impl Core {
             pid_file: spec.pid_file.clone(),
         });
         inner.procs.push(managed);
+        inner.specs.push(spec.clone());
+        inner.state.save()
+    }
+
+    /// Stops component `name` and starts it again with the same command line (its log
+    /// so far is kept as `<name>.log.1`).
+    fn restart(&self, name: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let Some(i) = inner.procs.iter().position(|p| p.name == name) else {
+            return Err(Error::Io {
+                context: format!("restarting {name}: no such component in this process"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        };
+        let Some(spec) = inner.specs.iter().find(|s| s.name == name).cloned() else {
+            return Err(Error::Io {
+                context: format!("restarting {name}: its command line is unknown"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        };
+        inner.procs.remove(i).stop(STOP_GRACE);
+        let _ = std::fs::rename(&spec.log, spec.log.with_extension("log.1"));
+        let managed = process::spawn(&spec)?;
+        if let Some(c) = inner.state.components.iter_mut().find(|c| c.name == name) {
+            c.proc = managed.proc;
+        }
+        inner.procs.insert(i, managed);
         inner.state.save()
     }
 

@@ -1057,3 +1057,96 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn everything_converges_after_an_api_server_restart() -> Result<()> {
+    let _serial = serial();
+    tokio::runtime::Runtime::new()?.block_on(api_server_restart())
+}
+
+async fn api_server_restart() -> Result<()> {
+    let tb = Testbed::shared().await?;
+    let client = tb.client();
+    mq_testbed::operator::install(tb, &client, Some(RESYNC_SECS)).await?;
+    let ns = "op-restart";
+    tb.create_namespace(&client, ns).await?;
+    create::<MQInstance>(&client, ns, mq_testbed::operator::instance("restart", 1)).await?;
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    let running = |instances: Api<MQInstance>| async move {
+        let i = instances.get("restart").await.map_err(|e| e.to_string())?;
+        let ok = i.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+            && is_ready(i.metadata.generation, i.status.as_ref());
+        Ok(ok.then_some(i))
+    };
+    let before = tb
+        .until(&client, PLATFORM, "the instance Running", RUNNING, || {
+            running(instances.clone())
+        })
+        .await?;
+    let id = before.status.and_then(|s| s.instance_id).context("no id")?;
+    let broker = broker_pod(&client, &id, 0).await?;
+
+    tb.restart_apiserver().await?;
+
+    // Watches reconnect: a topic made after the restart is applied, the instance is
+    // still Running, and the node kept the broker running all along.
+    let client = tb.client();
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+    topics
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(mq_testbed::operator::topic(
+                "late",
+                "restart",
+                "AFTER_RESTART",
+            ))?,
+        )
+        .await?;
+    tb.until(
+        &client,
+        PLATFORM,
+        "a topic made after the restart Ready",
+        RUNNING,
+        || {
+            let topics = topics.clone();
+            async move {
+                let t = topics.get("late").await.map_err(|e| e.to_string())?;
+                Ok(is_ready(t.metadata.generation, t.status.as_ref()).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    tb.until(
+        &client,
+        PLATFORM,
+        "the instance still Running",
+        RUNNING,
+        || running(instances.clone()),
+    )
+    .await?;
+    let after = broker_pod(&client, &id, 0).await?;
+    ensure!(after.uid() == broker.uid(), "the broker pod was replaced");
+    let restarts = after
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().map(|c| c.restart_count))
+        .unwrap_or(-1);
+    ensure!(
+        restarts == 0,
+        "the broker restarted {restarts} times across the API server restart"
+    );
+    instances
+        .patch(
+            "restart",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"mqfleet.io/force-delete": "true"}}}),
+            ),
+        )
+        .await?;
+    instances
+        .delete("restart", &DeleteParams::default())
+        .await?;
+    Ok(())
+}
