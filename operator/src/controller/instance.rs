@@ -52,7 +52,7 @@ async fn reconcile_inner(instance: Arc<MQInstance>, ctx: &Arc<Context>) -> Resul
 
 async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     let generation = instance.metadata.generation;
-    if paused(instance) {
+    if conventions::paused(instance) {
         let mut status = instance.status.clone().unwrap_or_default();
         set_condition(
             &mut status.conditions,
@@ -250,13 +250,6 @@ fn record_drain(
         }
         None => false,
     }
-}
-
-fn paused(instance: &MQInstance) -> bool {
-    instance
-        .annotations()
-        .get(PAUSE_ANNOTATION)
-        .is_some_and(|v| v == "true")
 }
 
 /// Server-side applies `obj` (the operator owns every field it sets) and returns it.
