@@ -602,7 +602,25 @@ async fn conflicts() -> Result<()> {
             ),
         )
         .await?;
-    wait_reason("second", "ReconciliationPaused").await?;
+    tb.until(
+        &client,
+        ns,
+        "MQTopic second showing ReconciliationPaused",
+        RUNNING,
+        || {
+            let topics = topics.clone();
+            async move {
+                let t = topics.get("second").await.map_err(|e| e.to_string())?;
+                let paused = t
+                    .status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter())
+                    .any(|c| c.type_ == "ReconciliationPaused" && c.status == "True");
+                Ok(paused.then_some(()))
+            }
+        },
+    )
+    .await?;
 
     // Deleting the loser must not delete the winner's topic from the broker.
     let instance: MQInstance = Api::namespaced(client.clone(), ns).get("rules").await?;

@@ -157,7 +157,13 @@ async fn gate<K: Child>(
 ) -> Result<Option<Action>, Error> {
     if conventions::paused(obj) {
         let message = format!("remove the {PAUSE_ANNOTATION} annotation to resume");
-        set_ready(ctx, obj, None, false, "ReconciliationPaused", message).await?;
+        // Its own condition, as on instances: Ready still tells whether the broker-side
+        // object is in effect.
+        let mut status = obj.status().cloned().unwrap_or_default();
+        let generation = obj.meta().generation;
+        let paused = condition(conventions::PAUSED, true, "Paused", message, generation);
+        set_condition(status.conditions_mut(), paused);
+        write_status(ctx, obj, status).await?;
         return Ok(Some(Action::await_change()));
     }
     let changes = conventions::changes(obj, obj.identity());
@@ -423,6 +429,9 @@ async fn ready<K: Child>(
         status.conditions_mut(),
         condition(READY, true, "Applied", message, generation),
     );
+    status
+        .conditions_mut()
+        .retain(|c| c.type_ != conventions::PAUSED);
     write_status(ctx, obj, status).await?;
     Ok(Action::requeue(ctx.resync))
 }

@@ -13,6 +13,9 @@ use crate::crd::{ImmutableFieldChange, PAUSE_ANNOTATION};
 /// never gets it, so deleting a loser never deletes the winner's topic).
 pub const APPLIED_ANNOTATION: &str = "mqfleet.io/applied";
 
+/// Condition type shown while reconciliation is paused.
+pub const PAUSED: &str = "ReconciliationPaused";
+
 /// Whether reconciliation of `obj` is paused by annotation.
 pub fn paused<K: Resource>(obj: &K) -> bool {
     obj.annotations()

@@ -57,7 +57,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         set_condition(
             &mut status.conditions,
             condition(
-                "ReconciliationPaused",
+                conventions::PAUSED,
                 true,
                 "Paused",
                 format!("remove the {PAUSE_ANNOTATION} annotation to resume"),
@@ -175,9 +175,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
             condition(READY, false, "Draining", message, generation),
         );
     }
-    status
-        .conditions
-        .retain(|c| c.type_ != "ReconciliationPaused");
+    status.conditions.retain(|c| c.type_ != conventions::PAUSED);
     write_status(ctx, instance, status).await?;
     Ok(Action::requeue(if running && !draining {
         ctx.resync
