@@ -654,8 +654,35 @@ async fn conflicts() -> Result<()> {
         "the winner's topic went with the loser: {on_broker:?}"
     );
 
-    // A forced instance delete goes through despite the remaining topic.
+    // The instance id cannot move: refused in status, and the workloads keep theirs.
     let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    instances
+        .patch(
+            "rules",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"instanceId": "MQ_INST_0000000000000001_moved"}})),
+        )
+        .await?;
+    tb.until(&client, ns, "NotSupported on the instance", RUNNING, || {
+        let instances = instances.clone();
+        async move {
+            let i = instances.get("rules").await.map_err(|e| e.to_string())?;
+            let refused = i
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter())
+                .any(|c| c.reason == "NotSupported" && c.message.contains("spec.instanceId"));
+            Ok(refused.then_some(()))
+        }
+    })
+    .await?;
+    ensure!(
+        broker_pod(&client, &id, 0).await.is_ok(),
+        "the instance's broker went away"
+    );
+
+    // A forced instance delete goes through despite the remaining topic, and removes
+    // the workloads of the id that was applied.
     instances
         .patch(
             "rules",
@@ -680,6 +707,25 @@ async fn conflicts() -> Result<()> {
                     .map_err(|e| e.to_string())?
                     .is_none()
                     .then_some(()))
+            }
+        },
+    )
+    .await?;
+    tb.until(
+        &client,
+        PLATFORM,
+        "the deleted instance's pods gone",
+        RUNNING,
+        || {
+            let (client, id) = (client.clone(), id.clone());
+            async move {
+                let pods: Api<Pod> = Api::namespaced(client, PLATFORM);
+                let selector = format!("mqfleet.io/instance-id={id}");
+                let left = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(left.items.is_empty().then_some(()))
             }
         },
     )

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::brokers::{self, BrokerPod};
-use super::conventions::{self, APPLIED_ANNOTATION};
+use super::conventions;
 use super::workloads::Names;
 use super::{Context, Error};
 use crate::crd::{
@@ -398,22 +398,9 @@ where
     Ok(Action::await_change())
 }
 
-/// Records the applied immutable fields once (the only metadata write).
+/// Records the applied immutable fields once.
 async fn mark_applied<K: Child>(ctx: &Context, obj: &K) -> Result<(), Error> {
-    if conventions::owns_broker_object(obj) {
-        return Ok(());
-    }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let value = conventions::applied_value(&obj.identity());
-    let patch = json!({"metadata": {"annotations": {APPLIED_ANNOTATION: value}}});
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    ctx.metrics.wrote();
-    Ok(())
+    conventions::mark_applied(ctx, obj, &obj.identity()).await
 }
 
 async fn ready<K: Child>(

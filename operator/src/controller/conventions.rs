@@ -55,6 +55,42 @@ pub fn changes<K: Resource>(
         .collect()
 }
 
+/// Records `identity` (the immutable fields as applied) on `obj` once: the only metadata
+/// write the operator makes to a resource.
+pub async fn mark_applied<K>(
+    ctx: &super::Context,
+    obj: &K,
+    identity: &[(&'static str, String)],
+) -> Result<(), super::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if owns_broker_object(obj) {
+        return Ok(());
+    }
+    let api: kube::Api<K> =
+        kube::Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {APPLIED_ANNOTATION: applied_value(identity)}}});
+    api.patch(
+        &obj.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    ctx.metrics.wrote();
+    Ok(())
+}
+
+/// The value `field` had when `obj` was first applied.
+pub fn applied_field<K: Resource>(obj: &K, field: &str) -> Option<String> {
+    let applied: BTreeMap<String, String> =
+        serde_json::from_str(obj.annotations().get(APPLIED_ANNOTATION)?).ok()?;
+    applied.get(field).cloned()
+}
+
 /// Whether `obj` owns the broker-side object it names.
 pub fn owns_broker_object<K: Resource>(obj: &K) -> bool {
     obj.annotations().contains_key(APPLIED_ANNOTATION)

@@ -19,8 +19,8 @@ use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
 use super::{Context, Error};
 use super::{brokers, conventions, drain};
 use crate::crd::{
-    FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQInstanceStatus, MQTopic, OrderType,
-    PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
+    FORCE_DELETE_ANNOTATION, ImmutableFields, MQGroup, MQInstance, MQInstanceStatus, MQTopic,
+    OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -67,6 +67,24 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         write_status(ctx, instance, status).await?;
         return Ok(Action::await_change());
     }
+    // The instance id names every workload and every namespaced topic: it cannot move.
+    let identity = identity(instance);
+    let changes = conventions::changes(instance, identity.clone());
+    if !changes.is_empty() {
+        let message = changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut status = instance.status.clone().unwrap_or_default();
+        status.observed_generation = generation;
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, "NotSupported", message, generation),
+        );
+        write_status(ctx, instance, status).await?;
+        return Ok(Action::await_change());
+    }
     let (settings, names) = (&ctx.settings, Names::of(instance));
     let platform = &settings.namespace;
     apply_object(
@@ -91,6 +109,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         spec.replicas = Some(replicas);
     }
     let brokers = apply_object(ctx, platform, &broker_sts).await?;
+    conventions::mark_applied(ctx, instance, &identity).await?;
     if let Some(resource) = &ctx.pdb {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
         for pdb in workloads::disruption_budgets(instance, &names, settings, &resource.api_version)
@@ -366,6 +385,18 @@ async fn serving_brokers(
     Ok((serving, missing))
 }
 
+/// The instance's immutable fields as they take effect: the *effective* instance id, so
+/// writing the derived id into an instance that had none is no change.
+fn identity(instance: &MQInstance) -> Vec<(&'static str, String)> {
+    let mut fields = instance.spec.immutable_fields();
+    for (field, value) in &mut fields {
+        if *field == "spec.instanceId" {
+            *value = instance.effective_instance_id();
+        }
+    }
+    fields
+}
+
 /// Annotation holding the hash of what the operator last applied to an object.
 pub const HASH_ANNOTATION: &str = "mqfleet.io/desired-hash";
 
@@ -470,7 +501,10 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
         write_status(ctx, instance, status).await?;
         return Err(Error::NotEmpty(list));
     }
-    let names = Names::of(instance);
+    // The workloads carry the id that was applied, even if the spec asks for another.
+    let names = conventions::applied_field(instance, "spec.instanceId")
+        .map(Names::for_id)
+        .unwrap_or_else(|| Names::of(instance));
     let platform = &ctx.settings.namespace;
     let selector =
         ListParams::default().labels(&format!("{INSTANCE_ID_LABEL}={}", names.instance_id));

@@ -55,7 +55,11 @@ pub struct Names {
 impl Names {
     /// The names of `instance`'s objects.
     pub fn of(instance: &MQInstance) -> Names {
-        let instance_id = instance.effective_instance_id();
+        Names::for_id(instance.effective_instance_id())
+    }
+
+    /// The names of the objects of the instance with id `instance_id`.
+    pub fn for_id(instance_id: String) -> Names {
         let base = instance_id.to_ascii_lowercase().replace('_', "-");
         Names { instance_id, base }
     }
