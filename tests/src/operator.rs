@@ -122,6 +122,38 @@ pub async fn metric(pod: &Pod, name: &str) -> std::result::Result<f64, String> {
         .ok_or_else(|| format!("{name} is not in /metrics"))
 }
 
+/// Waits until `count` `MQTopic`s of namespace `ns` are Ready (for their generation).
+pub async fn topics_ready(
+    tb: &Testbed,
+    client: &Client,
+    ns: &str,
+    count: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let topics: Api<mq_operator::crd::MQTopic> = Api::namespaced(client.clone(), ns);
+    let what = format!("{count} MQTopics Ready");
+    tb.until(client, ns, &what, timeout, || {
+        let topics = topics.clone();
+        async move {
+            let list = topics
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|t| mq_operator::crd::is_ready(t.metadata.generation, t.status.as_ref()))
+                .count();
+            if ready == count {
+                Ok(Some(()))
+            } else {
+                Err(format!("{ready} of {count} Ready"))
+            }
+        }
+    })
+    .await
+}
+
 /// An `MQInstance` manifest with `brokers` brokers, one name server, 1 GiB stores that go
 /// with the instance.
 pub fn instance(name: &str, brokers: i32) -> Value {

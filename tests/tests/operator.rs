@@ -781,26 +781,28 @@ async fn idle_and_failover() -> Result<()> {
         let topic = mq_testbed::operator::topic(&format!("t{i}"), "idle", &format!("IDLE_{i}"));
         create::<MQTopic>(&client, ns, topic).await?;
     }
+    mq_testbed::operator::topics_ready(tb, &client, ns, TOPICS, RUNNING).await?;
     let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
-    tb.until(&client, ns, "every topic Ready", RUNNING, || {
-        let topics = topics.clone();
-        async move {
-            let list = topics
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|t| is_ready(t.metadata.generation, t.status.as_ref()))
-                .count();
-            if ready == TOPICS {
-                Ok(Some(()))
-            } else {
-                Err(format!("{ready} of {TOPICS} Ready"))
+    // The instance's status counts its topics at its next resync: idle starts after it.
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    tb.until(
+        &client,
+        ns,
+        "the instance counting every topic",
+        RUNNING,
+        || {
+            let instances = instances.clone();
+            async move {
+                let i = instances.get("idle").await.map_err(|e| e.to_string())?;
+                let counted = i.status.map(|s| s.topics).unwrap_or_default();
+                if counted == TOPICS as i32 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{counted} counted"))
+                }
             }
-        }
-    })
+        },
+    )
     .await?;
 
     // Idle: resyncs (every 5 s here) reconcile everything and write nothing.

@@ -217,10 +217,8 @@ async fn gate<K: Child>(
 
 /// Reconciles one topic.
 pub async fn reconcile_topic(topic: Arc<MQTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = reconcile_topic_inner(topic.clone(), &ctx).await;
-    ctx.reconciled("MQTopic", topic.as_ref(), started, result.is_ok());
-    result
+    ctx.observe(topic.as_ref(), reconcile_topic_inner(topic.clone(), &ctx))
+        .await
 }
 
 async fn reconcile_topic_inner(topic: Arc<MQTopic>, ctx: &Arc<Context>) -> Result<Action, Error> {
@@ -296,10 +294,8 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
 
 /// Reconciles one group.
 pub async fn reconcile_group(group: Arc<MQGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = reconcile_group_inner(group.clone(), &ctx).await;
-    ctx.reconciled("MQGroup", group.as_ref(), started, result.is_ok());
-    result
+    ctx.observe(group.as_ref(), reconcile_group_inner(group.clone(), &ctx))
+        .await
 }
 
 async fn reconcile_group_inner(group: Arc<MQGroup>, ctx: &Arc<Context>) -> Result<Action, Error> {

@@ -31,10 +31,8 @@ const STARTING: Duration = Duration::from_secs(3);
 
 /// Reconciles one instance.
 pub async fn reconcile(instance: Arc<MQInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = reconcile_inner(instance.clone(), &ctx).await;
-    ctx.reconciled("MQInstance", instance.as_ref(), started, result.is_ok());
-    result
+    ctx.observe(instance.as_ref(), reconcile_inner(instance.clone(), &ctx))
+        .await
 }
 
 async fn reconcile_inner(instance: Arc<MQInstance>, ctx: &Arc<Context>) -> Result<Action, Error> {

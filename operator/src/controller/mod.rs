@@ -75,19 +75,21 @@ pub struct RunOptions {
 }
 
 impl Context {
-    /// Records the end of a reconcile of `obj` (`kind` for the metrics); a success
-    /// resets its back-off.
-    pub fn reconciled<K: kube::Resource<DynamicType = ()>>(
+    /// Runs the reconcile `run` of `obj`, counting it in the metrics; a success resets
+    /// the object's back-off.
+    pub async fn observe<K: kube::Resource<DynamicType = ()>>(
         &self,
-        kind: &str,
         obj: &K,
-        started: std::time::Instant,
-        ok: bool,
-    ) {
-        self.metrics.reconciled(kind, started, ok);
+        run: impl Future<Output = Result<Action, Error>>,
+    ) -> Result<Action, Error> {
+        let started = std::time::Instant::now();
+        let result = run.await;
+        let ok = result.is_ok();
+        self.metrics.reconciled(&K::kind(&()), started, ok);
         if ok && let Ok(mut failures) = self.failures.lock() {
             failures.remove(&failure_key(obj));
         }
+        result
     }
 
     /// The next retry delay of `obj` after one more failure: 5 s, doubling to 5 min.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use mq_operator::crd::{MQInstance, MQTopic, Phase, is_ready};
 use mq_testbed::{Options, Testbed, operator};
@@ -76,26 +76,7 @@ async fn main() -> Result<()> {
         .await;
     created.into_iter().collect::<Result<Vec<_>>>()?;
     let created_in = began.elapsed();
-    wait(&tb, &client, "every topic Ready", || {
-        let api = api.clone();
-        async move {
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|t| is_ready(t.metadata.generation, t.status.as_ref()))
-                .count();
-            if ready == topics {
-                Ok(Some(()))
-            } else {
-                Err(format!("{ready} of {topics} Ready"))
-            }
-        }
-    })
-    .await?;
+    operator::topics_ready(&tb, &client, NS, topics, Duration::from_secs(600)).await?;
     println!(
         "{topics} MQTopics created in {:.1} s, all Ready after {:.1} s",
         created_in.as_secs_f64(),
