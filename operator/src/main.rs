@@ -55,6 +55,19 @@ enum Command {
         /// Serve /healthz, /livez and /metrics here (e.g. `$(POD_IP):8080`).
         #[arg(long, env = "MQ_HTTP_LISTEN")]
         http_listen: Option<std::net::SocketAddr>,
+        /// Serve the validating admission webhook over HTTPS here (e.g. `$(POD_IP):9443`).
+        #[arg(long, env = "MQ_WEBHOOK_LISTEN")]
+        webhook_listen: Option<std::net::SocketAddr>,
+        /// The Service the API server calls the webhook through (names the certificate).
+        #[arg(
+            long,
+            env = "MQ_WEBHOOK_SERVICE",
+            default_value = "mq-operator-webhook"
+        )]
+        webhook_service: String,
+        /// The ValidatingWebhookConfiguration to write the webhook's CA into.
+        #[arg(long, env = "MQ_WEBHOOK_CONFIGURATION", default_value = "mq-operator")]
+        webhook_configuration: String,
     },
     /// Print the CRDs as YAML, or write one file per CRD into --out-dir.
     Crds {
@@ -76,12 +89,22 @@ fn main() -> anyhow::Result<()> {
             identity,
             http_listen,
             drain_timeout_secs,
+            webhook_listen,
+            webhook_service,
+            webhook_configuration,
         } => {
             let identity = identity.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             });
+            let webhook = webhook_listen.map(|listen| mq_operator::webhook::WebhookOptions {
+                listen,
+                namespace: namespace.clone(),
+                service: webhook_service,
+                configuration: webhook_configuration,
+            });
             run(mq_operator::controller::RunOptions {
+                webhook,
                 settings: mq_operator::controller::Settings {
                     namespace,
                     broker_image,

@@ -154,6 +154,68 @@ pub async fn topics_ready(
     .await
 }
 
+/// Waits until the admission webhook answers for namespace `ns`: a dry-run copy of the
+/// existing `MQTopic` `existing` (same topic name) is refused. Until the operator has
+/// written its CA into the configuration, the API server skips the webhook
+/// (`failurePolicy: Ignore`), so suites that assert refusals wait here first.
+pub async fn webhook_in_force(
+    tb: &Testbed,
+    client: &Client,
+    ns: &str,
+    existing: &str,
+) -> Result<()> {
+    webhook_state(tb, client, ns, existing, true).await
+}
+
+/// Waits until the webhook no longer answers for `ns` (its configuration was deleted).
+pub async fn webhook_off(tb: &Testbed, client: &Client, ns: &str, existing: &str) -> Result<()> {
+    webhook_state(tb, client, ns, existing, false).await
+}
+
+async fn webhook_state(
+    tb: &Testbed,
+    client: &Client,
+    ns: &str,
+    existing: &str,
+    wanted: bool,
+) -> Result<()> {
+    use mq_operator::crd::MQTopic;
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
+    let what = format!(
+        "the admission webhook {}",
+        if wanted { "in force" } else { "off" }
+    );
+    tb.until(client, ns, &what, READY, || {
+        let topics = topics.clone();
+        async move {
+            let mut copy = topics.get(existing).await.map_err(|e| e.to_string())?;
+            copy.metadata = kube::api::ObjectMeta {
+                name: Some(format!("{existing}-webhook-probe")),
+                ..Default::default()
+            };
+            copy.status = None;
+            let dry_run = kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let refused = match topics.create(&dry_run, &copy).await {
+                Ok(_) => false,
+                Err(kube::Error::Api(e)) if e.message.contains("denied the request") => true,
+                Err(e) => return Err(e.to_string()),
+            };
+            if refused == wanted {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "a duplicate topic was {}",
+                    if refused { "refused" } else { "accepted" }
+                ))
+            }
+        }
+    })
+    .await
+}
+
 /// An `MQInstance` manifest with `brokers` brokers, one name server, 1 GiB stores that go
 /// with the instance.
 pub fn instance(name: &str, brokers: i32) -> Value {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -51,6 +52,21 @@ where
     Ok(api
         .create(&PostParams::default(), &serde_json::from_value(value)?)
         .await?)
+}
+
+/// The admission webhook's refusal of `result`: its message, which must name `needle`.
+fn refused<T: std::fmt::Debug>(result: kube::Result<T>, needle: &str) -> Result<String> {
+    match result {
+        Err(kube::Error::Api(e)) if e.message.contains("denied the request") => {
+            ensure!(
+                e.message.contains(needle),
+                "refusal without {needle:?}: {}",
+                e.message
+            );
+            Ok(e.message)
+        }
+        other => anyhow::bail!("expected the webhook to refuse (naming {needle:?}), got {other:?}"),
+    }
 }
 
 /// Creates the resources and waits until all three are Ready; returns the instance.
@@ -179,8 +195,15 @@ fn produce_and_consume(
                     .await
                     .expect("send through the operator-made instance");
             }
+            // Count only this round's messages: after the drift steps (a topic deleted
+            // and restored on the broker, a broker killed) earlier ones may come again,
+            // which at-least-once delivery allows.
+            let mine = format!("{prefix}-");
             support::eventually("every message consumed", Duration::from_secs(60), || {
-                received.lock().map(|r| r.len() >= count).unwrap_or(false)
+                received
+                    .lock()
+                    .map(|r| r.iter().filter(|b| b.starts_with(&mine)).count() >= count)
+                    .unwrap_or(false)
             })
             .await;
             consumer.shutdown().await;
@@ -405,26 +428,18 @@ fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
             "{canonical} not on the broker: {topics:?}"
         );
 
-        // Deleting the instance while it has a topic and a group is refused in status.
+        // Deleting the instance while it has a topic and a group is refused by the
+        // webhook, naming them (the status backstop is in the conflicts test).
         let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
-        instances.delete("shop", &DeleteParams::default()).await?;
-        tb.until(
-            &client,
-            PLATFORM,
-            "InstanceNotEmpty on the instance",
-            RUNNING,
-            || {
-                let api = instances.clone();
-                async move {
-                    let i = api.get("shop").await.map_err(|e| e.to_string())?;
-                    let refused = i.status.iter().flat_map(|s| s.conditions.iter()).any(|c| {
-                        c.reason == "InstanceNotEmpty" && c.message.contains("MQTopic/orders")
-                    });
-                    Ok(refused.then_some(()))
-                }
-            },
-        )
-        .await?;
+        mq_testbed::operator::webhook_in_force(tb, &client, ns, "orders").await?;
+        let message = refused(
+            instances.delete("shop", &DeleteParams::default()).await,
+            "MQTopic/orders",
+        )?;
+        ensure!(
+            message.contains("MQGroup/shop") && message.contains("mqfleet.io/force-delete"),
+            "{message}"
+        );
 
         // Deleting the topic removes it from the broker; then the instance can go.
         Api::<MQTopic>::namespaced(client.clone(), ns)
@@ -459,6 +474,23 @@ fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
                 .contains(&canonical),
             "the deleted topic is still on the broker"
         );
+        // Once its group is gone too, the webhook lets the instance's deletion through.
+        tb.until(
+            &client,
+            ns,
+            "the instance's deletion accepted",
+            RUNNING,
+            || {
+                let api = instances.clone();
+                async move {
+                    match api.delete("shop", &DeleteParams::default()).await {
+                        Ok(_) => Ok(Some(())),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await?;
         tb.until(
             &client,
             PLATFORM,
@@ -540,6 +572,48 @@ fn conflicts_immutable_changes_and_pause_show_in_status() -> Result<()> {
     tokio::runtime::Runtime::new()?.block_on(conflicts())
 }
 
+/// What the webhook refuses before anything is stored, each refusal naming the field.
+async fn webhook_refusals(
+    tb: &Testbed,
+    client: &Client,
+    ns: &str,
+    topics: &Api<MQTopic>,
+    instances: &Api<MQInstance>,
+) -> Result<()> {
+    mq_testbed::operator::webhook_in_force(tb, client, ns, "first").await?;
+    let duplicate = mq_testbed::operator::topic("second", "rules", "LEDGER");
+    let message = refused(
+        topics
+            .create(&PostParams::default(), &serde_json::from_value(duplicate)?)
+            .await,
+        "spec.topic",
+    )?;
+    ensure!(message.contains("MQTopic/first"), "{message}");
+    let rename = Patch::Merge(json!({"spec": {"topic": "RENAMED"}}));
+    refused(
+        topics
+            .patch("first", &PatchParams::default(), &rename)
+            .await,
+        "spec.topic is immutable",
+    )?;
+    let move_id = Patch::Merge(json!({"spec": {"instanceId": "MQ_INST_0000000000000001_moved"}}));
+    refused(
+        instances
+            .patch("rules", &PatchParams::default(), &move_id)
+            .await,
+        "spec.instanceId is immutable",
+    )?;
+    refused(
+        instances.delete("rules", &DeleteParams::default()).await,
+        "MQTopic/first",
+    )?;
+    ensure!(
+        topics.get_opt("second").await?.is_none(),
+        "a refused resource was stored"
+    );
+    Ok(())
+}
+
 async fn conflicts() -> Result<()> {
     let tb = Testbed::shared().await?;
     let client = tb.client();
@@ -569,6 +643,15 @@ async fn conflicts() -> Result<()> {
         }
     };
     wait_reason("first", "Applied").await?;
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    webhook_refusals(tb, &client, ns, &topics, &instances).await?;
+
+    // Without the webhook the operator reports the same cases in status.
+    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    hooks
+        .delete("mq-operator", &DeleteParams::default())
+        .await?;
+    mq_testbed::operator::webhook_off(tb, &client, ns, "first").await?;
 
     // The same topic name again: the younger resource loses and says to whom.
     create::<MQTopic>(&client, ns, topic("second")).await?;
@@ -655,7 +738,6 @@ async fn conflicts() -> Result<()> {
     );
 
     // The instance id cannot move: refused in status, and the workloads keep theirs.
-    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
     instances
         .patch(
             "rules",
@@ -680,6 +762,32 @@ async fn conflicts() -> Result<()> {
         broker_pod(&client, &id, 0).await.is_ok(),
         "the instance's broker went away"
     );
+
+    // Deleting the instance with a topic left is held back in status.
+    instances.delete("rules", &DeleteParams::default()).await?;
+    tb.until(
+        &client,
+        ns,
+        "InstanceNotEmpty on the instance",
+        RUNNING,
+        || {
+            let instances = instances.clone();
+            async move {
+                let i = instances.get("rules").await.map_err(|e| e.to_string())?;
+                let held =
+                    i.status.iter().flat_map(|s| s.conditions.iter()).any(|c| {
+                        c.reason == "InstanceNotEmpty" && c.message.contains("MQTopic/first")
+                    });
+                Ok(held.then_some(()))
+            }
+        },
+    )
+    .await?;
+
+    // The webhook comes back with its configuration: the operator writes its CA again.
+    let workspace = mq_testbed::paths::workspace_dir();
+    mq_testbed::apply_manifests(&client, &workspace.join("deploy")).await?;
+    mq_testbed::operator::webhook_in_force(tb, &client, ns, "first").await?;
 
     // A forced instance delete goes through despite the remaining topic, and removes
     // the workloads of the id that was applied.

@@ -47,6 +47,8 @@ pub trait Child:
     type Status: CommonStatus + Default + Clone + PartialEq + Serialize + Send;
     /// `MQTopic` or `MQGroup`.
     const KIND: &'static str;
+    /// The spec field holding its broker-side name.
+    const NAME_FIELD: &'static str;
     /// Its current status.
     fn status(&self) -> Option<&Self::Status>;
     /// The `MQInstance` it belongs to.
@@ -62,6 +64,7 @@ pub trait Child:
 impl Child for MQTopic {
     type Status = MQTopicStatus;
     const KIND: &'static str = "MQTopic";
+    const NAME_FIELD: &'static str = "spec.topic";
     fn status(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
@@ -82,6 +85,7 @@ impl Child for MQTopic {
 impl Child for MQGroup {
     type Status = MQGroupStatus;
     const KIND: &'static str = "MQGroup";
+    const NAME_FIELD: &'static str = "spec.groupId";
     fn status(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
@@ -168,11 +172,7 @@ async fn gate<K: Child>(
     }
     let changes = conventions::changes(obj, obj.identity());
     if !changes.is_empty() {
-        let message = changes
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message = conventions::describe_changes(&changes);
         set_ready(
             ctx,
             obj,

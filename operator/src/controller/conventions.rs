@@ -55,6 +55,15 @@ pub fn changes<K: Resource>(
         .collect()
 }
 
+/// One message naming every refused change, for a condition or an admission refusal.
+pub fn describe_changes(changes: &[ImmutableFieldChange]) -> String {
+    changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Records `identity` (the immutable fields as applied) on `obj` once: the only metadata
 /// write the operator makes to a resource.
 pub async fn mark_applied<K>(

@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -69,11 +69,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     let identity = identity(instance);
     let changes = conventions::changes(instance, identity.clone());
     if !changes.is_empty() {
-        let message = changes
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message = conventions::describe_changes(&changes);
         let mut status = instance.status.clone().unwrap_or_default();
         status.observed_generation = generation;
         set_condition(
@@ -135,7 +131,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         instance.spec.name_servers.replicas,
         instance.spec.brokers.replicas,
     );
-    let (topics, groups) = children(ctx, instance).await?;
+    let (topics, groups) = children_of(&ctx.client, instance).await?;
 
     status.observed_generation = generation;
     status.instance_id = Some(names.instance_id.clone());
@@ -385,7 +381,7 @@ async fn serving_brokers(
 
 /// The instance's immutable fields as they take effect: the *effective* instance id, so
 /// writing the derived id into an instance that had none is no change.
-fn identity(instance: &MQInstance) -> Vec<(&'static str, String)> {
+pub fn identity(instance: &MQInstance) -> Vec<(&'static str, String)> {
     let mut fields = instance.spec.immutable_fields();
     for (field, value) in &mut fields {
         if *field == "spec.instanceId" {
@@ -442,15 +438,15 @@ async fn write_status(
     Ok(())
 }
 
-/// Names of the topics and groups of `instance`.
-async fn children(
-    ctx: &Context,
+/// The topics and groups of `instance`, as `MQTopic/<name>` and `MQGroup/<name>`.
+pub async fn children_of(
+    client: &Client,
     instance: &MQInstance,
-) -> Result<(Vec<String>, Vec<String>), Error> {
+) -> Result<(Vec<String>, Vec<String>), kube::Error> {
     let ns = instance.namespace().unwrap_or_default();
     let name = instance.name_any();
-    let topics: Api<MQTopic> = Api::namespaced(ctx.client.clone(), &ns);
-    let groups: Api<MQGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), &ns);
+    let groups: Api<MQGroup> = Api::namespaced(client.clone(), &ns);
     let params = ListParams::default();
     let topics = topics
         .list(&params)
@@ -478,7 +474,7 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
         .annotations()
         .get(FORCE_DELETE_ANNOTATION)
         .is_some_and(|v| v == "true");
-    let (topics, groups) = children(ctx, instance).await?;
+    let (topics, groups) = children_of(&ctx.client, instance).await?;
     let empty = topics.is_empty() && groups.is_empty();
     if !forced && !empty {
         let list = [topics, groups].concat().join(", ");

@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub http_listen: Option<std::net::SocketAddr>,
     /// Bound on a broker scale-down's drain.
     pub drain_timeout: Duration,
+    /// Serve the admission webhook (every replica, leader or not).
+    pub webhook: Option<crate::webhook::WebhookOptions>,
 }
 
 impl Context {
@@ -229,6 +231,9 @@ pub async fn run(client: Client, opts: RunOptions) -> Result<(), Error> {
         tokio::spawn(server.serve(metrics.clone(), std::future::pending()));
     }
     ensure_namespace(&client, &opts.settings.namespace).await?;
+    if let Some(webhook) = opts.webhook.clone() {
+        tokio::spawn(serve_webhook(client.clone(), webhook));
+    }
     if !opts.leader_elect {
         metrics.set_leader(true);
         return controllers(client, opts, metrics).await;
@@ -266,6 +271,19 @@ pub async fn run(client: Client, opts: RunOptions) -> Result<(), Error> {
     drop(leader);
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
     result
+}
+
+/// Runs the webhook, retrying its start (certificates, port) until it works.
+async fn serve_webhook(client: Client, opts: crate::webhook::WebhookOptions) {
+    loop {
+        match crate::webhook::run(client.clone(), opts.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "the admission webhook could not start; retrying in 10 s")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 /// Lease duration: a crashed leader is replaced within this.

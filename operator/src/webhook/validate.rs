@@ -1,0 +1,192 @@
+//! What the admission webhook refuses before it is stored (DESIGN.md "Resource model"):
+//! a change to an immutable field, a second topic or group claiming a name its instance
+//! already gave out, and deleting an instance that still has topics or groups (unless
+//! annotated `mqfleet.io/force-delete: "true"`). The operator reports the same cases in
+//! status for clusters without the webhook.
+
+use crate::controller::children::Child;
+use crate::controller::conventions::describe_changes;
+use crate::controller::instance::{children_of, identity};
+use crate::crd::{
+    FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
+};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
+
+/// Why a request cannot be decided (it is then let through).
+pub type ReviewError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The refusal message for `req`, or `None` when it may go ahead.
+pub async fn review(
+    client: &Client,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Result<Option<String>, ReviewError> {
+    let kind = req.kind.kind.as_str();
+    match (kind, &req.operation) {
+        ("MQInstance", Operation::Update) => {
+            let (old, new): (MQInstance, MQInstance) = (old(req)?, new(req)?);
+            Ok(changed(kind, identity(&old), identity(&new)))
+        }
+        ("MQInstance", Operation::Delete) => instance_delete(client, &old(req)?).await,
+        ("MQTopic", Operation::Create | Operation::Update) => {
+            child::<MQTopic>(client, req, |t| t.spec.immutable_fields()).await
+        }
+        ("MQGroup", Operation::Create | Operation::Update) => {
+            child::<MQGroup>(client, req, |g| g.spec.immutable_fields()).await
+        }
+        ("MQEmpower", Operation::Update) => {
+            let (old, new): (MQEmpower, MQEmpower) = (old(req)?, new(req)?);
+            Ok(changed(
+                kind,
+                old.spec.immutable_fields(),
+                new.spec.immutable_fields(),
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn typed<K: DeserializeOwned>(obj: Option<&DynamicObject>) -> Result<K, ReviewError> {
+    let obj = obj.ok_or("the review carries no object")?;
+    Ok(serde_json::from_value(serde_json::to_value(obj)?)?)
+}
+
+fn old<K: DeserializeOwned>(req: &AdmissionRequest<DynamicObject>) -> Result<K, ReviewError> {
+    typed(req.old_object.as_ref())
+}
+
+fn new<K: DeserializeOwned>(req: &AdmissionRequest<DynamicObject>) -> Result<K, ReviewError> {
+    typed(req.object.as_ref())
+}
+
+/// The refusal for immutable fields that differ between `old` and `new`.
+fn changed(
+    kind: &str,
+    old: Vec<(&'static str, String)>,
+    new: Vec<(&'static str, String)>,
+) -> Option<String> {
+    let changes: Vec<_> = old
+        .into_iter()
+        .zip(new)
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((field, a), (_, b))| crate::crd::ImmutableFieldChange {
+            field,
+            accepted: a,
+            requested: b,
+        })
+        .collect();
+    (!changes.is_empty()).then(|| format!("{kind}: {}", describe_changes(&changes)))
+}
+
+/// A topic or group: immutable fields on update, and its name not taken in its instance.
+async fn child<K: Child>(
+    client: &Client,
+    req: &AdmissionRequest<DynamicObject>,
+    fields: impl Fn(&K) -> Vec<(&'static str, String)>,
+) -> Result<Option<String>, ReviewError> {
+    let new: K = new(req)?;
+    if matches!(req.operation, Operation::Update) {
+        let old: K = old(req)?;
+        if let Some(refusal) = changed(K::KIND, fields(&old), fields(&new)) {
+            return Ok(Some(refusal));
+        }
+        // The name cannot have changed, so it is as taken (or not) as it was.
+        return Ok(None);
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &req.namespace.clone().unwrap_or_default());
+    let others = api.list(&Default::default()).await?.items;
+    Ok(taken_by(&new, &others).map(|holder| {
+        format!(
+            "{} {:?} is already used in instance {:?} by {}/{}; choose another name",
+            K::NAME_FIELD,
+            new.broker_name(),
+            new.instance(),
+            K::KIND,
+            holder.name_any()
+        )
+    }))
+}
+
+/// The existing resource (not being deleted, not `obj` itself) holding `obj`'s name.
+fn taken_by<'a, K: Child>(obj: &K, others: &'a [K]) -> Option<&'a K> {
+    others.iter().find(|k| {
+        k.name_any() != obj.name_any()
+            && k.meta().deletion_timestamp.is_none()
+            && k.instance() == obj.instance()
+            && k.broker_name() == obj.broker_name()
+    })
+}
+
+async fn instance_delete(
+    client: &Client,
+    instance: &MQInstance,
+) -> Result<Option<String>, ReviewError> {
+    let forced = instance
+        .annotations()
+        .get(FORCE_DELETE_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if forced {
+        return Ok(None);
+    }
+    let (topics, groups) = children_of(client, instance).await?;
+    let children = [topics, groups].concat();
+    Ok((!children.is_empty()).then(|| {
+        format!(
+            "MQInstance {:?} still has {}: delete them first, or annotate the instance {FORCE_DELETE_ANNOTATION}=\"true\"",
+            instance.name_any(),
+            children.join(", ")
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn topic(name: &str, topic: &str, deleting: bool) -> MQTopic {
+        let mut meta = json!({"name": name, "namespace": "t"});
+        if deleting {
+            meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic", "metadata": meta,
+            "spec": {"instance": "i", "topic": topic, "orderType": 0},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_name_is_taken_by_another_live_resource_of_the_instance() {
+        let new = topic("b", "ORDERS", false);
+        let others = [topic("b", "ORDERS", false), topic("c", "OTHER", false)];
+        assert!(taken_by(&new, &others).is_none(), "itself or another name");
+        let others = [topic("a", "ORDERS", true)];
+        assert!(taken_by(&new, &others).is_none(), "one being deleted");
+        let others = [topic("a", "ORDERS", false)];
+        assert_eq!(taken_by(&new, &others).unwrap().name_any(), "a");
+    }
+
+    #[test]
+    fn immutable_changes_name_the_field() {
+        let (a, b) = (topic("a", "ORDERS", false), topic("a", "RENAMED", false));
+        assert!(
+            changed(
+                "MQTopic",
+                a.spec.immutable_fields(),
+                a.spec.immutable_fields()
+            )
+            .is_none()
+        );
+        let refusal = changed(
+            "MQTopic",
+            a.spec.immutable_fields(),
+            b.spec.immutable_fields(),
+        )
+        .unwrap();
+        assert!(refusal.contains("spec.topic is immutable"), "{refusal}");
+        assert!(refusal.contains("\"ORDERS\""), "{refusal}");
+    }
+}
