@@ -190,10 +190,15 @@ fn produce_and_consume(
                     .tags("T")
                     .body_slice(format!("{prefix}-{i}").as_bytes())
                     .build_unchecked();
-                producer
-                    .send(message)
-                    .await
-                    .expect("send through the operator-made instance");
+                if let Err(e) = producer.send(message).await {
+                    let mut why = format!("{e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        why.push_str(&format!(": {s}"));
+                        source = s.source();
+                    }
+                    panic!("send {prefix}-{i} through the operator-made instance: {why}");
+                }
             }
             // Count only this round's messages: after the drift steps (a topic deleted
             // and restored on the broker, a broker killed) earlier ones may come again,
@@ -388,6 +393,75 @@ async fn drift_and_scale_up(
             .contains(&canonical),
         "the new broker lacks the topic although the instance counts it"
     );
+    rolling_setting_change(tb, client, instances, instance_id).await
+}
+
+/// A setting brokers read only at start (the flush mode) rolls them one at a time:
+/// never are both brokers down, and both end up Ready on the new template.
+async fn rolling_setting_change(
+    tb: &Testbed,
+    client: &Client,
+    instances: Api<MQInstance>,
+    instance_id: &str,
+) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
+    let selector = format!("mqfleet.io/instance-id={instance_id},mqfleet.io/component=broker");
+    let hash_of = |p: &Pod| p.annotations().get("mqfleet.io/config-hash").cloned();
+    let before: HashSet<_> = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .iter()
+        .filter_map(hash_of)
+        .collect();
+    instances
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"brokers": {"flushMode": "sync"}}})),
+        )
+        .await?;
+    let most_down = Arc::new(Mutex::new(0usize));
+    let what = "both brokers rolled to the new settings and Ready";
+    tb.until(client, PLATFORM, what, Duration::from_secs(120), || {
+        let (pods, selector, before, most_down) = (
+            pods.clone(),
+            selector.clone(),
+            before.clone(),
+            most_down.clone(),
+        );
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let serving = list
+                .iter()
+                .filter(|p| {
+                    mq_testbed::wait::is_ready(p) && p.metadata.deletion_timestamp.is_none()
+                })
+                .count();
+            let mut most = most_down.lock().map_err(|e| e.to_string())?;
+            *most = (*most).max(2usize.saturating_sub(serving));
+            let rolled = list
+                .iter()
+                .filter(|p| mq_testbed::wait::is_ready(p))
+                .filter(|p| hash_of(p).is_some_and(|h| !before.contains(&h)))
+                .count();
+            if rolled == 2 && list.len() == 2 {
+                Ok(Some(()))
+            } else {
+                Err(format!("{rolled} of 2 brokers rolled; {serving} serving"))
+            }
+        }
+    })
+    .await?;
+    let most = *most_down.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        most <= 1,
+        "{most} brokers were down at once during the roll"
+    );
     Ok(())
 }
 
@@ -406,6 +480,12 @@ fn resources_become_a_working_instance_and_are_cleaned_up() -> Result<()> {
     let status = instance.status.clone().context("no status")?;
     let endpoint = status.endpoint.clone().context("no endpoint")?;
     let instance_id = status.instance_id.clone().context("no instance id")?;
+    let dns = status.dns_endpoint.clone().context("no DNS endpoint")?;
+    ensure!(
+        dns.ends_with(".mqfleet-system.svc:9876")
+            && dns.starts_with(&instance_id.to_lowercase().replace('_', "-")),
+        "DNS endpoint {dns}"
+    );
     ensure!(
         status.ready_brokers == 1 && status.topics == 1 && status.groups == 1,
         "{status:?}"

@@ -34,12 +34,16 @@ impl Broker {
         let mut last_version = None;
         let mut last_addrs = None;
         let mut since_full = Duration::MAX;
+        // After a round no name server accepted, the next comes this soon (doubling up
+        // to the register interval), so a broker that started before its name servers
+        // becomes routable within seconds, not a whole interval later.
+        let mut retry = None::<Duration>;
         loop {
             let view = registration_view(&self.topics);
             // A changed name-server list (config file re-read) registers at once.
             let addrs = namesrv_addrs();
             if last_version != Some(view.data_version)
-                || since_full >= self.cfg.register_interval
+                || since_full >= retry.unwrap_or(self.cfg.register_interval)
                 || last_addrs.as_ref() != Some(&addrs)
             {
                 let ok = self.register_all(&addrs, &mut channels).await;
@@ -47,6 +51,11 @@ impl Broker {
                 self.registered.store(ok > 0, Ordering::Release);
                 last_version = Some(view.data_version);
                 since_full = Duration::ZERO;
+                retry = (ok == 0 && !last_addrs.as_ref().is_some_and(Vec::is_empty)).then(|| {
+                    retry
+                        .map_or(CHANGE_CHECK, |r| r * 2)
+                        .min(self.cfg.register_interval)
+                });
             }
             // A topic change registers at once: clients look a new topic up right away.
             let started = std::time::Instant::now();

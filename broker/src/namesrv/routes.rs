@@ -29,7 +29,6 @@ struct Live {
     last_seen: Instant,
     cluster: String,
     broker_name: String,
-    broker_id: i64,
     channel: Option<Channel>,
 }
 
@@ -98,9 +97,16 @@ impl RouteTable {
         for id in stale {
             data.broker_addrs.remove(&id);
         }
-        data.broker_addrs
-            .insert(reg.broker_id, reg.broker_addr.clone());
+        let moved_from = data
+            .broker_addrs
+            .insert(reg.broker_id, reg.broker_addr.clone())
+            .filter(|old| *old != reg.broker_addr);
         let master = data.broker_addrs.get(&0).cloned();
+        // The old address is no broker any more: its closing connection or expiry must
+        // not take the new registration's routes with it.
+        if let Some(old) = moved_from {
+            t.live.remove(&old);
+        }
         if reg.broker_id == 0 {
             replace_topics(&mut t, &reg.broker_name, &reg.topics);
         }
@@ -110,7 +116,6 @@ impl RouteTable {
                 last_seen: Instant::now(),
                 cluster: reg.cluster,
                 broker_name: reg.broker_name,
-                broker_id: reg.broker_id,
                 channel: reg.channel,
             },
         );
@@ -213,16 +218,17 @@ fn remove_broker(t: &mut Tables, broker_addr: &str) {
         return;
     };
     tracing::info!(broker = %live.broker_name, addr = %broker_addr, "broker left the routes");
-    let empty = match t.brokers.get_mut(&live.broker_name) {
+    let (empty, was_master) = match t.brokers.get_mut(&live.broker_name) {
         Some(data) => {
+            let was_master = data.broker_addrs.get(&0).is_some_and(|a| a == broker_addr);
             data.broker_addrs.retain(|_, addr| addr != broker_addr);
-            data.broker_addrs.is_empty()
+            (data.broker_addrs.is_empty(), was_master)
         }
-        None => false,
+        None => (false, false),
     };
     // Without its master a group serves no writes; Java keeps slaves readable, we have
     // no slaves, so the group's queues go with its last broker or its master.
-    if empty || live.broker_id == 0 {
+    if empty || was_master {
         t.topics.retain(|_, queues| {
             queues.remove(&live.broker_name);
             !queues.is_empty()
@@ -260,6 +266,25 @@ mod tests {
                 .collect(),
             channel: None,
         }
+    }
+
+    #[test]
+    fn a_broker_back_on_a_new_address_keeps_its_routes_when_the_old_one_goes() {
+        // A restarted pod registers from its new IP before the name server notices that
+        // the old connection closed.
+        let table = RouteTable::new(Duration::from_secs(120));
+        table.register(reg("broker-1", "127.0.0.4:10911", &["T"]));
+        table.register(reg("broker-1", "127.0.0.6:10911", &["T"]));
+        table.unregister("127.0.0.4:10911");
+        let route = table.route("T").expect("the route survives");
+        assert_eq!(route.queue_datas.len(), 1);
+        assert_eq!(
+            route.broker_datas[0]
+                .broker_addrs
+                .get(&0)
+                .map(String::as_str),
+            Some("127.0.0.6:10911")
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
 
-use super::workloads::{BROKER_PORT, COMPONENT_LABEL, INSTANCE_ID_LABEL};
+use super::workloads::{BROKER_PORT, COMPONENT_LABEL, INSTANCE_ID_LABEL, NAMESRV_PORT};
 
 /// Bound on connecting to a broker's admin port.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +45,60 @@ pub async fn ready_brokers(
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The addresses (`podIP:9876`) of the Ready name servers of instance `instance_id`.
+pub async fn ready_name_servers(
+    client: &Client,
+    namespace: &str,
+    instance_id: &str,
+) -> Result<Vec<String>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{INSTANCE_ID_LABEL}={instance_id},{COMPONENT_LABEL}=namesrv");
+    let pods = api.list(&ListParams::default().labels(&selector)).await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+        .filter_map(|p| {
+            Some(format!(
+                "{}:{NAMESRV_PORT}",
+                p.status.as_ref()?.pod_ip.as_ref()?
+            ))
+        })
+        .collect())
+}
+
+/// Brokers of `wanted` missing from `topic`'s route on any of `name_servers` (a name
+/// server that cannot be asked counts as missing them all).
+pub async fn missing_from_route(
+    name_servers: &[String],
+    topic: &str,
+    wanted: &[BrokerPod],
+) -> Vec<String> {
+    let mut missing = std::collections::BTreeSet::new();
+    for addr in name_servers {
+        let route = match AdminClient::connect(addr, CONNECT_TIMEOUT).await {
+            Ok(admin) => admin.route(topic).await.ok().flatten(),
+            Err(_) => None,
+        };
+        let listed: Vec<&str> = route
+            .as_ref()
+            .map(|r| {
+                r.queue_datas
+                    .iter()
+                    .map(|q| q.broker_name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        missing.extend(
+            wanted
+                .iter()
+                .filter(|b| !listed.contains(&b.name.as_str()))
+                .map(|b| b.name.clone()),
+        );
+    }
+    missing.into_iter().collect()
 }
 
 fn is_ready(pod: &Pod) -> bool {

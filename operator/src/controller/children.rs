@@ -107,6 +107,8 @@ impl Child for MQGroup {
 struct Target {
     names: Names,
     brokers: Vec<BrokerPod>,
+    /// The name under which brokers and name servers know a topic or group.
+    namespaced: bool,
 }
 
 /// The child's instance, Running (unless `any_phase`: cleanup must reach the brokers of
@@ -149,7 +151,12 @@ async fn target(
             instance.name_any()
         )));
     }
-    Ok(Ok(Target { names, brokers }))
+    let namespaced = instance.spec.independent_naming;
+    Ok(Ok(Target {
+        names,
+        brokers,
+        namespaced,
+    }))
 }
 
 /// The conventions checked before any broker is touched; `Some(action)` ends the
@@ -281,6 +288,16 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
                 message: e.to_string(),
             })?;
     }
+    // Ready means clients can use it: the name servers route it to every broker.
+    let missing = route_pending(ctx, &target, &config.topic_name, brokers).await?;
+    if !missing.is_empty() {
+        let message = format!(
+            "created on the brokers, but the name servers do not route it to {} yet; retrying",
+            missing.join(", ")
+        );
+        set_ready(ctx, topic, None, false, "RoutePending", message).await?;
+        return Ok(Action::requeue(WAIT_FOR_INSTANCE));
+    }
     mark_applied(ctx, topic).await?;
     let mut status = topic.status.clone().unwrap_or_default();
     status.brokers = brokers.iter().map(|b| b.name.clone()).collect();
@@ -290,6 +307,36 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
         target.names.instance_id
     );
     ready(ctx, topic, status, message).await
+}
+
+/// How long a topic's route may take to reach the name servers before the reconcile
+/// gives up for now (brokers register a changed topic table at once).
+const ROUTE_WAIT: Duration = Duration::from_secs(5);
+
+/// Brokers the name servers do not route `topic` to yet, after waiting up to
+/// [`ROUTE_WAIT`] for them.
+async fn route_pending(
+    ctx: &Context,
+    target: &Target,
+    topic: &str,
+    brokers: &[BrokerPod],
+) -> Result<Vec<String>, Error> {
+    let platform = &ctx.settings.namespace;
+    let name_servers =
+        brokers::ready_name_servers(&ctx.client, platform, &target.names.instance_id).await?;
+    let routed = if target.namespaced {
+        format!("{}%{topic}", target.names.instance_id)
+    } else {
+        topic.to_owned()
+    };
+    let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+    loop {
+        let missing = brokers::missing_from_route(&name_servers, &routed, brokers).await;
+        if missing.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(missing);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Reconciles one group.

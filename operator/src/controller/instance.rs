@@ -136,6 +136,11 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     status.observed_generation = generation;
     status.instance_id = Some(names.instance_id.clone());
     status.endpoint = cluster_ip.map(|ip| format!("{ip}:{}", workloads::NAMESRV_PORT));
+    status.dns_endpoint = Some(format!(
+        "{}.{platform}.svc:{}",
+        names.namesrv(),
+        workloads::NAMESRV_PORT
+    ));
     status.brokers = want_brokers;
     status.ready_brokers = ready_brokers;
     status.topics = i32::try_from(topics.len()).unwrap_or(i32::MAX);
@@ -396,12 +401,7 @@ pub const HASH_ANNOTATION: &str = "mqfleet.io/desired-hash";
 
 /// A stable hash of the desired object (serde_json keeps field order, maps are sorted).
 fn desired_hash<K: Serialize>(obj: &K) -> String {
-    use sha1::{Digest, Sha1};
-    let bytes = serde_json::to_vec(obj).unwrap_or_default();
-    Sha1::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    workloads::content_hash(&serde_json::to_vec(obj).unwrap_or_default())
 }
 
 /// Writes `status` unless it equals what is stored (an idle operator writes nothing).

@@ -136,15 +136,11 @@ pub fn namesrv_addrs(instance: &MQInstance, names: &Names, settings: &Settings) 
 
 /// The broker ConfigMap (`broker.conf`, RocketMQ's properties format).
 pub fn config_map(instance: &MQInstance, names: &Names, settings: &Settings) -> ConfigMap {
-    let flush = match instance.spec.brokers.flush_mode {
-        FlushMode::Sync => "SYNC_FLUSH",
-        FlushMode::Async => "ASYNC_FLUSH",
-    };
     let conf = format!(
-        "# Written by mq-operator for MQInstance {}/{}; edits are overwritten.\nbrokerClusterName={}\nbrokerName=broker-{{ordinal}}\nnamesrvAddr={}\nflushDiskType={flush}\nstorePathRootDir={STORE_DIR}\n",
+        "# Written by mq-operator for MQInstance {}/{}; edits are overwritten.\n{}namesrvAddr={}\n",
         instance.metadata.namespace.as_deref().unwrap_or_default(),
         instance.metadata.name.as_deref().unwrap_or_default(),
-        instance.spec.cluster,
+        restart_settings(instance),
         namesrv_addrs(instance, names, settings),
     );
     from_json(json!({
@@ -152,6 +148,32 @@ pub fn config_map(instance: &MQInstance, names: &Names, settings: &Settings) -> 
         "metadata": meta(instance, names, &names.config(), settings, None),
         "data": {"broker.conf": conf},
     }))
+}
+
+/// The part of `broker.conf` a broker reads only at start. Its hash is on the pod
+/// template, so changing it rolls the brokers one at a time; the rest (`namesrvAddr`) is
+/// re-read live and changes without restarts.
+fn restart_settings(instance: &MQInstance) -> String {
+    let flush = match instance.spec.brokers.flush_mode {
+        FlushMode::Sync => "SYNC_FLUSH",
+        FlushMode::Async => "ASYNC_FLUSH",
+    };
+    format!(
+        "brokerClusterName={}\nbrokerName=broker-{{ordinal}}\nflushDiskType={flush}\nstorePathRootDir={STORE_DIR}\n",
+        instance.spec.cluster
+    )
+}
+
+/// Pod-template annotation: hash of the settings brokers read only at start.
+pub const CONFIG_HASH_ANNOTATION: &str = "mqfleet.io/config-hash";
+
+/// Hex SHA-1 of `bytes`: names a content, for "did it change" checks.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    Sha1::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn meta(
@@ -275,9 +297,14 @@ pub fn broker_statefulset(
             "serviceName": names.broker_headless(),
             "replicas": brokers.replicas,
             "podManagementPolicy": "Parallel",
+            // One broker at a time, each Ready before the next goes: the others serve.
+            "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": selector(names, "broker")},
             "template": {
-                "metadata": {"labels": labels(instance, names, Some("broker"))},
+                "metadata": {
+                    "labels": labels(instance, names, Some("broker")),
+                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(restart_settings(instance).as_bytes())},
+                },
                 "spec": {
                     "terminationGracePeriodSeconds": 60,
                     "containers": [container],

@@ -183,6 +183,10 @@ pub struct MQInstanceStatus {
     /// What clients put in `NAMESRV_ADDR` (`host:port[;host:port]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The same name servers by the Service's DNS name (`host:port`), for clients inside
+    /// the cluster that prefer a name to an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<String>,
     /// Brokers that are up and hold every topic and group of the instance.
     #[serde(default)]
     pub ready_brokers: i32,
