@@ -14,6 +14,7 @@
 //! - `GET /metrics`: counters and gauges of the broker, the remoting servers and the
 //!   process.
 
+use crate::acl::Acl;
 use crate::broker::Broker;
 use crate::namesrv::NameServer;
 use crate::net::ServerStats;
@@ -41,6 +42,7 @@ pub struct OpsState {
     expects_broker: bool,
     broker: OnceLock<Arc<Broker>>,
     namesrv: OnceLock<Arc<NameServer>>,
+    acl: OnceLock<Acl>,
     servers: Mutex<Vec<(String, Arc<ServerStats>)>>,
     stopping: AtomicBool,
 }
@@ -64,6 +66,11 @@ impl OpsState {
     /// The name server, once serving.
     pub fn set_namesrv(&self, namesrv: Arc<NameServer>) {
         let _ = self.namesrv.set(namesrv);
+    }
+
+    /// The process's ACL (one for both servers of a standalone process).
+    pub fn set_acl(&self, acl: Acl) {
+        let _ = self.acl.set(acl);
     }
 
     /// A remoting server's counters, labelled `server="<name>"` in the metrics.
@@ -114,6 +121,18 @@ impl OpsState {
         );
         if let Some(b) = self.broker.get() {
             broker_metrics(&mut m, b);
+        }
+        if let Some(acl) = self.acl.get() {
+            m.gauge(
+                "mq_acl_enabled",
+                "1 when requests are checked against the ACL.",
+                &[(String::new(), u64::from(acl.is_enabled()))],
+            );
+            m.counter(
+                "mq_acl_refusals_total",
+                "Requests refused by the ACL (unknown account, bad signature, no permission).",
+                &[(String::new(), acl.refused())],
+            );
         }
         if let Some(ns) = self.namesrv.get() {
             m.gauge(

@@ -6,6 +6,7 @@
 //! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
 //! (topics, groups, stats, connection lists, runtime info; rates in `activity`).
 
+mod acl;
 pub mod activity;
 pub mod admin;
 mod arrivals;
