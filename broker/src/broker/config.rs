@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub max_send_wait: Duration,
     /// The ACL requests are checked against (off by default; live, shared).
     pub acl: Acl,
+    /// Send and receive TPS limits (unlimited by default; live, shared).
+    pub limits: super::limits::Limits,
 }
 
 impl BrokerConfig {
@@ -72,6 +74,7 @@ impl BrokerConfig {
             offset_persist_interval: Duration::from_secs(5),
             max_send_wait: super::gate::DEFAULT_MAX_SEND_WAIT,
             acl: Acl::default(),
+            limits: super::limits::Limits::default(),
         }
     }
 }
