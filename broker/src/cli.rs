@@ -146,10 +146,10 @@ pub struct BrokerArgs {
     #[arg(long, env = "MQ_NO_VIP")]
     pub no_vip: bool,
     /// A `broker.conf`-style `key=value` file (namesrvAddr, brokerName, brokerClusterName,
-    /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue, aclEnable, aclFile).
-    /// Flags and their env variables win over it at start; its `namesrvAddr` and
-    /// `aclEnable` are re-read every second and a change applies at once (see
-    /// `mq_broker::conf`).
+    /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue, aclEnable, aclFile,
+    /// maxSendTps, maxReceiveTps). Flags and their env variables win over it at start;
+    /// its `namesrvAddr`, `aclEnable`, `maxSendTps` and `maxReceiveTps` are re-read every
+    /// second and a change applies at once (see `mq_broker::conf`).
     #[arg(long, env = "MQ_BROKER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Operations HTTP port (`/healthz`, `/livez`, `/metrics`); port 0 picks a free one
@@ -164,6 +164,14 @@ pub struct BrokerArgs {
     /// the store is flushed and closed anyway.
     #[arg(long, env = "MQ_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Messages per second this broker accepts from producers; more are refused with
+    /// SYSTEM_BUSY (0: unlimited) [default: the config file's `maxSendTps`, else 0].
+    #[arg(long, env = "MQ_MAX_SEND_TPS")]
+    pub max_send_tps: Option<u64>,
+    /// Messages per second this broker hands to consumers; pulls beyond wait (0:
+    /// unlimited) [default: the config file's `maxReceiveTps`, else 0].
+    #[arg(long, env = "MQ_MAX_RECEIVE_TPS")]
+    pub max_receive_tps: Option<u64>,
     /// ACL: every client request must be signed and granted.
     #[command(flatten)]
     pub acl: AclArgs,

@@ -5,10 +5,12 @@
 //! trimmed). Keys are Java's: `namesrvAddr` (`a:9876;b:9876`), `brokerName`,
 //! `brokerClusterName`, `storePathRootDir`, `flushDiskType` (`ASYNC_FLUSH`/`SYNC_FLUSH`),
 //! `waitTimeMillsInSendQueue`, `aclEnable` (`true`/`false`), `aclFile` (path of the ACL
-//! file, see `crate::acl`). Others are ignored (a Java broker.conf has many).
+//! file, see `crate::acl`), `maxSendTps` and `maxReceiveTps` (messages per second of this
+//! broker, 0 unlimited). Others are ignored (a Java broker.conf has many).
 //!
 //! Precedence at start: command-line flag or its environment variable, then the file,
-//! then the built-in default. While running, `namesrvAddr` and `aclEnable` are live
+//! then the built-in default. While running, `namesrvAddr`, `aclEnable`, `maxSendTps`
+//! and `maxReceiveTps` are live
 //! ([`Live`]): when the file changes and the key's value differs from what the file said
 //! before, the new value replaces the current one, whatever the flags said (the operator
 //! rewrote the file on purpose); when the key disappears, the value falls back to the flag
@@ -41,6 +43,10 @@ pub const WAIT_TIME_MILLS_IN_SEND_QUEUE: &str = "waitTimeMillsInSendQueue";
 pub const ACL_ENABLE: &str = "aclEnable";
 /// Key of the ACL file's path (see `crate::acl`).
 pub const ACL_FILE: &str = "aclFile";
+/// Key of this broker's send limit, messages per second (0: unlimited).
+pub const MAX_SEND_TPS: &str = "maxSendTps";
+/// Key of this broker's receive limit, messages per second (0: unlimited).
+pub const MAX_RECEIVE_TPS: &str = "maxReceiveTps";
 
 /// A config file could not be read.
 #[derive(Debug, thiserror::Error)]

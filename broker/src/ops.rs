@@ -214,6 +214,25 @@ fn broker_metrics(m: &mut Exposition, b: &Broker) {
         "Sends answered SYSTEM_BUSY because they waited too long for the store.",
         &[(String::new(), b.send_queue().refused())],
     );
+    let limits = b.limits();
+    m.counter(
+        "mq_broker_send_throttled_total",
+        "Sends answered SYSTEM_BUSY because of the send TPS limit.",
+        &[(String::new(), limits.sends_refused())],
+    );
+    m.counter(
+        "mq_broker_pull_throttled_total",
+        "Pulls held because of the receive TPS limit.",
+        &[(String::new(), limits.pulls_held())],
+    );
+    m.gauge(
+        "mq_broker_tps_limit",
+        "Messages per second this broker accepts (send) or hands out (receive); 0 is unlimited.",
+        &[
+            ("direction=\"send\"".to_owned(), limits.send_tps()),
+            ("direction=\"receive\"".to_owned(), limits.receive_tps()),
+        ],
+    );
     m.gauge(
         "mq_broker_send_queue",
         "Sends waiting for the store now.",

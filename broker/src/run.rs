@@ -1,7 +1,7 @@
 //! Starting and stopping the servers of each mode.
 
 use crate::cli::{BrokerArgs, Flush, Mode, NamesrvArgs};
-use crate::settings::{AclSettings, FileSettings, LiveSettings};
+use crate::settings::{AclSettings, FileSettings, LiveSettings, TpsSettings};
 use anyhow::{Context, Result};
 use mq_broker::acl::{self, Acl};
 use mq_broker::broker::{Broker, BrokerConfig, parse_delay_levels, schedule};
@@ -46,7 +46,7 @@ pub async fn run(mode: Mode) -> Result<()> {
             let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
             let ns_addr = start_namesrv(&args, acl.acl.clone(), &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
-            watch_config(file, None, acl);
+            watch_config(file, None, acl, None);
             None
         }
         Mode::Broker(args) => {
@@ -147,7 +147,12 @@ fn start_acl(mut settings: AclSettings, ops: &OpsState) -> AclSettings {
 }
 
 /// Re-reads the config file (when there is one) and applies its live keys.
-fn watch_config(file: FileSettings, namesrvs: Option<conf::NamesrvList>, acl: AclSettings) {
+fn watch_config(
+    file: FileSettings,
+    namesrvs: Option<conf::NamesrvList>,
+    acl: AclSettings,
+    tps: Option<TpsSettings>,
+) {
     let Some(watch) = file.watch else {
         return;
     };
@@ -155,6 +160,7 @@ fn watch_config(file: FileSettings, namesrvs: Option<conf::NamesrvList>, acl: Ac
         namesrvs,
         acl: acl.acl,
         acl_enable: acl.enable,
+        tps,
     };
     tokio::spawn(conf::watch_file(
         watch,
@@ -232,6 +238,8 @@ async fn start_broker(
     cfg.delay_levels = levels;
     cfg.register_interval = Duration::from_secs(args.register_interval_secs.max(1));
     cfg.acl = acl.acl.clone();
+    let tps = file.tps(&args)?;
+    cfg.limits = tps.limits.clone();
     let broker = Arc::new(
         Broker::new(cfg, Arc::new(store))
             .context("loading the broker's topics, groups and offsets")?,
@@ -239,7 +247,7 @@ async fn start_broker(
 
     let namesrvs = file.namesrv_list(&args, embedded_namesrv);
     tracing::info!(namesrv = %namesrvs.get().join(";"), "name servers");
-    watch_config(file, Some(namesrvs.clone()), acl);
+    watch_config(file, Some(namesrvs.clone()), acl, Some(tps));
     tokio::spawn(broker.clone().run_registration(move || namesrvs.get()));
     ops.set_broker(broker.clone());
     ops.add_server("broker", server.stats());

@@ -6,6 +6,7 @@ use crate::cli::{AclArgs, BrokerArgs, Flush};
 use anyhow::{Context, Result};
 use mq_broker::acl::watch::AclWatch;
 use mq_broker::acl::{Acl, AclTable};
+use mq_broker::broker::limits::Limits;
 use mq_broker::conf::{self, FileWatch, Live, NamesrvList, Properties};
 use mq_broker::names::Namespace;
 use std::net::SocketAddr;
@@ -172,6 +173,34 @@ impl FileSettings {
     }
 }
 
+/// A broker's TPS limits and the settings that change them.
+pub struct TpsSettings {
+    /// The live limits the broker enforces.
+    pub limits: Limits,
+    /// `maxSendTps`: flag/env, else the config file, else 0 (unlimited).
+    pub send: Live<u64>,
+    /// `maxReceiveTps`: likewise.
+    pub receive: Live<u64>,
+}
+
+impl FileSettings {
+    /// The TPS limits: flag/env, else the file's `maxSendTps`/`maxReceiveTps`, else none.
+    pub fn tps(&self, args: &BrokerArgs) -> Result<TpsSettings> {
+        let file = |key| {
+            self.props
+                .u64(key)
+                .map_err(|e| anyhow::anyhow!("config file: {e}"))
+        };
+        let send = Live::new(args.max_send_tps, file(conf::MAX_SEND_TPS)?, 0);
+        let receive = Live::new(args.max_receive_tps, file(conf::MAX_RECEIVE_TPS)?, 0);
+        Ok(TpsSettings {
+            limits: Limits::new(send.get(), receive.get()),
+            send,
+            receive,
+        })
+    }
+}
+
 /// What a re-read config file changes while the process runs.
 pub struct LiveSettings {
     /// The name servers a broker registers with (brokers only).
@@ -180,6 +209,8 @@ pub struct LiveSettings {
     pub acl: Acl,
     /// `aclEnable` as flags and file say.
     pub acl_enable: Live<bool>,
+    /// The TPS limits (brokers only).
+    pub tps: Option<TpsSettings>,
 }
 
 impl LiveSettings {
@@ -206,6 +237,28 @@ impl LiveSettings {
             // A bad value changes nothing: the ACL stays as it is.
             Err(e) => tracing::error!(%file, error = %e, "config file: ACL unchanged"),
         }
+        if let Some(tps) = &self.tps {
+            let limits = &tps.limits;
+            apply_tps(props, conf::MAX_SEND_TPS, &tps.send, |v| {
+                limits.set_send_tps(v)
+            });
+            apply_tps(props, conf::MAX_RECEIVE_TPS, &tps.receive, |v| {
+                limits.set_receive_tps(v)
+            });
+        }
+    }
+}
+
+/// Applies one re-read TPS key; a bad value changes nothing.
+fn apply_tps(props: &Properties, key: &str, live: &Live<u64>, set: impl Fn(u64)) {
+    match props.u64(key) {
+        Ok(value) => {
+            if let Some(tps) = live.file_changed(value) {
+                set(tps);
+                tracing::info!(key, tps, "TPS limit changed (0: unlimited)");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "config file: TPS limit unchanged"),
     }
 }
 
