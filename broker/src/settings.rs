@@ -157,14 +157,21 @@ impl FileSettings {
             });
         };
         let (table, watch) = match AclWatch::open(&path, ns.clone()) {
-            Ok((watch, table)) => (table, watch),
+            Ok((watch, table)) => {
+                tracing::info!(file = %path.display(), accounts = table.len(), enabled = on, "ACL");
+                if table.signer().is_none() {
+                    tracing::warn!(
+                        "the ACL file has no admin account: registrations go unsigned, and name servers with ACL on refuse them"
+                    );
+                }
+                (table, watch)
+            }
             Err(e) if on => return Err(e).context("ACL is on"),
             Err(e) => {
                 tracing::warn!(error = %e, "ACL is off; the ACL file is re-read until it is valid");
                 (AclTable::default(), AclWatch::unread(&path, ns.clone()))
             }
         };
-        tracing::info!(file = %path.display(), accounts = table.len(), enabled = on, "ACL");
         Ok(AclSettings {
             acl: Acl::new(on, table),
             enable,
