@@ -65,6 +65,33 @@ pub struct NamesrvArgs {
     /// [default: the `--listen` IP, port 9879 (0 when `--listen` uses port 0)].
     #[arg(long, env = "MQ_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// A `key=value` file with `aclEnable` and `aclFile` (as in broker.conf); a change of
+    /// its `aclEnable` applies at once.
+    #[arg(long, env = "MQ_NAMESRV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// ACL: registrations and other writes need an admin account's signature.
+    #[command(flatten)]
+    pub acl: AclArgs,
+}
+
+/// ACL settings of a name server or broker (see `mq_broker::acl`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AclArgs {
+    /// Check requests against the ACL file (`--acl-enable` or `--acl-enable=false`)
+    /// [default: the config file's `aclEnable`, else off]; a change of the config file's
+    /// `aclEnable` applies at once, whatever this flag said.
+    #[arg(
+        long = "acl-enable",
+        env = "MQ_ACL_ENABLE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub enable: Option<bool>,
+    /// The ACL file: Java's plain_acl.yml fields written as JSON, re-read when it changes
+    /// [default: the config file's `aclFile`].
+    #[arg(long = "acl-file", env = "MQ_ACL_FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// Flush policy.
@@ -119,9 +146,10 @@ pub struct BrokerArgs {
     #[arg(long, env = "MQ_NO_VIP")]
     pub no_vip: bool,
     /// A `broker.conf`-style `key=value` file (namesrvAddr, brokerName, brokerClusterName,
-    /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue). Flags and their env
-    /// variables win over it at start; its `namesrvAddr` is re-read every second and a
-    /// change applies at once (see `mq_broker::conf`).
+    /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue, aclEnable, aclFile,
+    /// maxSendTps, maxReceiveTps). Flags and their env variables win over it at start;
+    /// its `namesrvAddr`, `aclEnable`, `maxSendTps` and `maxReceiveTps` are re-read every
+    /// second and a change applies at once (see `mq_broker::conf`).
     #[arg(long, env = "MQ_BROKER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Operations HTTP port (`/healthz`, `/livez`, `/metrics`); port 0 picks a free one
@@ -136,6 +164,17 @@ pub struct BrokerArgs {
     /// the store is flushed and closed anyway.
     #[arg(long, env = "MQ_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Messages per second this broker accepts from producers; more are refused with
+    /// SYSTEM_BUSY (0: unlimited) [default: the config file's `maxSendTps`, else 0].
+    #[arg(long, env = "MQ_MAX_SEND_TPS")]
+    pub max_send_tps: Option<u64>,
+    /// Messages per second this broker hands to consumers; pulls beyond wait (0:
+    /// unlimited) [default: the config file's `maxReceiveTps`, else 0].
+    #[arg(long, env = "MQ_MAX_RECEIVE_TPS")]
+    pub max_receive_tps: Option<u64>,
+    /// ACL: every client request must be signed and granted.
+    #[command(flatten)]
+    pub acl: AclArgs,
 }
 
 /// Standalone settings: a broker plus its own name server.

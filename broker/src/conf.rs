@@ -4,13 +4,17 @@
 //! blank lines and lines starting with `#` or `!` are ignored; keys and values are
 //! trimmed). Keys are Java's: `namesrvAddr` (`a:9876;b:9876`), `brokerName`,
 //! `brokerClusterName`, `storePathRootDir`, `flushDiskType` (`ASYNC_FLUSH`/`SYNC_FLUSH`),
-//! `waitTimeMillsInSendQueue`. Others are ignored (a Java broker.conf has many).
+//! `waitTimeMillsInSendQueue`, `aclEnable` (`true`/`false`), `aclFile` (path of the ACL
+//! file, see `crate::acl`), `maxSendTps` and `maxReceiveTps` (messages per second of this
+//! broker, 0 unlimited). Others are ignored (a Java broker.conf has many).
 //!
 //! Precedence at start: command-line flag or its environment variable, then the file,
-//! then the built-in default. While running, only `namesrvAddr` is live: when the file
-//! changes and its `namesrvAddr` differs from what the file said before, the new list
-//! replaces the current one, whatever the flags said (the operator rewrote the file on
-//! purpose); when the key disappears, the list falls back to the flag or the default.
+//! then the built-in default. While running, `namesrvAddr`, `aclEnable`, `maxSendTps`
+//! and `maxReceiveTps` are live
+//! ([`Live`]): when the file changes and the key's value differs from what the file said
+//! before, the new value replaces the current one, whatever the flags said (the operator
+//! rewrote the file on purpose); when the key disappears, the value falls back to the flag
+//! or the default. The other keys apply at start only.
 //!
 //! Kubernetes mounts a ConfigMap key as a symlink (`broker.conf → ..data/broker.conf`,
 //! `..data → ..2024_…/`) and updates it by swapping `..data`, so the file's inode changes
@@ -35,6 +39,14 @@ pub const STORE_PATH_ROOT_DIR: &str = "storePathRootDir";
 pub const FLUSH_DISK_TYPE: &str = "flushDiskType";
 /// Key of the longest wait of a send for the store, in ms.
 pub const WAIT_TIME_MILLS_IN_SEND_QUEUE: &str = "waitTimeMillsInSendQueue";
+/// Key of the ACL switch (`true`/`false`, Java's key).
+pub const ACL_ENABLE: &str = "aclEnable";
+/// Key of the ACL file's path (see `crate::acl`).
+pub const ACL_FILE: &str = "aclFile";
+/// Key of this broker's send limit, messages per second (0: unlimited).
+pub const MAX_SEND_TPS: &str = "maxSendTps";
+/// Key of this broker's receive limit, messages per second (0: unlimited).
+pub const MAX_RECEIVE_TPS: &str = "maxReceiveTps";
 
 /// A config file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +98,26 @@ impl Properties {
             .get(key)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// A `true`/`false` value (any case); `None` when absent or empty.
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(format!("{key} must be true or false, not {v:?}")),
+        }
+    }
+
+    /// A non-negative integer; `None` when absent or empty.
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, String> {
+        self.get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("{key} must be a non-negative integer, not {v:?}"))
+            })
+            .transpose()
     }
 
     /// The name servers the file lists, if it lists any.
@@ -178,27 +210,27 @@ impl FileWatch {
     }
 }
 
-/// The name servers a broker registers with, changeable at run time (see the module
-/// docs for the precedence rules). Cheap to clone; all clones share the list.
+/// A setting that a re-read config file can change at run time (see the module docs for
+/// the precedence rules). Cheap to clone; all clones share the value.
 #[derive(Debug, Clone)]
-pub struct NamesrvList {
-    inner: Arc<RwLock<ListState>>,
+pub struct Live<T> {
+    inner: Arc<RwLock<LiveState<T>>>,
 }
 
 #[derive(Debug)]
-struct ListState {
+struct LiveState<T> {
     /// From the flag/env, or the mode's default.
-    fallback: Vec<String>,
+    fallback: T,
     /// Whether the flag/env set it (then it wins over the file at start).
     flag_given: bool,
     /// What the file said last.
-    from_file: Option<Vec<String>>,
-    current: Vec<String>,
+    from_file: Option<T>,
+    current: T,
 }
 
-impl NamesrvList {
-    /// The list at start: `flag` if given, else the file's, else `default`.
-    pub fn new(flag: Option<Vec<String>>, file: Option<Vec<String>>, default: Vec<String>) -> Self {
+impl<T: Clone + PartialEq> Live<T> {
+    /// The value at start: `flag` if given, else the file's, else `default`.
+    pub fn new(flag: Option<T>, file: Option<T>, default: T) -> Self {
         let flag_given = flag.is_some();
         let fallback = flag.unwrap_or(default);
         let current = if flag_given {
@@ -207,7 +239,7 @@ impl NamesrvList {
             file.clone().unwrap_or_else(|| fallback.clone())
         };
         Self {
-            inner: Arc::new(RwLock::new(ListState {
+            inner: Arc::new(RwLock::new(LiveState {
                 fallback,
                 flag_given,
                 from_file: file,
@@ -216,13 +248,14 @@ impl NamesrvList {
         }
     }
 
-    /// The name servers now.
-    pub fn get(&self) -> Vec<String> {
+    /// The value now.
+    pub fn get(&self) -> T {
         self.read().current.clone()
     }
 
-    /// Applies a re-read file's `namesrvAddr`; returns the new list when it changed.
-    pub fn file_changed(&self, file: Option<Vec<String>>) -> Option<Vec<String>> {
+    /// Applies a re-read file's value (`None`: the key is gone); returns the new value
+    /// when it changed.
+    pub fn file_changed(&self, file: Option<T>) -> Option<T> {
         let mut state = self
             .inner
             .write()
@@ -239,21 +272,28 @@ impl NamesrvList {
         Some(next)
     }
 
-    /// Whether the flag/env named the list.
+    /// Whether the flag/env set the value.
     pub fn flag_given(&self) -> bool {
         self.read().flag_given
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, ListState> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, LiveState<T>> {
         self.inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Polls `watch` every `interval` forever (spawn it), feeding each changed file's
-/// `namesrvAddr` into `list`.
-pub async fn watch_namesrv_addrs(mut watch: FileWatch, list: NamesrvList, interval: Duration) {
+/// The name servers a broker registers with, changeable at run time.
+pub type NamesrvList = Live<Vec<String>>;
+
+/// Polls `watch` every `interval` forever (spawn it), handing each changed version of
+/// the file to `apply`. An unreadable file is logged once and keeps the last values.
+pub async fn watch_file(
+    mut watch: FileWatch,
+    interval: Duration,
+    mut apply: impl FnMut(&Path, Properties) + Send + 'static,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -268,7 +308,7 @@ pub async fn watch_namesrv_addrs(mut watch: FileWatch, list: NamesrvList, interv
         {
             Ok(done) => done,
             Err(e) => {
-                tracing::error!(error = %e, "config file watcher failed; name servers stay as they are");
+                tracing::error!(error = %e, "config file watcher failed; settings stay as they are");
                 return;
             }
         };
@@ -276,18 +316,27 @@ pub async fn watch_namesrv_addrs(mut watch: FileWatch, list: NamesrvList, interv
         match polled {
             Ok(Some(props)) => {
                 failing = false;
-                if let Some(addrs) = list.file_changed(props.namesrv_addrs()) {
-                    tracing::info!(file = %watch.path().display(), namesrv = %addrs.join(";"), "name servers changed");
-                }
+                apply(watch.path(), props);
             }
             Ok(None) => failing = false,
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(error = %e, "config file unreadable; keeping the last name servers");
+                tracing::warn!(error = %e, "config file unreadable; keeping the last settings");
             }
             Err(_) => {}
         }
     }
+}
+
+/// Polls `watch` every `interval` forever (spawn it), feeding each changed file's
+/// `namesrvAddr` into `list`.
+pub async fn watch_namesrv_addrs(watch: FileWatch, list: NamesrvList, interval: Duration) {
+    watch_file(watch, interval, move |path, props| {
+        if let Some(addrs) = list.file_changed(props.namesrv_addrs()) {
+            tracing::info!(file = %path.display(), namesrv = %addrs.join(";"), "name servers changed");
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -318,6 +367,34 @@ mod tests {
             Some(vec!["10.0.0.1:9876".to_owned(), "10.0.0.2:9876".to_owned()])
         );
         assert_eq!(Properties::parse("namesrvAddr= ; ").namesrv_addrs(), None);
+    }
+
+    #[test]
+    fn booleans_and_numbers_are_read_strictly() {
+        let p = Properties::parse("aclEnable=TRUE\nmaxSendTps=50\nbad=yes\nneg=-1\n");
+        assert_eq!(p.bool(ACL_ENABLE), Ok(Some(true)));
+        assert_eq!(p.bool("missing"), Ok(None));
+        assert!(p.bool("bad").is_err());
+        assert_eq!(p.u64("maxSendTps"), Ok(Some(50)));
+        assert!(p.u64("neg").is_err());
+    }
+
+    #[test]
+    fn a_live_switch_follows_the_file_and_falls_back_to_the_flag() {
+        let on = Live::new(Some(false), Some(true), false);
+        assert!(!on.get(), "the flag wins at start");
+        assert_eq!(on.file_changed(Some(true)), None, "the file did not change");
+        assert_eq!(
+            on.file_changed(Some(false)),
+            None,
+            "changed, but already off"
+        );
+        assert_eq!(on.file_changed(Some(true)), Some(true));
+        assert_eq!(
+            on.file_changed(None),
+            Some(false),
+            "key removed: the flag again"
+        );
     }
 
     #[test]

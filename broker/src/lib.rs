@@ -5,6 +5,7 @@
 //! what the workspace's dependency direction (`console → operator → broker`) is built
 //! around.
 
+pub mod acl;
 pub mod broker;
 pub mod client;
 pub mod conf;

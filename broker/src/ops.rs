@@ -14,6 +14,7 @@
 //! - `GET /metrics`: counters and gauges of the broker, the remoting servers and the
 //!   process.
 
+use crate::acl::Acl;
 use crate::broker::Broker;
 use crate::namesrv::NameServer;
 use crate::net::ServerStats;
@@ -41,6 +42,7 @@ pub struct OpsState {
     expects_broker: bool,
     broker: OnceLock<Arc<Broker>>,
     namesrv: OnceLock<Arc<NameServer>>,
+    acl: OnceLock<Acl>,
     servers: Mutex<Vec<(String, Arc<ServerStats>)>>,
     stopping: AtomicBool,
 }
@@ -64,6 +66,11 @@ impl OpsState {
     /// The name server, once serving.
     pub fn set_namesrv(&self, namesrv: Arc<NameServer>) {
         let _ = self.namesrv.set(namesrv);
+    }
+
+    /// The process's ACL (one for both servers of a standalone process).
+    pub fn set_acl(&self, acl: Acl) {
+        let _ = self.acl.set(acl);
     }
 
     /// A remoting server's counters, labelled `server="<name>"` in the metrics.
@@ -114,6 +121,18 @@ impl OpsState {
         );
         if let Some(b) = self.broker.get() {
             broker_metrics(&mut m, b);
+        }
+        if let Some(acl) = self.acl.get() {
+            m.gauge(
+                "mq_acl_enabled",
+                "1 when requests are checked against the ACL.",
+                &[(String::new(), u64::from(acl.is_enabled()))],
+            );
+            m.counter(
+                "mq_acl_refusals_total",
+                "Requests refused by the ACL (unknown account, bad signature, no permission).",
+                &[(String::new(), acl.refused())],
+            );
         }
         if let Some(ns) = self.namesrv.get() {
             m.gauge(
@@ -194,6 +213,25 @@ fn broker_metrics(m: &mut Exposition, b: &Broker) {
         "mq_broker_send_busy_total",
         "Sends answered SYSTEM_BUSY because they waited too long for the store.",
         &[(String::new(), b.send_queue().refused())],
+    );
+    let limits = b.limits();
+    m.counter(
+        "mq_broker_send_throttled_total",
+        "Sends answered SYSTEM_BUSY because of the send TPS limit.",
+        &[(String::new(), limits.sends_refused())],
+    );
+    m.counter(
+        "mq_broker_pull_throttled_total",
+        "Pulls held because of the receive TPS limit.",
+        &[(String::new(), limits.pulls_held())],
+    );
+    m.gauge(
+        "mq_broker_tps_limit",
+        "Messages per second this broker accepts (send) or hands out (receive); 0 is unlimited.",
+        &[
+            ("direction=\"send\"".to_owned(), limits.send_tps()),
+            ("direction=\"receive\"".to_owned(), limits.receive_tps()),
+        ],
     );
     m.gauge(
         "mq_broker_send_queue",

@@ -1,8 +1,9 @@
 //! Starting and stopping the servers of each mode.
 
 use crate::cli::{BrokerArgs, Flush, Mode, NamesrvArgs};
-use crate::settings::FileSettings;
+use crate::settings::{AclSettings, FileSettings, LiveSettings, TpsSettings};
 use anyhow::{Context, Result};
+use mq_broker::acl::{self, Acl};
 use mq_broker::broker::{Broker, BrokerConfig, parse_delay_levels, schedule};
 use mq_broker::conf;
 use mq_broker::names::Namespace;
@@ -40,22 +41,46 @@ pub async fn run(mode: Mode) -> Result<()> {
     tokio::spawn(http.serve(ops.clone(), std::future::pending()));
     let broker = match mode {
         Mode::Namesrv(args) => {
-            let ns_addr = start_namesrv(&args, &ops, stop.clone()).await?;
+            let file = FileSettings::load(args.config.as_deref())?;
+            let ns = Namespace::new(args.instance_id.as_deref());
+            let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
+            let ns_addr = start_namesrv(&args, acl.acl.clone(), &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
+            watch_config(file, None, acl, None);
             None
         }
-        Mode::Broker(args) => Some(start_broker(args, None, &ops, &mut ready, stop.clone()).await?),
+        Mode::Broker(args) => {
+            let file = FileSettings::load(args.config.as_deref())?;
+            let ns = Namespace::new(args.instance_id.as_deref());
+            let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
+            Some(start_broker(args, file, acl, None, &ops, &mut ready, stop.clone()).await?)
+        }
         Mode::Standalone(args) => {
+            // One config file and one ACL for both servers, in force before either serves.
+            let file = FileSettings::load(args.broker.config.as_deref())?;
+            let ns = Namespace::new(args.broker.instance_id.as_deref());
+            let acl = start_acl(file.acl(&args.broker.acl, &ns)?, &ops);
             let ns_args = NamesrvArgs {
                 listen: args.namesrv_listen,
                 broker_expiry_secs: 120,
                 instance_id: args.broker.instance_id.clone(),
                 http_listen: args.broker.http_listen,
+                config: None,
+                acl: args.broker.acl.clone(),
             };
-            let ns_addr = start_namesrv(&ns_args, &ops, stop.clone()).await?;
+            let ns_addr = start_namesrv(&ns_args, acl.acl.clone(), &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
             let embedded = reachable(ns_addr);
-            Some(start_broker(args.broker, Some(embedded), &ops, &mut ready, stop.clone()).await?)
+            let started = start_broker(
+                args.broker,
+                file,
+                acl,
+                Some(embedded),
+                &ops,
+                &mut ready,
+                stop.clone(),
+            );
+            Some(started.await?)
         }
         other => anyhow::bail!("{other:?} is not a server mode"),
     };
@@ -111,8 +136,42 @@ async fn until_stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// Starts re-reading the ACL file and shows the ACL in the metrics.
+fn start_acl(mut settings: AclSettings, ops: &OpsState) -> AclSettings {
+    ops.set_acl(settings.acl.clone());
+    if let Some(watch) = settings.watch.take() {
+        let acl = settings.acl.clone();
+        tokio::spawn(acl::watch::run(watch, acl, acl::watch::POLL_INTERVAL));
+    }
+    settings
+}
+
+/// Re-reads the config file (when there is one) and applies its live keys.
+fn watch_config(
+    file: FileSettings,
+    namesrvs: Option<conf::NamesrvList>,
+    acl: AclSettings,
+    tps: Option<TpsSettings>,
+) {
+    let Some(watch) = file.watch else {
+        return;
+    };
+    let live = LiveSettings {
+        namesrvs,
+        acl: acl.acl,
+        acl_enable: acl.enable,
+        tps,
+    };
+    tokio::spawn(conf::watch_file(
+        watch,
+        Duration::from_secs(1),
+        move |path, props| live.apply(path, &props),
+    ));
+}
+
 async fn start_namesrv(
     args: &NamesrvArgs,
+    acl: Acl,
     ops: &OpsState,
     stop: watch::Receiver<bool>,
 ) -> Result<SocketAddr> {
@@ -120,10 +179,13 @@ async fn start_namesrv(
         .await
         .with_context(|| format!("binding the name server to {}", args.listen))?;
     let addr = server.local_addr()?;
-    let namesrv = Arc::new(NameServer::new(
-        Namespace::new(args.instance_id.as_deref()),
-        Duration::from_secs(args.broker_expiry_secs),
-    ));
+    let namesrv = Arc::new(
+        NameServer::new(
+            Namespace::new(args.instance_id.as_deref()),
+            Duration::from_secs(args.broker_expiry_secs),
+        )
+        .with_acl(acl),
+    );
     tokio::spawn(namesrv.clone().run_expiry(Duration::from_secs(1)));
     ops.add_server("namesrv", server.stats());
     ops.set_namesrv(namesrv.clone());
@@ -136,13 +198,14 @@ async fn start_namesrv(
 /// `embedded_namesrv` is the standalone mode's own name server.
 async fn start_broker(
     args: BrokerArgs,
+    file: FileSettings,
+    acl: AclSettings,
     embedded_namesrv: Option<SocketAddr>,
     ops: &OpsState,
     ready: &mut serde_json::Map<String, serde_json::Value>,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<Broker>, Duration)> {
     let standalone = embedded_namesrv.is_some();
-    let file = FileSettings::load(args.config.as_deref())?;
     let server = RemotingServer::bind(args.listen)
         .await
         .with_context(|| format!("binding the broker to {}", args.listen))?;
@@ -174,6 +237,9 @@ async fn start_broker(
     cfg.auto_create_groups = standalone;
     cfg.delay_levels = levels;
     cfg.register_interval = Duration::from_secs(args.register_interval_secs.max(1));
+    cfg.acl = acl.acl.clone();
+    let tps = file.tps(&args)?;
+    cfg.limits = tps.limits.clone();
     let broker = Arc::new(
         Broker::new(cfg, Arc::new(store))
             .context("loading the broker's topics, groups and offsets")?,
@@ -181,13 +247,7 @@ async fn start_broker(
 
     let namesrvs = file.namesrv_list(&args, embedded_namesrv);
     tracing::info!(namesrv = %namesrvs.get().join(";"), "name servers");
-    if let Some(watch) = file.watch {
-        tokio::spawn(conf::watch_namesrv_addrs(
-            watch,
-            namesrvs.clone(),
-            Duration::from_secs(1),
-        ));
-    }
+    watch_config(file, Some(namesrvs.clone()), acl, Some(tps));
     tokio::spawn(broker.clone().run_registration(move || namesrvs.get()));
     ops.set_broker(broker.clone());
     ops.add_server("broker", server.stats());

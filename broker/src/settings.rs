@@ -2,9 +2,13 @@
 //! (a flag or its environment variable, then the file, then the built-in default).
 //! The file format and what is re-read at run time: `mq_broker::conf`.
 
-use crate::cli::{BrokerArgs, Flush};
+use crate::cli::{AclArgs, BrokerArgs, Flush};
 use anyhow::{Context, Result};
-use mq_broker::conf::{self, FileWatch, NamesrvList, Properties};
+use mq_broker::acl::watch::AclWatch;
+use mq_broker::acl::{Acl, AclTable};
+use mq_broker::broker::limits::Limits;
+use mq_broker::conf::{self, FileWatch, Live, NamesrvList, Properties};
+use mq_broker::names::Namespace;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +19,7 @@ const DEFAULT_NAMESRV: &str = "127.0.0.1:9876";
 /// The config file as read at start, and its watch.
 pub struct FileSettings {
     props: Properties,
-    /// Polls the file for `namesrvAddr` changes (when there is a file).
+    /// Polls the file for changes of the live keys (when there is a file).
     pub watch: Option<FileWatch>,
 }
 
@@ -112,6 +116,156 @@ impl FileSettings {
             .map(conf::parse_addr_list)
             .filter(|l| !l.is_empty());
         NamesrvList::new(flag, self.props.namesrv_addrs(), default)
+    }
+}
+
+/// A process's ACL and the setting that switches it on and off.
+pub struct AclSettings {
+    /// The live ACL the servers check requests against.
+    pub acl: Acl,
+    /// `aclEnable`: flag/env, else the config file, else off; the file's changes apply.
+    pub enable: Live<bool>,
+    /// Watches the ACL file (when there is one).
+    pub watch: Option<AclWatch>,
+}
+
+impl FileSettings {
+    /// The ACL: on when `--acl-enable` or the file's `aclEnable` says so, with the
+    /// accounts of `--acl-file` or the file's `aclFile`. A missing or bad ACL file stops
+    /// the start when ACL is on; when off, it is only logged (and re-read until valid).
+    pub fn acl(&self, args: &AclArgs, ns: &Namespace) -> Result<AclSettings> {
+        let from_file = self
+            .props
+            .bool(conf::ACL_ENABLE)
+            .map_err(|e| anyhow::anyhow!("config file: {e}"))?;
+        let enable = Live::new(args.enable, from_file, false);
+        let on = enable.get();
+        let path = args
+            .file
+            .clone()
+            .or_else(|| self.props.get(conf::ACL_FILE).map(PathBuf::from));
+        let Some(path) = path else {
+            anyhow::ensure!(
+                !on,
+                "ACL is on but no ACL file is given (--acl-file, or {} in the config file)",
+                conf::ACL_FILE
+            );
+            return Ok(AclSettings {
+                acl: Acl::default(),
+                enable,
+                watch: None,
+            });
+        };
+        let (table, watch) = match AclWatch::open(&path, ns.clone()) {
+            Ok((watch, table)) => {
+                tracing::info!(file = %path.display(), accounts = table.len(), enabled = on, "ACL");
+                if table.signer().is_none() {
+                    tracing::warn!(
+                        "the ACL file has no admin account: registrations go unsigned, and name servers with ACL on refuse them"
+                    );
+                }
+                (table, watch)
+            }
+            Err(e) if on => return Err(e).context("ACL is on"),
+            Err(e) => {
+                tracing::warn!(error = %e, "ACL is off; the ACL file is re-read until it is valid");
+                (AclTable::default(), AclWatch::unread(&path, ns.clone()))
+            }
+        };
+        Ok(AclSettings {
+            acl: Acl::new(on, table),
+            enable,
+            watch: Some(watch),
+        })
+    }
+}
+
+/// A broker's TPS limits and the settings that change them.
+pub struct TpsSettings {
+    /// The live limits the broker enforces.
+    pub limits: Limits,
+    /// `maxSendTps`: flag/env, else the config file, else 0 (unlimited).
+    pub send: Live<u64>,
+    /// `maxReceiveTps`: likewise.
+    pub receive: Live<u64>,
+}
+
+impl FileSettings {
+    /// The TPS limits: flag/env, else the file's `maxSendTps`/`maxReceiveTps`, else none.
+    pub fn tps(&self, args: &BrokerArgs) -> Result<TpsSettings> {
+        let file = |key| {
+            self.props
+                .u64(key)
+                .map_err(|e| anyhow::anyhow!("config file: {e}"))
+        };
+        let send = Live::new(args.max_send_tps, file(conf::MAX_SEND_TPS)?, 0);
+        let receive = Live::new(args.max_receive_tps, file(conf::MAX_RECEIVE_TPS)?, 0);
+        Ok(TpsSettings {
+            limits: Limits::new(send.get(), receive.get()),
+            send,
+            receive,
+        })
+    }
+}
+
+/// What a re-read config file changes while the process runs.
+pub struct LiveSettings {
+    /// The name servers a broker registers with (brokers only).
+    pub namesrvs: Option<NamesrvList>,
+    /// The ACL switch.
+    pub acl: Acl,
+    /// `aclEnable` as flags and file say.
+    pub acl_enable: Live<bool>,
+    /// The TPS limits (brokers only).
+    pub tps: Option<TpsSettings>,
+}
+
+impl LiveSettings {
+    /// Applies a changed version of the config file at `path`.
+    pub fn apply(&self, path: &Path, props: &Properties) {
+        let file = path.display();
+        if let Some(list) = &self.namesrvs
+            && let Some(addrs) = list.file_changed(props.namesrv_addrs())
+        {
+            tracing::info!(%file, namesrv = %addrs.join(";"), "name servers changed");
+        }
+        match props.bool(conf::ACL_ENABLE) {
+            Ok(value) => {
+                if let Some(on) = self.acl_enable.file_changed(value) {
+                    self.acl.set_enabled(on);
+                    tracing::info!(%file, enabled = on, "ACL switched");
+                    if on && self.acl.table().is_empty() {
+                        tracing::error!(
+                            "ACL is on with no accounts: every checked request is refused"
+                        );
+                    }
+                }
+            }
+            // A bad value changes nothing: the ACL stays as it is.
+            Err(e) => tracing::error!(%file, error = %e, "config file: ACL unchanged"),
+        }
+        if let Some(tps) = &self.tps {
+            let limits = &tps.limits;
+            apply_tps(props, conf::MAX_SEND_TPS, &tps.send, |v| {
+                limits.set_send_tps(v)
+            });
+            apply_tps(props, conf::MAX_RECEIVE_TPS, &tps.receive, |v| {
+                limits.set_receive_tps(v)
+            });
+        }
+    }
+}
+
+/// Applies one re-read TPS key; a bad value changes nothing.
+fn apply_tps(props: &Properties, key: &str, live: &Live<u64>, set: impl Fn(u64)) {
+    match props.u64(key) {
+        Ok(value) => {
+            if let Some(tps) = live.file_changed(value) {
+                set(tps);
+                tracing::info!(key, tps, "TPS limit changed (0: unlimited)");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "config file: TPS limit unchanged"),
     }
 }
 

@@ -10,7 +10,7 @@ mod table;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use mq_broker::broker::groups::{SubscriptionGroupConfig, group_config};
-use mq_broker::client::AdminClient;
+use mq_broker::client::{AdminClient, AdminError, Credentials};
 use mq_broker::remoting::body::{ClusterInfo, PERM_READ, PERM_WRITE, TopicConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -39,6 +39,12 @@ pub struct AdminArgs {
     /// Seconds one call may take.
     #[arg(long, global = true, default_value_t = 5)]
     pub timeout_secs: u64,
+    /// Access key of an admin account: requests are signed (servers with ACL on).
+    #[arg(long, global = true, env = "MQ_ACCESS_KEY", requires = "secret_key")]
+    pub access_key: Option<String>,
+    /// Secret key of that account.
+    #[arg(long, global = true, env = "MQ_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -172,6 +178,10 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         brokers: args.broker_addr.clone(),
         cluster: args.cluster.clone(),
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        credentials: args
+            .access_key
+            .zip(args.secret_key)
+            .map(|(ak, sk)| Credentials::new(ak, sk)),
     };
     let (report, failed) = ctx.execute(args.command).await?;
     match args.output {
@@ -190,9 +200,19 @@ struct Ctx {
     brokers: Vec<String>,
     cluster: Option<String>,
     timeout: Duration,
+    credentials: Option<Credentials>,
 }
 
 impl Ctx {
+    /// An admin connection to `addr`, signing with the given credentials.
+    async fn connect(&self, addr: &str) -> Result<AdminClient, AdminError> {
+        let client = AdminClient::connect(addr, self.timeout).await?;
+        Ok(match &self.credentials {
+            Some(credentials) => client.with_credentials(credentials.clone()),
+            None => client,
+        })
+    }
+
     /// Runs a command; returns its report and how many brokers failed.
     async fn execute(&self, command: AdminCommand) -> Result<(Report, usize)> {
         match command {
@@ -270,7 +290,7 @@ impl Ctx {
     async fn namesrv(&self) -> Result<AdminClient> {
         let mut last = None;
         for addr in self.namesrv_addrs() {
-            match AdminClient::connect(&addr, self.timeout).await {
+            match self.connect(&addr).await {
                 Ok(client) => return Ok(client),
                 Err(e) => last = Some(e),
             }
@@ -307,7 +327,7 @@ impl Ctx {
     async fn brokers(&self) -> Result<Vec<AdminClient>> {
         let mut clients = vec![];
         for addr in self.broker_addrs().await? {
-            clients.push(AdminClient::connect(&addr, self.timeout).await?);
+            clients.push(self.connect(&addr).await?);
         }
         Ok(clients)
     }
@@ -371,7 +391,7 @@ impl Ctx {
             out.add(broker.addr(), broker.delete_topic(topic).await);
         }
         for addr in self.namesrv_addrs() {
-            let result = match AdminClient::connect(&addr, self.timeout).await {
+            let result = match self.connect(&addr).await {
                 Ok(namesrv) => namesrv.delete_topic_in_namesrv(topic).await,
                 Err(e) => Err(e),
             };
@@ -619,7 +639,7 @@ impl Ctx {
 
     /// A broker's runtime table as JSON, `{}` when it does not answer.
     async fn runtime(&self, addr: &str) -> Value {
-        let info = match AdminClient::connect(addr, self.timeout).await {
+        let info = match self.connect(addr).await {
             Ok(broker) => broker.runtime_info().await,
             Err(e) => Err(e),
         };

@@ -1,5 +1,6 @@
 //! How a broker is set up.
 
+use crate::acl::Acl;
 use crate::names::Namespace;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +46,10 @@ pub struct BrokerConfig {
     /// A send that waited this long for the store is answered `SYSTEM_BUSY`
     /// (Java's `waitTimeMillsInSendQueue`, 200 ms; see `gate.rs`).
     pub max_send_wait: Duration,
+    /// The ACL requests are checked against (off by default; live, shared).
+    pub acl: Acl,
+    /// Send and receive TPS limits (unlimited by default; live, shared).
+    pub limits: super::limits::Limits,
 }
 
 impl BrokerConfig {
@@ -68,6 +73,8 @@ impl BrokerConfig {
             delay_levels: parse_delay_levels(DEFAULT_DELAY_LEVELS).unwrap_or_default(),
             offset_persist_interval: Duration::from_secs(5),
             max_send_wait: super::gate::DEFAULT_MAX_SEND_WAIT,
+            acl: Acl::default(),
+            limits: super::limits::Limits::default(),
         }
     }
 }

@@ -236,7 +236,11 @@ impl RequestHandler for Broker {
         tracing::trace!(code = request.code, peer = %ctx.channel.peer_addr(), "request");
         // Counted until answered, so a clean stop can wait for it (lifecycle.rs).
         let _in_flight = self.lifecycle.enter();
-        let response = self.dispatch(&ctx, &request).await.unwrap_or_else(|refusal| {
+        let answered = match self.authorize(&request) {
+            Ok(()) => self.dispatch(&ctx, &request).await,
+            Err(denied) => Err(denied),
+        };
+        let response = answered.unwrap_or_else(|refusal| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(code = request.code, answer = refusal.code, remark = %refusal.remark, "request refused");
             refusal.into_response(&request)

@@ -360,8 +360,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Broker {
     /// Stores the messages of a client send that arrived at `arrived` through the send
-    /// queue; refused while the broker shuts down (clients retry elsewhere) or when it
-    /// waited too long.
+    /// queue; refused while the broker shuts down (clients retry elsewhere), over the
+    /// send TPS limit (`limits.rs`) or when it waited too long.
     pub(super) async fn put_send(
         &self,
         arrived: Instant,
@@ -373,6 +373,7 @@ impl Broker {
                 "the broker is shutting down; send to another broker",
             ));
         }
+        self.cfg.limits.admit_send(msgs.len())?;
         let (msgs, results) = self.gate.store(arrived, msgs).await?;
         self.after_put(&msgs);
         Ok(results)

@@ -4,11 +4,14 @@
 //! Processors are split by concern: [`send`](self) (send, batch), `pull` (long polling,
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
 //! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
-//! (topics, groups, stats, connection lists, runtime info; rates in `activity`).
+//! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `acl`
+//! (what each request needs of the ACL), `limits` (instance TPS limits).
 
+mod acl;
 pub mod activity;
 pub mod admin;
 mod arrivals;
+mod bucket;
 pub mod clients;
 pub mod config;
 mod consumer;
@@ -16,6 +19,7 @@ mod core;
 pub mod gate;
 pub mod groups;
 mod lifecycle;
+pub mod limits;
 pub mod locks;
 pub mod offsets;
 pub mod persist;

@@ -2,6 +2,7 @@
 //! polling) until a message arrives when the client allows it.
 
 use super::core::Broker;
+use super::limits::MAX_THROTTLE;
 use super::refusal::{Refusal, Reply};
 use crate::names::Namespace;
 use crate::net::RequestContext;
@@ -56,7 +57,7 @@ impl Broker {
         tokio::pin!(arrived);
         // Registered before reading, so a message stored in between still wakes us.
         arrived.as_mut().enable();
-        let mut result = self.read_queue(&pull).await?;
+        let mut result = self.read_limited(&pull).await?;
         let may_wait = h.sys_flag & FLAG_SUSPEND != 0 && h.suspend_timeout_millis > 0;
         if may_wait && result.status == GetStatus::OffsetOverflowOne {
             let hold =
@@ -67,7 +68,7 @@ impl Broker {
                 _ = self.lifecycle.stopped() => false,
             };
             if woken {
-                result = self.read_queue(&pull).await?;
+                result = self.read_limited(&pull).await?;
             }
         }
         Ok(self.pull_response(req, &pull, result))
@@ -154,11 +155,30 @@ impl Broker {
             .is_none_or(|g| g.message_model == MessageModel::Clustering)
     }
 
-    async fn read_queue(&self, pull: &PullRequest) -> Result<GetResult, Refusal> {
+    /// Reads the queue within the receive TPS limit (`limits.rs`): waits for room, reads
+    /// no more than the limit allows, and gives back what was not returned.
+    async fn read_limited(&self, pull: &PullRequest) -> Result<GetResult, Refusal> {
+        let h = &pull.header;
+        let wanted = (h.max_msg_nums.max(1) as usize).min(MAX_PULL_MSGS);
+        let bound = if h.sys_flag & FLAG_SUSPEND != 0 && h.suspend_timeout_millis > 0 {
+            Duration::from_millis(h.suspend_timeout_millis as u64).min(MAX_THROTTLE)
+        } else {
+            MAX_THROTTLE
+        };
+        let limits = &self.cfg.limits;
+        let allowed = limits
+            .receive_allowance(wanted, bound, self.lifecycle.stopped())
+            .await;
+        let result = self.read_queue(pull, allowed).await;
+        let returned = result.as_ref().map_or(0, |r| r.messages.len());
+        limits.unused_receive(allowed.saturating_sub(returned));
+        result
+    }
+
+    async fn read_queue(&self, pull: &PullRequest, max: usize) -> Result<GetResult, Refusal> {
         let store = Arc::clone(&self.store);
         let (topic, queue_id) = (pull.topic.clone(), pull.header.queue_id);
         let offset = pull.header.queue_offset.max(0) as u64;
-        let max = (pull.header.max_msg_nums.max(1) as usize).min(MAX_PULL_MSGS);
         let codes = pull.subscription.code_set.clone();
         let all = pull.subscription.sub_string == "*";
         Ok(tokio::task::spawn_blocking(move || {

@@ -1,5 +1,6 @@
 //! Registration with the name servers: the broker's whole topic table, to every name
-//! server, every `register_interval` and whenever it changes.
+//! server, every `register_interval` and whenever it changes; signed with the ACL file's
+//! first admin account when there is one.
 
 use super::core::Broker;
 use super::topics::registration_view;
@@ -117,6 +118,11 @@ impl Broker {
             compressed: Some(false),
             body_crc32: None,
         });
+        // Signed whenever the ACL file names an admin, so registration keeps working while
+        // name servers switch ACL on before or after this broker does.
+        if let Some(credentials) = self.cfg.acl.signer() {
+            crate::acl::sign::sign(&mut req, &credentials);
+        }
         let response = channel
             .request(req, REGISTER_TIMEOUT)
             .await

@@ -60,6 +60,9 @@ impl Broker {
                 format!("stored message at {} unreadable: {e}", h.offset),
             )
         })?;
+        // The header's originTopic was checked before dispatch; this is the topic whose
+        // message the retry would copy into the group's retry topic.
+        self.authorize_topic(req, &failed.topic)?;
         // Old clients (before 3.4.9) send no limit of their own.
         let max_times = h
             .max_reconsume_times

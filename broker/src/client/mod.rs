@@ -5,7 +5,8 @@
 //! kind it must be (broker methods first, name-server methods last). The connection is
 //! opened by [`AdminClient::connect`] and reopened on the next call after it closes. Names
 //! go as given: the server canonicalises them into its instance namespace and answers with
-//! canonical names.
+//! canonical names. Against servers with ACL on, give the client an admin account's keys
+//! ([`AdminClient::with_credentials`]): it then signs every request.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mq_broker::client::AdminError> {
@@ -23,6 +24,7 @@
 
 mod error;
 
+pub use crate::acl::Credentials;
 pub use error::AdminError;
 
 use crate::broker::admin::{
@@ -52,12 +54,14 @@ pub struct AdminClient {
     addr: String,
     timeout: Duration,
     channel: tokio::sync::Mutex<Channel>,
+    credentials: Option<Credentials>,
 }
 
 impl std::fmt::Debug for AdminClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminClient")
             .field("addr", &self.addr)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -69,7 +73,14 @@ impl AdminClient {
             channel: tokio::sync::Mutex::new(open(addr, timeout).await?),
             addr: addr.to_owned(),
             timeout,
+            credentials: None,
         })
+    }
+
+    /// Signs every request as `credentials`' account (servers with ACL on need an admin).
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// The server's address.
@@ -77,8 +88,12 @@ impl AdminClient {
         &self.addr
     }
 
-    /// Sends a request and returns the response whatever its code.
-    pub async fn request(&self, req: RemotingCommand) -> Result<RemotingCommand, AdminError> {
+    /// Sends a request (signed when the client has credentials) and returns the response
+    /// whatever its code.
+    pub async fn request(&self, mut req: RemotingCommand) -> Result<RemotingCommand, AdminError> {
+        if let Some(credentials) = &self.credentials {
+            crate::acl::sign::sign(&mut req, credentials);
+        }
         let channel = {
             let mut channel = self.channel.lock().await;
             if channel.is_closed() {

@@ -4,6 +4,7 @@
 //! broker's whole topic table, which replaces what the name server knew of that broker);
 //! a broker that stops registering, or whose connection closes, leaves the routes.
 
+pub mod acl;
 mod headers;
 mod processor;
 mod routes;

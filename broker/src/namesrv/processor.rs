@@ -5,6 +5,7 @@ use super::headers::{
     TopicRequestHeader, UnregisterBrokerRequestHeader,
 };
 use super::routes::{Registration, RouteTable};
+use crate::acl::Acl;
 use crate::names::Namespace;
 use crate::net::{RequestContext, RequestHandler, not_supported};
 use crate::remoting::body::{self, RegisterBrokerBody};
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub struct NameServer {
     routes: Arc<RouteTable>,
     namespace: Namespace,
+    acl: Acl,
 }
 
 impl NameServer {
@@ -24,7 +26,19 @@ impl NameServer {
         Self {
             routes: Arc::new(RouteTable::new(expiry)),
             namespace,
+            acl: Acl::default(),
         }
+    }
+
+    /// Checks requests against `acl` (see [`super::acl`] for what needs what).
+    pub fn with_acl(mut self, acl: Acl) -> Self {
+        self.acl = acl;
+        self
+    }
+
+    /// The ACL requests are checked against.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     /// The route table.
@@ -143,7 +157,14 @@ impl RequestHandler for NameServer {
         ctx: RequestContext,
         request: RemotingCommand,
     ) -> Option<RemotingCommand> {
-        let response = self.dispatch(&ctx, &request);
+        let checked = match super::acl::needs(request.code) {
+            Some(needs) => self.acl.authorize(&request, || Ok(needs)),
+            None => Ok(()),
+        };
+        let response = match checked {
+            Ok(()) => self.dispatch(&ctx, &request),
+            Err(denied) => denied.into_response(&request),
+        };
         tracing::trace!(code = request.code, answer = response.code, topic = ?request.ext("topic"), peer = %ctx.channel.peer_addr(), "name server request");
         Some(response)
     }
