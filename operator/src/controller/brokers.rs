@@ -5,6 +5,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
+use mq_broker::acl::Credentials;
 use mq_broker::client::AdminClient;
 
 use super::workloads::{BROKER_PORT, COMPONENT_LABEL, INSTANCE_ID_LABEL, NAMESRV_PORT};
@@ -72,6 +73,7 @@ pub async fn ready_name_servers(
 /// Brokers of `wanted` missing from `topic`'s route on any of `name_servers` (a name
 /// server that cannot be asked counts as missing them all).
 pub async fn missing_from_route(
+    admin: &Credentials,
     name_servers: &[String],
     topic: &str,
     wanted: &[BrokerPod],
@@ -79,7 +81,12 @@ pub async fn missing_from_route(
     let mut missing = std::collections::BTreeSet::new();
     for addr in name_servers {
         let route = match AdminClient::connect(addr, CONNECT_TIMEOUT).await {
-            Ok(admin) => admin.route(topic).await.ok().flatten(),
+            Ok(c) => c
+                .with_credentials(admin.clone())
+                .route(topic)
+                .await
+                .ok()
+                .flatten(),
             Err(_) => None,
         };
         let listed: Vec<&str> = route
@@ -108,10 +115,12 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// An admin connection to `broker`.
-pub async fn connect(broker: &BrokerPod) -> Result<AdminClient, super::Error> {
+/// An admin connection to `broker`, signing as the platform admin (brokers with ACL on
+/// refuse admin requests from anyone else).
+pub async fn connect(admin: &Credentials, broker: &BrokerPod) -> Result<AdminClient, super::Error> {
     AdminClient::connect(&broker.addr, CONNECT_TIMEOUT)
         .await
+        .map(|c| c.with_credentials(admin.clone()))
         .map_err(|e| super::Error::Broker {
             broker: broker.name.clone(),
             message: e.to_string(),

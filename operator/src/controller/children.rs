@@ -32,8 +32,8 @@ pub const GROUP_FINALIZER: &str = "mqfleet.io/group";
 /// Retry period while the instance is not ready.
 const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(3);
 
-/// A topic or group: what the shared steps need to know about it.
-pub trait Child:
+/// A resource of an instance with the common status: what writing its status needs.
+pub trait Reported:
     Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
     + Clone
     + DeserializeOwned
@@ -45,12 +45,16 @@ pub trait Child:
 {
     /// Its status type.
     type Status: CommonStatus + Default + Clone + PartialEq + Serialize + Send;
+    /// Its current status.
+    fn status(&self) -> Option<&Self::Status>;
+}
+
+/// A topic or group: what the shared steps need to know about it.
+pub trait Child: Reported {
     /// `MQTopic` or `MQGroup`.
     const KIND: &'static str;
     /// The spec field holding its broker-side name.
     const NAME_FIELD: &'static str;
-    /// Its current status.
-    fn status(&self) -> Option<&Self::Status>;
     /// The `MQInstance` it belongs to.
     fn instance(&self) -> &str;
     /// Its name on the brokers (topic name or group id).
@@ -61,13 +65,16 @@ pub trait Child:
     fn deletion_policy(&self) -> DeletionPolicy;
 }
 
-impl Child for MQTopic {
+impl Reported for MQTopic {
     type Status = MQTopicStatus;
-    const KIND: &'static str = "MQTopic";
-    const NAME_FIELD: &'static str = "spec.topic";
     fn status(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
+}
+
+impl Child for MQTopic {
+    const KIND: &'static str = "MQTopic";
+    const NAME_FIELD: &'static str = "spec.topic";
     fn instance(&self) -> &str {
         &self.spec.instance
     }
@@ -82,13 +89,16 @@ impl Child for MQTopic {
     }
 }
 
-impl Child for MQGroup {
+impl Reported for MQGroup {
     type Status = MQGroupStatus;
-    const KIND: &'static str = "MQGroup";
-    const NAME_FIELD: &'static str = "spec.groupId";
     fn status(&self) -> Option<&Self::Status> {
         self.status.as_ref()
     }
+}
+
+impl Child for MQGroup {
+    const KIND: &'static str = "MQGroup";
+    const NAME_FIELD: &'static str = "spec.groupId";
     fn instance(&self) -> &str {
         &self.spec.instance
     }
@@ -279,7 +289,7 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
     };
     let config = topic_config(topic);
     for broker in brokers {
-        let admin = brokers::connect(broker).await?;
+        let admin = brokers::connect(&ctx.admin, broker).await?;
         admin
             .create_topic(&config)
             .await
@@ -331,7 +341,8 @@ async fn route_pending(
     };
     let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
     loop {
-        let missing = brokers::missing_from_route(&name_servers, &routed, brokers).await;
+        let missing =
+            brokers::missing_from_route(&ctx.admin, &name_servers, &routed, brokers).await;
         if missing.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(missing);
         }
@@ -379,7 +390,7 @@ async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
         ..SubscriptionGroupConfig::default()
     };
     for broker in &target.brokers {
-        let admin = brokers::connect(broker).await?;
+        let admin = brokers::connect(&ctx.admin, broker).await?;
         admin
             .create_group(&config)
             .await
@@ -418,7 +429,7 @@ where
         return Ok(Action::await_change());
     };
     for broker in &target.brokers {
-        let admin = brokers::connect(broker).await?;
+        let admin = brokers::connect(&ctx.admin, broker).await?;
         match delete(admin, obj.broker_name().to_owned()).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
@@ -480,7 +491,7 @@ async fn not_ready<K: Child>(ctx: &Context, obj: &K, message: String) -> Result<
 }
 
 /// Writes the Ready condition (and the phase, if given) for the current generation.
-async fn set_ready<K: Child>(
+pub(super) async fn set_ready<K: Reported>(
     ctx: &Context,
     obj: &K,
     phase: Option<Phase>,
@@ -502,7 +513,11 @@ async fn set_ready<K: Child>(
 }
 
 /// Writes `status` if it changed, and records the change as an Event.
-async fn write_status<K: Child>(ctx: &Context, obj: &K, status: K::Status) -> Result<(), Error> {
+pub(super) async fn write_status<K: Reported>(
+    ctx: &Context,
+    obj: &K,
+    status: K::Status,
+) -> Result<(), Error> {
     if obj.status() == Some(&status) {
         return Ok(());
     }

@@ -74,7 +74,7 @@ pub async fn drain(
     let mut consumed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();
     for broker in leaving.iter().chain(&others) {
-        let admin = brokers::connect(broker).await?;
+        let admin = brokers::connect(&ctx.admin, broker).await?;
         for group in &groups {
             if let Ok(stats) = admin.consume_stats(group, None).await {
                 let topics = consumed.entry(group.clone()).or_default();
@@ -84,7 +84,7 @@ pub async fn drain(
     }
     let mut waiting = Vec::new();
     for broker in &leaving {
-        let admin = brokers::connect(broker).await?;
+        let admin = brokers::connect(&ctx.admin, broker).await?;
         let broker_err = |e: mq_broker::client::AdminError| Error::Broker {
             broker: broker.name.clone(),
             message: e.to_string(),

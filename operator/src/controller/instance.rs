@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
@@ -81,6 +81,8 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     }
     let (settings, names) = (&ctx.settings, Names::of(instance));
     let platform = &settings.namespace;
+    // Before the pods, so a broker starting with ACL on finds its keys.
+    super::acl::sync(ctx, instance, &names).await?;
     apply_object(
         ctx,
         platform,
@@ -269,7 +271,7 @@ fn record_drain(
 }
 
 /// Server-side applies `obj` (the operator owns every field it sets) and returns it.
-async fn apply_object<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
+pub(super) async fn apply_object<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -349,7 +351,7 @@ async fn serving_brokers(
         brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
     let (mut serving, mut missing) = (0, Vec::new());
     for (i, pod) in pods.iter().enumerate() {
-        let Ok(admin) = brokers::connect(pod).await else {
+        let Ok(admin) = brokers::connect(&ctx.admin, pod).await else {
             missing.push(format!("{} unreachable", pod.name));
             continue;
         };
@@ -512,6 +514,8 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
     }
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), platform);
     ignore_missing(cms.delete(&names.config(), &background).await)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), platform);
+    ignore_missing(secrets.delete(&names.acl(), &background).await)?;
     if let Some(resource) = &ctx.pdb {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
         for name in [names.broker(), names.namesrv()] {

@@ -2,10 +2,12 @@
 //! instance's brokers. One [`Context`] carries the client and settings; each reconcile
 //! is idempotent and writes status only when it changed.
 
+pub mod acl;
 pub mod brokers;
 pub mod children;
 pub mod conventions;
 pub mod drain;
+pub mod empower;
 pub mod instance;
 pub mod metrics;
 pub mod workloads;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -27,7 +29,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use metrics::Metrics;
 use serde_json::json;
 
-use crate::crd::{MQGroup, MQInstance, MQTopic};
+use crate::crd::{MQEmpower, MQGroup, MQInstance, MQTopic};
 pub use workloads::Settings;
 use workloads::{MANAGED_BY, OPERATOR, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL};
 
@@ -45,6 +47,10 @@ pub struct Context {
     pub topics: Store<MQTopic>,
     /// Every MQGroup, for name conflicts.
     pub groups: Store<MQGroup>,
+    /// Every MQEmpower, for the instances' ACLs.
+    pub empowers: Store<MQEmpower>,
+    /// The platform admin key: signs admin calls to brokers and name servers.
+    pub admin: mq_broker::acl::Credentials,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Bound on a broker scale-down's drain.
@@ -335,6 +341,11 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         Api::<MQGroup>::all(client.clone()),
         watcher::Config::default(),
     );
+    let empower_controller = Controller::new(
+        Api::<MQEmpower>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let admin = acl::ensure_admin(&client, &settings.namespace).await?;
     let reporter = Reporter {
         controller: OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -346,6 +357,8 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         recorder: Recorder::new(client.clone(), reporter),
         topics: topic_controller.store(),
         groups: group_controller.store(),
+        empowers: empower_controller.store(),
+        admin,
         metrics: metrics.clone(),
         drain_timeout,
         failures: Default::default(),
@@ -354,22 +367,55 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     metrics.set_running(true);
     tokio::spawn(count_cached(ctx.clone()));
     let workloads = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
-    let instances = Controller::new(
+    let instance_controller = Controller::new(
         Api::<MQInstance>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .watches(
-        Api::<StatefulSet>::namespaced(client.clone(), &settings.namespace),
-        workloads,
-        |sts| owner_of(&sts),
-    )
-    .shutdown_on_signal()
-    .run(instance::reconcile, error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "instance controller");
-        }
-    });
+    );
+    // With ACL on, an instance's ACL follows its topics, groups, grants and the accounts.
+    let acl_on = instance_controller.store();
+    let (on_topic, on_group, on_grant, on_account) =
+        (acl_on.clone(), acl_on.clone(), acl_on.clone(), acl_on);
+    let accounts = watcher::Config::default().labels(acl::ACCOUNT_LABEL);
+    let instances = instance_controller
+        .watches(
+            Api::<StatefulSet>::namespaced(client.clone(), &settings.namespace),
+            workloads,
+            |sts| owner_of(&sts),
+        )
+        .watches(
+            Api::<MQTopic>::all(client.clone()),
+            Default::default(),
+            move |t| acl_instance(&on_topic, t.namespace(), &t.spec.instance),
+        )
+        .watches(
+            Api::<MQGroup>::all(client.clone()),
+            Default::default(),
+            move |g| acl_instance(&on_group, g.namespace(), &g.spec.instance),
+        )
+        .watches(
+            Api::<MQEmpower>::all(client.clone()),
+            Default::default(),
+            move |e| acl_instance(&on_grant, e.namespace(), &e.spec.instance),
+        )
+        .watches(
+            Api::<Secret>::namespaced(client.clone(), &settings.namespace),
+            accounts,
+            move |_| {
+                on_account
+                    .state()
+                    .iter()
+                    .filter(|i| i.spec.acl_enabled)
+                    .map(|i| ObjectRef::from_obj(i.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(instance::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "instance controller");
+            }
+        });
     // A broker pod that changes (new, restarted with an empty store, Ready again)
     // re-applies every topic and group of its instance.
     let broker_pods = watcher::Config::default().labels(&format!(
@@ -393,8 +439,12 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         .shutdown_on_signal()
         .run(children::reconcile_group, error_policy, ctx.clone())
         .for_each(|_| async {});
+    let empowers = empower_controller
+        .shutdown_on_signal()
+        .run(empower::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
     tracing::info!(namespace = %settings.namespace, "mq-operator running");
-    futures::join!(instances, topics, groups);
+    futures::join!(instances, topics, groups, empowers);
     Ok(())
 }
 
@@ -437,6 +487,20 @@ where
         .filter(|k| k.meta().namespace == owner.namespace && instance_of(k) == owner.name)
         .map(|k| ObjectRef::from_obj(k.as_ref()))
         .collect()
+}
+
+/// The instance `name` of namespace `ns`, if its ACL is on (its ACL Secret then follows
+/// the change that called this).
+fn acl_instance(
+    instances: &Store<MQInstance>,
+    ns: Option<String>,
+    name: &str,
+) -> Option<ObjectRef<MQInstance>> {
+    let reference = ObjectRef::new(name).within(ns.as_deref()?);
+    instances
+        .get(&reference)
+        .filter(|i| i.spec.acl_enabled)
+        .map(|_| reference)
 }
 
 /// The `MQInstance` a workload object belongs to, from its labels.

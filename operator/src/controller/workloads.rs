@@ -88,6 +88,11 @@ impl Names {
     pub fn config(&self) -> String {
         format!("{}-config", self.base)
     }
+
+    /// Secret with the ACL file the brokers and name servers load.
+    pub fn acl(&self) -> String {
+        format!("{}-acl", self.base)
+    }
 }
 
 /// Labels on every object of the instance.
@@ -136,18 +141,49 @@ pub fn namesrv_addrs(instance: &MQInstance, names: &Names, settings: &Settings) 
 
 /// The broker ConfigMap (`broker.conf`, RocketMQ's properties format).
 pub fn config_map(instance: &MQInstance, names: &Names, settings: &Settings) -> ConfigMap {
-    let conf = format!(
-        "# Written by mq-operator for MQInstance {}/{}; edits are overwritten.\n{}namesrvAddr={}\n",
+    let header = format!(
+        "# Written by mq-operator for MQInstance {}/{}; edits are overwritten.\n",
         instance.metadata.namespace.as_deref().unwrap_or_default(),
         instance.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let acl = format!(
+        "aclEnable={}\naclFile={ACL_DIR}/{}\n",
+        instance.spec.acl_enabled,
+        super::acl::ACL_FILE_KEY
+    );
+    // The instance's limits, shared evenly by its brokers; read live.
+    let brokers = i64::from(instance.spec.brokers.replicas.max(1));
+    let per_broker = |tps: i64| (tps + brokers - 1) / brokers;
+    let broker = format!(
+        "{header}{}namesrvAddr={}\n{acl}maxSendTps={}\nmaxReceiveTps={}\n",
         restart_settings(instance),
         namesrv_addrs(instance, names, settings),
+        per_broker(instance.spec.max_send_tps),
+        per_broker(instance.spec.max_receive_tps),
     );
     from_json(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": meta(instance, names, &names.config(), settings, None),
-        "data": {"broker.conf": conf},
+        "data": {"broker.conf": broker, "namesrv.conf": format!("{header}{acl}")},
     }))
+}
+
+/// Where the ACL Secret is mounted in broker and name-server pods.
+const ACL_DIR: &str = "/etc/mqfleet/acl";
+
+/// The config and ACL volumes (the ACL Secret is optional: pods start before it exists).
+fn config_volumes(names: &Names) -> Value {
+    json!([
+        {"name": "config", "configMap": {"name": names.config()}},
+        {"name": "acl", "secret": {"secretName": names.acl(), "optional": true}},
+    ])
+}
+
+fn config_mounts() -> Value {
+    json!([
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
+        {"name": "acl", "mountPath": ACL_DIR, "readOnly": true},
+    ])
 }
 
 /// The part of `broker.conf` a broker reads only at start. Its hash is on the pod
@@ -229,9 +265,11 @@ pub fn namesrv_statefulset(
             format!("--listen=$(POD_IP):{NAMESRV_PORT}"),
             format!("--http-listen=$(POD_IP):{OPS_PORT}"),
             format!("--instance-id={}", names.instance_id),
+            format!("--config={CONFIG_DIR}/namesrv.conf"),
         ],
         "env": pod_env(),
         "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
+        "volumeMounts": config_mounts(),
         "resources": resources(instance.spec.name_servers.resources.as_ref()),
     });
     merge(&mut container, probes());
@@ -245,7 +283,11 @@ pub fn namesrv_statefulset(
             "selector": {"matchLabels": selector(names, "namesrv")},
             "template": {
                 "metadata": {"labels": labels(instance, names, Some("namesrv"))},
-                "spec": {"terminationGracePeriodSeconds": 30, "containers": [container]},
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": config_volumes(names),
+                },
             },
         },
     }))
@@ -276,13 +318,13 @@ pub fn broker_statefulset(
         "args": args,
         "env": pod_env(),
         "ports": [{"name": "remoting", "containerPort": BROKER_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
-        "volumeMounts": [
-            {"name": "store", "mountPath": STORE_DIR},
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
-        ],
+        "volumeMounts": [{"name": "store", "mountPath": STORE_DIR}],
         "resources": resources(brokers.resources.as_ref()),
     });
     merge(&mut container, probes());
+    if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+        mounts.extend(config_mounts().as_array().cloned().unwrap_or_default());
+    }
     let mut claim = json!({
         "metadata": {"name": "store", "labels": labels(instance, names, Some("broker"))},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": brokers.storage.size.0}}},
@@ -308,7 +350,7 @@ pub fn broker_statefulset(
                 "spec": {
                     "terminationGracePeriodSeconds": 60,
                     "containers": [container],
-                    "volumes": [{"name": "config", "configMap": {"name": names.config()}}],
+                    "volumes": config_volumes(names),
                 },
             },
             "volumeClaimTemplates": [claim],

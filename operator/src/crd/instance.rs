@@ -58,6 +58,13 @@ pub struct MQInstanceSpec {
     #[serde(default = "default_true")]
     pub independent_naming: bool,
 
+    /// Require signed requests (RocketMQ ACL: AccessKey/SecretKey) from every client. The
+    /// keys are the accounts' (Secrets labelled `mqfleet.io/account`); a tenant may use
+    /// every topic and group of its instances, sub-accounts what they own, others what an
+    /// `MQEmpower` grants them. Switching it applies without restarting the brokers.
+    #[serde(default)]
+    pub acl_enabled: bool,
+
     /// Send TPS limit the brokers enforce for the whole instance.
     #[serde(default = "default_tps")]
     #[schemars(range(min = 1, max = 1_000_000))]

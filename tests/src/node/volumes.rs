@@ -433,23 +433,29 @@ fn write_tree(dir: &Path, files: &Files) -> std::io::Result<()> {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode))?;
         std::fs::rename(&tmp, &path)?;
     }
-    remove_others(dir, dir, files)
+    remove_others(dir, dir, files).map(|_| ())
 }
 
-fn remove_others(root: &Path, dir: &Path, files: &Files) -> std::io::Result<()> {
+/// Removes files of `dir` that are no longer wanted, and directories that this emptied.
+/// Empty directories and empty files it did not empty are left alone: they are mount
+/// points of volumes nested in this one (the sandbox makes them), and removing a mount
+/// point here detaches that mount inside the container. Returns whether it removed any.
+fn remove_others(root: &Path, dir: &Path, files: &Files) -> std::io::Result<bool> {
+    let mut removed = false;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
         if path.is_dir() {
-            remove_others(root, &path, files)?;
-            if std::fs::read_dir(&path)?.next().is_none() {
+            if remove_others(root, &path, files)? && std::fs::read_dir(&path)?.next().is_none() {
                 std::fs::remove_dir(&path)?;
+                removed = true;
             }
-        } else if !files.contains_key(&rel) {
+        } else if !files.contains_key(&rel) && std::fs::metadata(&path)?.len() > 0 {
             std::fs::remove_file(&path)?;
+            removed = true;
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` of the Pod.
@@ -567,6 +573,11 @@ mod tests {
         write_tree(&dir, &files).unwrap();
         assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"changed");
         assert!(!dir.join("sub").exists());
+        // The mount point of a volume nested in this one stays: removing it would detach
+        // that volume in the container.
+        std::fs::create_dir(dir.join("nested")).unwrap();
+        write_tree(&dir, &files).unwrap();
+        assert!(dir.join("nested").is_dir());
         let escape: Files = [("../x".into(), (b"no".to_vec(), 0o644))].into();
         assert!(write_tree(&dir, &escape).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

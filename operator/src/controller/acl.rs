@@ -1,0 +1,362 @@
+//! The ACL the brokers of an instance enforce (DESIGN.md "Where things run"): one Secret
+//! per instance in the platform namespace, `<base>-acl`, holding the broker's ACL file
+//! (`plain_acl.yml`'s fields as JSON). It is rendered from the accounts (Secrets labelled
+//! `mqfleet.io/account`), the instance's topics and groups, and its `MQEmpower` grants.
+//!
+//! Who gets what:
+//! - the platform's admin key (the operator's, Secret `mq-operator-admin`): everything;
+//!   the operator signs its admin calls and the brokers their registrations with it;
+//! - a tenant account of the instance's namespace: every topic and group of the instance;
+//! - a sub-account of that namespace: the topics and groups it owns (`spec.owner`), and
+//!   what an `MQEmpower` with `subAccount: true` grants it;
+//! - any other account: what an `MQEmpower` grants it, and the groups it owns here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client, ResourceExt};
+use mq_broker::acl::Credentials;
+use serde_json::json;
+
+use super::workloads::Names;
+use crate::crd::{MQEmpower, MQGroup, MQInstance, MQTopic, Relation};
+
+/// Label marking a Secret of the platform namespace as an account.
+pub const ACCOUNT_LABEL: &str = "mqfleet.io/account";
+/// The platform admin key's Secret.
+pub const ADMIN_SECRET: &str = "mq-operator-admin";
+/// The key of the ACL file in an instance's ACL Secret.
+pub const ACL_FILE_KEY: &str = "plain_acl.yml";
+
+/// An account, from its Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// The user id (decimal).
+    pub user_id: String,
+    /// The tenant namespace it works in.
+    pub namespace: String,
+    /// The tenant a sub-account belongs to.
+    pub parent_user_id: Option<String>,
+    /// Its key pair.
+    pub credentials: Credentials,
+}
+
+impl Account {
+    /// The account a Secret describes (`None` when a required key is missing).
+    pub fn from_secret(secret: &Secret) -> Option<Self> {
+        let data = secret.data.as_ref()?;
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        Some(Self {
+            user_id: text("userId")?,
+            namespace: text("namespace")?,
+            parent_user_id: text("parentUserId"),
+            credentials: Credentials::new(text("accessKey")?, text("secretKey")?),
+        })
+    }
+}
+
+/// Every readable account of the platform namespace.
+pub async fn accounts(client: &Client, platform: &str) -> Result<Vec<Account>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), platform);
+    let list = api
+        .list(&ListParams::default().labels(ACCOUNT_LABEL))
+        .await?;
+    Ok(list.items.iter().filter_map(Account::from_secret).collect())
+}
+
+/// The platform's admin key, made once and kept in [`ADMIN_SECRET`] (replicas racing to
+/// make it agree: the loser reads the winner's).
+pub async fn ensure_admin(client: &Client, platform: &str) -> Result<Credentials, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), platform);
+    loop {
+        if let Some(secret) = api.get_opt(ADMIN_SECRET).await? {
+            let data = secret.data.unwrap_or_default();
+            let text = |k: &str| {
+                data.get(k)
+                    .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                    .unwrap_or_default()
+            };
+            return Ok(Credentials::new(text("accessKey"), text("secretKey")));
+        }
+        let bytes = |s: String| ByteString(s.into_bytes());
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(ADMIN_SECRET.into()),
+                labels: Some(BTreeMap::from([(
+                    super::workloads::MANAGED_BY.into(),
+                    super::workloads::OPERATOR.into(),
+                )])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("accessKey".into(), bytes("mqfleet-platform".into())),
+                ("secretKey".into(), bytes(random_key())),
+            ])),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => tracing::info!(secret = ADMIN_SECRET, "made the platform admin key"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// 32 random bytes as hex, from the kernel.
+fn random_key() -> String {
+    let mut buf = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the ACL is rendered from.
+pub struct AclInputs<'a> {
+    /// The instance.
+    pub instance: &'a MQInstance,
+    /// Its topics.
+    pub topics: Vec<&'a MQTopic>,
+    /// Its groups.
+    pub groups: Vec<&'a MQGroup>,
+    /// Its grants.
+    pub empowers: Vec<&'a MQEmpower>,
+    /// Every account.
+    pub accounts: &'a [Account],
+    /// The platform admin key.
+    pub admin: &'a Credentials,
+}
+
+/// Permission bits as the ACL file spells them.
+fn perm_name(bits: u8) -> &'static str {
+    match bits & 6 {
+        6 => "PUB|SUB",
+        2 => "PUB",
+        4 => "SUB",
+        _ => "DENY",
+    }
+}
+
+/// The ACL file's JSON.
+pub fn render(inputs: &AclInputs) -> String {
+    let ns = inputs.instance.namespace().unwrap_or_default();
+    let owned_by = |owner: &Option<String>, user: &str| owner.as_deref() == Some(user);
+    let mut accounts = vec![json!({
+        "accessKey": inputs.admin.access_key, "secretKey": inputs.admin.secret_key, "admin": true,
+    })];
+    for account in inputs.accounts {
+        let user = account.user_id.as_str();
+        let tenant_here = account.namespace == ns && account.parent_user_id.is_none();
+        let sub_here = account.namespace == ns && account.parent_user_id.is_some();
+        let mut topics: BTreeMap<&str, u8> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, u8> = BTreeMap::new();
+        for t in &inputs.topics {
+            if tenant_here || (sub_here && owned_by(&t.spec.owner, user)) {
+                *topics.entry(&t.spec.topic).or_default() |= 6;
+            }
+        }
+        for g in &inputs.groups {
+            if tenant_here || owned_by(&g.spec.owner, user) {
+                *groups.entry(&g.spec.group_id).or_default() |= 4;
+            }
+        }
+        for e in &inputs.empowers {
+            let for_this = e.spec.empower_user.to_string() == user
+                && e.spec.sub_account == account.parent_user_id.is_some();
+            if for_this {
+                *topics.entry(&e.spec.topic).or_default() |= relation_bits(e.spec.relation);
+            }
+        }
+        if !tenant_here && topics.is_empty() && groups.is_empty() {
+            continue;
+        }
+        let list = |m: &BTreeMap<&str, u8>| -> Vec<String> {
+            m.iter()
+                .map(|(name, bits)| format!("{name}={}", perm_name(*bits)))
+                .collect()
+        };
+        accounts.push(json!({
+            "accessKey": account.credentials.access_key,
+            "secretKey": account.credentials.secret_key,
+            "admin": false,
+            "defaultTopicPerm": "DENY",
+            "defaultGroupPerm": "DENY",
+            "topicPerms": list(&topics),
+            "groupPerms": list(&groups),
+        }));
+    }
+    serde_json::to_string_pretty(&json!({ "accounts": accounts })).unwrap_or_default()
+}
+
+fn relation_bits(relation: Relation) -> u8 {
+    u8::try_from(relation.code()).unwrap_or(0) & 6
+}
+
+/// The instance's ACL Secret holding `file`.
+pub fn secret(instance: &MQInstance, names: &Names, platform: &str, file: String) -> Secret {
+    let mut labels = super::workloads::labels(instance, names, None);
+    labels.insert("mqfleet.io/acl".into(), "true".into());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(names.acl()),
+            namespace: Some(platform.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            ACL_FILE_KEY.into(),
+            ByteString(file.into_bytes()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Renders the ACL of `instance` from the caches and the accounts, and applies its
+/// Secret (not re-sent while unchanged). Returns the rendered file.
+pub async fn sync(
+    ctx: &super::Context,
+    instance: &MQInstance,
+    names: &Names,
+) -> Result<String, super::Error> {
+    let platform = &ctx.settings.namespace;
+    let accounts = accounts(&ctx.client, platform).await?;
+    let (ns, name) = (instance.namespace(), instance.name_any());
+    let mine = |k_ns: Option<String>, k_instance: &str| k_ns == ns && k_instance == name;
+    let topics = ctx.topics.state();
+    let groups = ctx.groups.state();
+    let empowers = ctx.empowers.state();
+    let live = |meta: &ObjectMeta| meta.deletion_timestamp.is_none();
+    let file = render(&AclInputs {
+        instance,
+        topics: topics
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|t: &&MQTopic| live(&t.metadata) && mine(t.namespace(), &t.spec.instance))
+            .collect(),
+        groups: groups
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|g: &&MQGroup| live(&g.metadata) && mine(g.namespace(), &g.spec.instance))
+            .collect(),
+        empowers: empowers
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|e: &&MQEmpower| live(&e.metadata) && mine(e.namespace(), &e.spec.instance))
+            .collect(),
+        accounts: &accounts,
+        admin: &ctx.admin,
+    });
+    super::instance::apply_object(
+        ctx,
+        platform,
+        &secret(instance, names, platform, file.clone()),
+    )
+    .await?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn obj<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value) -> K {
+        serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": "shop"}, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn account(user: &str, ns: &str, parent: Option<&str>) -> Account {
+        Account {
+            user_id: user.into(),
+            namespace: ns.into(),
+            parent_user_id: parent.map(Into::into),
+            credentials: Credentials::new(format!("AK{user}"), format!("SK{user}")),
+        }
+    }
+
+    fn perms(rendered: &str, ak: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let v: Value = serde_json::from_str(rendered).unwrap();
+        let a = v["accounts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["accessKey"] == ak)?;
+        let strings = |k: &str| {
+            a[k].as_array()
+                .map(|l| l.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
+        };
+        Some((strings("topicPerms"), strings("groupPerms")))
+    }
+
+    #[test]
+    fn tenants_own_everything_subs_what_they_own_others_what_is_granted() {
+        let instance: MQInstance = obj(
+            "MQInstance",
+            "i",
+            json!({"instanceName": "i", "cluster": "c"}),
+        );
+        let t1: MQTopic = obj(
+            "MQTopic",
+            "t1",
+            json!({"instance": "i", "topic": "ORDERS", "orderType": 0}),
+        );
+        let t2: MQTopic = obj(
+            "MQTopic",
+            "t2",
+            json!({"instance": "i", "topic": "AUDIT", "orderType": 0, "owner": "11"}),
+        );
+        let g1: MQGroup = obj(
+            "MQGroup",
+            "g1",
+            json!({"instance": "i", "groupId": "GID_A"}),
+        );
+        let g2: MQGroup = obj(
+            "MQGroup",
+            "g2",
+            json!({"instance": "i", "groupId": "GID_OTHER", "owner": "20"}),
+        );
+        let e: MQEmpower = obj(
+            "MQEmpower",
+            "e",
+            json!({"instance": "i", "topic": "ORDERS", "empowerUser": 20, "relation": 4}),
+        );
+        let accounts = [
+            account("10", "shop", None),
+            account("11", "shop", Some("10")),
+            account("20", "other", None),
+            account("30", "third", None),
+        ];
+        let admin = Credentials::new("platform", "secret");
+        let rendered = render(&AclInputs {
+            instance: &instance,
+            topics: vec![&t1, &t2],
+            groups: vec![&g1, &g2],
+            empowers: vec![&e],
+            accounts: &accounts,
+            admin: &admin,
+        });
+        let (topics, groups) = perms(&rendered, "AK10").unwrap();
+        assert_eq!(topics, ["AUDIT=PUB|SUB", "ORDERS=PUB|SUB"]);
+        assert_eq!(groups, ["GID_A=SUB", "GID_OTHER=SUB"]);
+        let (topics, groups) = perms(&rendered, "AK11").unwrap();
+        assert_eq!(topics, ["AUDIT=PUB|SUB"]);
+        assert!(groups.is_empty());
+        let (topics, groups) = perms(&rendered, "AK20").unwrap();
+        assert_eq!(topics, ["ORDERS=SUB"]);
+        assert_eq!(groups, ["GID_OTHER=SUB"]);
+        assert!(perms(&rendered, "AK30").is_none(), "no access, no entry");
+        let v: Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(v["accounts"][0]["admin"], true);
+    }
+}

@@ -1,0 +1,176 @@
+//! `MQEmpower`: a grant written into its instance's ACL Secret, which the brokers reload
+//! (see [`super::acl`]). The grant is Ready once the Secret holds it; a grant for a topic
+//! the instance lacks, or for a user no account has, says so and is retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Api, ResourceExt};
+
+use super::children::{Reported, set_ready, write_status};
+use super::workloads::Names;
+use super::{Context, Error, acl, conventions};
+use crate::crd::{
+    CommonStatus, ImmutableFields, MQEmpower, MQEmpowerStatus, MQInstance, PAUSE_ANNOTATION, Phase,
+    READY, condition, set_condition,
+};
+
+/// Finalizer of grants: the grant leaves the ACL before the resource goes.
+pub const EMPOWER_FINALIZER: &str = "mqfleet.io/empower";
+/// Retry period while the instance, topic or account is missing.
+const RETRY: Duration = Duration::from_secs(10);
+
+impl Reported for MQEmpower {
+    type Status = MQEmpowerStatus;
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+}
+
+/// Reconciles one grant.
+pub async fn reconcile(grant: Arc<MQEmpower>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.observe(grant.as_ref(), reconcile_inner(grant.clone(), &ctx))
+        .await
+}
+
+async fn reconcile_inner(grant: Arc<MQEmpower>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ns = grant.namespace().unwrap_or_default();
+    let api: Api<MQEmpower> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, EMPOWER_FINALIZER, grant, |event| async {
+        match event {
+            Event::Apply(g) => apply(&g, ctx).await,
+            // The caches still hold the grant, marked deleting, which the ACL skips.
+            Event::Cleanup(g) => {
+                if let Some(instance) = instance_of(ctx, &g).await? {
+                    acl::sync(ctx, &instance, &Names::of(&instance)).await?;
+                }
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn instance_of(ctx: &Context, grant: &MQEmpower) -> Result<Option<MQInstance>, Error> {
+    let api: Api<MQInstance> =
+        Api::namespaced(ctx.client.clone(), &grant.namespace().unwrap_or_default());
+    Ok(api.get_opt(&grant.spec.instance).await?)
+}
+
+async fn apply(grant: &MQEmpower, ctx: &Context) -> Result<Action, Error> {
+    let generation = grant.metadata.generation;
+    if conventions::paused(grant) {
+        let mut status = grant.status.clone().unwrap_or_default();
+        let message = format!("remove the {PAUSE_ANNOTATION} annotation to resume");
+        let paused = condition(conventions::PAUSED, true, "Paused", message, generation);
+        set_condition(status.conditions_mut(), paused);
+        write_status(ctx, grant, status).await?;
+        return Ok(Action::await_change());
+    }
+    let changes = conventions::changes(grant, grant.spec.immutable_fields());
+    if !changes.is_empty() {
+        let message = conventions::describe_changes(&changes);
+        set_ready(
+            ctx,
+            grant,
+            Some(Phase::Failed),
+            false,
+            "NotSupported",
+            message,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let Some(instance) = instance_of(ctx, grant).await? else {
+        let message = format!(
+            "MQInstance {:?} does not exist in this namespace; create it or fix spec.instance",
+            grant.spec.instance
+        );
+        return refuse(ctx, grant, "InstanceNotReady", message).await;
+    };
+    if let Some((reason, message)) = invalid(ctx, grant).await? {
+        return refuse(ctx, grant, reason, message).await;
+    }
+    acl::sync(ctx, &instance, &Names::of(&instance)).await?;
+    conventions::mark_applied(ctx, grant, &grant.spec.immutable_fields()).await?;
+    let mut status = grant.status.clone().unwrap_or_default();
+    status.set_observed_generation(generation);
+    status.set_phase(Phase::Running);
+    let enforced = if instance.spec.acl_enabled {
+        "the brokers enforce it (they reload the ACL within seconds)".to_owned()
+    } else {
+        format!(
+            "in the ACL of instance {:?}; the brokers check it once the instance sets spec.aclEnabled",
+            instance.name_any()
+        )
+    };
+    set_condition(
+        status.conditions_mut(),
+        condition(READY, true, "Granted", enforced, generation),
+    );
+    status
+        .conditions_mut()
+        .retain(|c| c.type_ != conventions::PAUSED);
+    if status.enforced_since.is_none() {
+        status.enforced_since = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+    }
+    write_status(ctx, grant, status).await?;
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Why the grant cannot take effect: its topic or its user is unknown.
+async fn invalid(
+    ctx: &Context,
+    grant: &MQEmpower,
+) -> Result<Option<(&'static str, String)>, Error> {
+    let ns = grant.namespace();
+    let topic_known = ctx.topics.state().iter().any(|t| {
+        t.namespace() == ns
+            && t.spec.instance == grant.spec.instance
+            && t.spec.topic == grant.spec.topic
+            && t.metadata.deletion_timestamp.is_none()
+    });
+    if !topic_known {
+        return Ok(Some((
+            "TopicNotFound",
+            format!(
+                "instance {:?} has no MQTopic with topic {:?}; create the topic or fix spec.topic",
+                grant.spec.instance, grant.spec.topic
+            ),
+        )));
+    }
+    let accounts = acl::accounts(&ctx.client, &ctx.settings.namespace).await?;
+    let user = grant.spec.empower_user.to_string();
+    let known = accounts
+        .iter()
+        .any(|a| a.user_id == user && a.parent_user_id.is_some() == grant.spec.sub_account);
+    if !known {
+        let kind = if grant.spec.sub_account {
+            "sub-account"
+        } else {
+            "tenant account"
+        };
+        return Ok(Some((
+            "UnknownUser",
+            format!(
+                "no {kind} has user id {user}; fix spec.empowerUser (or spec.subAccount), or create the account first"
+            ),
+        )));
+    }
+    Ok(None)
+}
+
+async fn refuse(
+    ctx: &Context,
+    grant: &MQEmpower,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    set_ready(ctx, grant, Some(Phase::Failed), false, reason, message).await?;
+    Ok(Action::requeue(RETRY))
+}
