@@ -69,7 +69,7 @@ bench: deps
 	@$(BENCH_BIN) bench --standalone --duration-secs 0 --overload-secs 8 --max-send-wait-ms 5
 	@echo "== operator on the testbed (release images) =="
 	$(CARGO) build --release -p mq-testbed -p mq-operator -p mq-broker --bins
-	@target/release/mq-operator-bench --topics 1000 --idle-secs 60
+	@target/release/mq-operator-bench --topics 1000 --idle-secs 300
 
 clean: down
 	$(CARGO) clean

@@ -341,6 +341,7 @@ async fn drift_and_scale_up(
         },
     )
     .await?;
+    empty_store_restart(tb, client, &instances, instance_id).await?;
 
     // Scale up: the new broker gets the topic before the instance counts it.
     instances
@@ -394,6 +395,96 @@ async fn drift_and_scale_up(
         "the new broker lacks the topic although the instance counts it"
     );
     rolling_setting_change(tb, client, instances, instance_id).await
+}
+
+/// A broker that comes back with an empty store (a lost volume) gets every topic and group
+/// again, and only then counts as ready. The instance is paused so the test can stop
+/// the broker and wipe its volume; resuming brings it back.
+async fn empty_store_restart(
+    tb: &Testbed,
+    client: &Client,
+    instances: &Api<MQInstance>,
+    instance_id: &str,
+) -> Result<()> {
+    let pause = |on: bool| {
+        let value = if on { json!("true") } else { json!(null) };
+        Patch::Merge(
+            json!({"metadata": {"annotations": {"mqfleet.io/pause-reconciliation": value}}}),
+        )
+    };
+    instances
+        .patch("shop", &PatchParams::default(), &pause(true))
+        .await?;
+    let pod = broker_pod(client, instance_id, 0).await?;
+    let claim = format!("store-{}", pod.name_any());
+    let sts_name = pod.name_any().trim_end_matches("-0").to_owned();
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(client.clone(), PLATFORM);
+    let zero = Patch::Merge(json!({"spec": {"replicas": 0}}));
+    sets.patch(&sts_name, &PatchParams::default(), &zero)
+        .await?;
+    tb.until(client, PLATFORM, "the broker stopped", RUNNING, || async {
+        Ok(broker_pod(client, instance_id, 0)
+            .await
+            .is_err()
+            .then_some(()))
+    })
+    .await?;
+    let pvc: PersistentVolumeClaim = Api::namespaced(client.clone(), PLATFORM)
+        .get(&claim)
+        .await?;
+    let volume = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .context("claim not bound")?;
+    let pv: k8s_openapi::api::core::v1::PersistentVolume =
+        Api::all(client.clone()).get(&volume).await?;
+    let dir = pv
+        .spec
+        .and_then(|s| s.host_path)
+        .map(|h| std::path::PathBuf::from(h.path))
+        .context("the testbed's volumes are host paths")?;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    instances
+        .patch("shop", &PatchParams::default(), &pause(false))
+        .await?;
+    let canonical = format!("{instance_id}%{TOPIC}");
+    tb.until(
+        client,
+        PLATFORM,
+        "the emptied broker back with its topic, and counted",
+        RUNNING,
+        || {
+            let (instances, canonical) = (instances.clone(), canonical.clone());
+            async move {
+                let s = instances
+                    .get("shop")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .unwrap_or_default();
+                let topics = broker_topics(client, instance_id).await.unwrap_or_default();
+                let back = topics.contains(&canonical);
+                if back && s.phase == Some(Phase::Running) && s.ready_brokers == 1 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!(
+                        "topic back: {back}; instance {:?}, {} ready",
+                        s.phase, s.ready_brokers
+                    ))
+                }
+            }
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// A setting brokers read only at start (the flush mode) rolls them one at a time:
@@ -841,6 +932,30 @@ async fn conflicts() -> Result<()> {
     ensure!(
         broker_pod(&client, &id, 0).await.is_ok(),
         "the instance's broker went away"
+    );
+
+    // deletionPolicy retain: the resource goes, the topic stays on the broker.
+    let mut kept = mq_testbed::operator::topic("kept", "rules", "KEPT");
+    kept["spec"]["deletionPolicy"] = json!("retain");
+    create::<MQTopic>(&client, ns, kept).await?;
+    wait_reason("kept", "Applied").await?;
+    topics.delete("kept", &DeleteParams::default()).await?;
+    tb.until(&client, ns, "the retained MQTopic gone", RUNNING, || {
+        let topics = topics.clone();
+        async move {
+            let gone = topics
+                .get_opt("kept")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            Ok(gone.then_some(()))
+        }
+    })
+    .await?;
+    let on_broker = broker_topics(&client, &id).await?;
+    ensure!(
+        on_broker.contains(&format!("{id}%KEPT")),
+        "a retained topic was deleted from the broker: {on_broker:?}"
     );
 
     // Deleting the instance with a topic left is held back in status.

@@ -246,6 +246,14 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
         create::<MQEmpower>(&client, grant("guest-publishes", 200)).await?;
         create::<MQEmpower>(&client, grant("nobody", 999)).await?;
         grant_reason(tb, &client, "guest-publishes", "Granted").await?;
+        // A second grant for the same user and topic is refused, naming the field.
+        mq_testbed::operator::webhook_in_force(tb, &client, NS, "secure").await?;
+        let duplicate = create::<MQEmpower>(&client, grant("guest-again", 200)).await;
+        let refusal = format!("{:?}", duplicate.err());
+        ensure!(
+            refusal.contains("denied the request") && refusal.contains("spec.empowerUser"),
+            "duplicate grant: {refusal}"
+        );
         let message = grant_reason(tb, &client, "nobody", "UnknownUser").await?;
         ensure!(message.contains("999") && message.contains("spec.empowerUser"), "{message}");
         anyhow::Ok(())

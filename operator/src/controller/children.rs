@@ -146,7 +146,7 @@ async fn target(
             instance.name_any()
         )));
     }
-    let names = Names::of(&instance);
+    let names = super::instance::names_in_effect(&instance);
     let mut brokers =
         brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
     if !any_phase {

@@ -10,7 +10,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::children::{Reported, set_ready, write_status};
-use super::workloads::Names;
+use super::instance::names_in_effect;
 use super::{Context, Error, acl, conventions};
 use crate::crd::{
     CommonStatus, ImmutableFields, MQEmpower, MQEmpowerStatus, MQInstance, PAUSE_ANNOTATION, Phase,
@@ -44,7 +44,7 @@ async fn reconcile_inner(grant: Arc<MQEmpower>, ctx: &Arc<Context>) -> Result<Ac
             // The caches still hold the grant, marked deleting, which the ACL skips.
             Event::Cleanup(g) => {
                 if let Some(instance) = instance_of(ctx, &g).await? {
-                    acl::sync(ctx, &instance, &Names::of(&instance)).await?;
+                    acl::sync(ctx, &instance, &names_in_effect(&instance)).await?;
                 }
                 Ok(Action::await_change())
             }
@@ -84,6 +84,22 @@ async fn apply(grant: &MQEmpower, ctx: &Context) -> Result<Action, Error> {
         .await?;
         return Ok(Action::await_change());
     }
+    // Two grants to one user on one topic: the older one stands (webhook backstop).
+    let grants = ctx.empowers.state();
+    let claimants = grants.iter().map(AsRef::as_ref).filter(|g: &&MQEmpower| {
+        g.namespace() == grant.namespace() && crate::webhook::validate::same_grantee(g, grant)
+    });
+    if let Some(winner) = conventions::winner(claimants)
+        && winner.name_any() != grant.name_any()
+    {
+        let message = format!(
+            "user {} already has a grant on topic {:?} (MQEmpower/{}, created earlier); change that grant's relation and delete this one",
+            grant.spec.empower_user,
+            grant.spec.topic,
+            winner.name_any()
+        );
+        return refuse(ctx, grant, "ResourceConflict", message).await;
+    }
     let Some(instance) = instance_of(ctx, grant).await? else {
         let message = format!(
             "MQInstance {:?} does not exist in this namespace; create it or fix spec.instance",
@@ -94,7 +110,7 @@ async fn apply(grant: &MQEmpower, ctx: &Context) -> Result<Action, Error> {
     if let Some((reason, message)) = invalid(ctx, grant).await? {
         return refuse(ctx, grant, reason, message).await;
     }
-    acl::sync(ctx, &instance, &Names::of(&instance)).await?;
+    acl::sync(ctx, &instance, &names_in_effect(&instance)).await?;
     conventions::mark_applied(ctx, grant, &grant.spec.immutable_fields()).await?;
     let mut status = grant.status.clone().unwrap_or_default();
     status.set_observed_generation(generation);

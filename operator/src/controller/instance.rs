@@ -295,6 +295,11 @@ where
     let hash = desired_hash(obj);
     if let Some(existing) = api.get_opt(&name).await?
         && existing.annotations().get(HASH_ANNOTATION) == Some(&hash)
+        // Someone may have edited it (`kubectl scale`): then it is applied again.
+        && holds(
+            &serde_json::to_value(&existing).unwrap_or_default(),
+            &serde_json::to_value(obj).unwrap_or_default(),
+        )
     {
         return Ok(existing);
     }
@@ -386,6 +391,14 @@ async fn serving_brokers(
     Ok((serving, missing))
 }
 
+/// The names of the instance's workloads: those of the id that was applied, even while
+/// the spec asks for another (refused as `NotSupported`).
+pub fn names_in_effect(instance: &MQInstance) -> Names {
+    conventions::applied_field(instance, "spec.instanceId")
+        .map(Names::for_id)
+        .unwrap_or_else(|| Names::of(instance))
+}
+
 /// The instance's immutable fields as they take effect: the *effective* instance id, so
 /// writing the derived id into an instance that had none is no change.
 pub fn identity(instance: &MQInstance) -> Vec<(&'static str, String)> {
@@ -404,6 +417,48 @@ pub const HASH_ANNOTATION: &str = "mqfleet.io/desired-hash";
 /// A stable hash of the desired object (serde_json keeps field order, maps are sorted).
 fn desired_hash<K: Serialize>(obj: &K) -> String {
     workloads::content_hash(&serde_json::to_vec(obj).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod drift_tests {
+    use super::holds;
+    use serde_json::json;
+
+    #[test]
+    fn server_defaults_are_no_drift_but_edits_of_our_fields_are() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}], "x": null}});
+        let live = json!({"spec": {"replicas": 2.0, "ports": [{"port": 80, "protocol": "TCP"}], "revisionHistoryLimit": 10}, "status": {}});
+        assert!(holds(&live, &desired));
+        let scaled = json!({"spec": {"replicas": 0, "ports": [{"port": 80}]}});
+        assert!(!holds(&scaled, &desired));
+        let no_ports = json!({"spec": {"replicas": 2, "ports": []}});
+        assert!(!holds(&no_ports, &desired));
+    }
+}
+
+/// Whether `live` still holds every value `desired` sets (the server adds defaults and
+/// status; lists are compared element by element over what `desired` lists). Resource
+/// quantities are skipped (the server rewrites them canonically, `1000m` → `1`), and so
+/// are empty values (the server drops them).
+fn holds(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (live, desired) {
+        (_, Value::Null) => true,
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, v)| k == "resources" || empty(v) || l.get(k).is_some_and(|lv| holds(lv, v))),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() >= d.len() && l.iter().zip(d).all(|(lv, dv)| holds(lv, dv))
+        }
+        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
+        (l, d) => l == d,
+    }
 }
 
 /// Writes `status` unless it equals what is stored (an idle operator writes nothing).
@@ -497,10 +552,7 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
         write_status(ctx, instance, status).await?;
         return Err(Error::NotEmpty(list));
     }
-    // The workloads carry the id that was applied, even if the spec asks for another.
-    let names = conventions::applied_field(instance, "spec.instanceId")
-        .map(Names::for_id)
-        .unwrap_or_else(|| Names::of(instance));
+    let names = names_in_effect(instance);
     let platform = &ctx.settings.namespace;
     let selector =
         ListParams::default().labels(&format!("{INSTANCE_ID_LABEL}={}", names.instance_id));

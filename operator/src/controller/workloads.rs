@@ -468,6 +468,38 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_shared_by_the_brokers_and_live_settings_do_not_roll_them() {
+        let (mut i, s) = (instance(true), settings());
+        i.spec.max_send_tps = 5001;
+        i.spec.max_receive_tps = 100;
+        i.spec.acl_enabled = true;
+        let names = Names::of(&i);
+        let data = config_map(&i, &names, &s).data.unwrap();
+        let conf = &data["broker.conf"];
+        assert!(conf.contains("maxSendTps=2501\n"), "{conf}");
+        assert!(conf.contains("maxReceiveTps=50\n"), "{conf}");
+        assert!(conf.contains("aclEnable=true\naclFile=/etc/mqfleet/acl/plain_acl.yml\n"));
+        assert!(data["namesrv.conf"].contains("aclEnable=true"));
+        let hash = |i: &MQInstance| {
+            broker_statefulset(i, &names, &s)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let before = hash(&i);
+        i.spec.acl_enabled = false;
+        i.spec.max_send_tps = 10;
+        assert_eq!(hash(&i), before, "live settings must not restart brokers");
+        i.spec.brokers.flush_mode = FlushMode::Async;
+        assert_ne!(hash(&i), before, "the flush mode is read at start only");
+    }
+
+    #[test]
     fn the_broker_statefulset_binds_its_pod_ip_and_claims_its_store() {
         let (i, s) = (instance(true), settings());
         let names = Names::of(&i);

@@ -36,6 +36,21 @@ pub async fn review(
         ("MQGroup", Operation::Create | Operation::Update) => {
             child::<MQGroup>(client, req, |g| g.spec.immutable_fields()).await
         }
+        ("MQEmpower", Operation::Create) => {
+            let grant: MQEmpower = new(req)?;
+            let api: Api<MQEmpower> =
+                Api::namespaced(client.clone(), &req.namespace.clone().unwrap_or_default());
+            let others = api.list(&Default::default()).await?.items;
+            Ok(duplicate_grant(&grant, &others).map(|holder| {
+                format!(
+                    "spec.empowerUser {} already has a grant on topic {:?} of instance {:?} (MQEmpower/{}); change that grant's relation instead",
+                    grant.spec.empower_user,
+                    grant.spec.topic,
+                    grant.spec.instance,
+                    holder.name_any()
+                )
+            }))
+        }
         ("MQEmpower", Operation::Update) => {
             let (old, new): (MQEmpower, MQEmpower) = (old(req)?, new(req)?);
             Ok(changed(
@@ -119,6 +134,24 @@ fn taken_by<'a, K: Child>(obj: &K, others: &'a [K]) -> Option<&'a K> {
     })
 }
 
+/// The existing grant (not being deleted, not `grant` itself) to the same user on the
+/// same topic.
+pub fn duplicate_grant<'a>(grant: &MQEmpower, others: &'a [MQEmpower]) -> Option<&'a MQEmpower> {
+    others.iter().find(|g| {
+        g.name_any() != grant.name_any()
+            && g.metadata.deletion_timestamp.is_none()
+            && same_grantee(g, grant)
+    })
+}
+
+/// Whether two grants give the same user rights on the same topic.
+pub fn same_grantee(a: &MQEmpower, b: &MQEmpower) -> bool {
+    a.spec.instance == b.spec.instance
+        && a.spec.topic == b.spec.topic
+        && a.spec.empower_user == b.spec.empower_user
+        && a.spec.sub_account == b.spec.sub_account
+}
+
 async fn instance_delete(
     client: &Client,
     instance: &MQInstance,
@@ -167,6 +200,25 @@ mod tests {
         assert!(taken_by(&new, &others).is_none(), "one being deleted");
         let others = [topic("a", "ORDERS", false)];
         assert_eq!(taken_by(&new, &others).unwrap().name_any(), "a");
+    }
+
+    #[test]
+    fn a_second_grant_to_the_same_user_on_the_same_topic_is_a_duplicate() {
+        let grant = |name: &str, user: i64| -> MQEmpower {
+            serde_json::from_value(json!({
+                "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQEmpower",
+                "metadata": {"name": name, "namespace": "t"},
+                "spec": {"instance": "i", "topic": "ORDERS", "empowerUser": user, "relation": 2},
+            }))
+            .unwrap()
+        };
+        let first = grant("a", 7);
+        assert_eq!(
+            duplicate_grant(&grant("b", 7), std::slice::from_ref(&first)).map(|g| g.name_any()),
+            Some("a".to_owned())
+        );
+        assert!(duplicate_grant(&grant("b", 8), std::slice::from_ref(&first)).is_none());
+        assert!(duplicate_grant(&first, std::slice::from_ref(&first)).is_none());
     }
 
     #[test]
