@@ -419,23 +419,6 @@ fn desired_hash<K: Serialize>(obj: &K) -> String {
     workloads::content_hash(&serde_json::to_vec(obj).unwrap_or_default())
 }
 
-#[cfg(test)]
-mod drift_tests {
-    use super::holds;
-    use serde_json::json;
-
-    #[test]
-    fn server_defaults_are_no_drift_but_edits_of_our_fields_are() {
-        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}], "x": null}});
-        let live = json!({"spec": {"replicas": 2.0, "ports": [{"port": 80, "protocol": "TCP"}], "revisionHistoryLimit": 10}, "status": {}});
-        assert!(holds(&live, &desired));
-        let scaled = json!({"spec": {"replicas": 0, "ports": [{"port": 80}]}});
-        assert!(!holds(&scaled, &desired));
-        let no_ports = json!({"spec": {"replicas": 2, "ports": []}});
-        assert!(!holds(&no_ports, &desired));
-    }
-}
-
 /// Whether `live` still holds every value `desired` sets (the server adds defaults and
 /// status; lists are compared element by element over what `desired` lists). Resource
 /// quantities are skipped (the server rewrites them canonically, `1000m` → `1`), and so
@@ -588,5 +571,22 @@ fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod drift_tests {
+    use super::holds;
+    use serde_json::json;
+
+    #[test]
+    fn server_defaults_are_no_drift_but_edits_of_our_fields_are() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}], "x": null}});
+        let live = json!({"spec": {"replicas": 2.0, "ports": [{"port": 80, "protocol": "TCP"}], "revisionHistoryLimit": 10}, "status": {}});
+        assert!(holds(&live, &desired));
+        let scaled = json!({"spec": {"replicas": 0, "ports": [{"port": 80}]}});
+        assert!(!holds(&scaled, &desired));
+        let no_ports = json!({"spec": {"replicas": 2, "ports": []}});
+        assert!(!holds(&no_ports, &desired));
     }
 }
