@@ -8,7 +8,7 @@ use std::time::Instant;
 use mq_broker::ops::Routes;
 
 /// The kinds the operator reconciles, in metric label order.
-pub const KINDS: [&str; 3] = ["MQInstance", "MQTopic", "MQGroup"];
+pub const KINDS: [&str; 4] = ["MQInstance", "MQTopic", "MQGroup", "MQEmpower"];
 
 /// Counters per kind.
 #[derive(Default)]
@@ -16,16 +16,17 @@ struct PerKind {
     reconciles: AtomicU64,
     errors: AtomicU64,
     micros: AtomicU64,
+    in_flight: AtomicU64,
 }
 
 /// What the operator counts.
 #[derive(Default)]
 pub struct Metrics {
-    kinds: [PerKind; 3],
+    kinds: [PerKind; 4],
     writes: AtomicU64,
     leader: AtomicBool,
     running: AtomicBool,
-    cached: [AtomicU64; 3],
+    cached: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -36,9 +37,19 @@ impl Metrics {
             .map(|i| &self.kinds[i])
     }
 
+    /// Counts a reconcile of `kind` as running until [`Metrics::reconciled`].
+    pub fn begin(&self, kind: &str) {
+        if let Some(k) = self.kind(kind) {
+            k.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Records one reconcile of `kind` that began at `started`.
     pub fn reconciled(&self, kind: &str, started: Instant, ok: bool) {
         if let Some(k) = self.kind(kind) {
+            let _ = k
+                .in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             k.reconciles.fetch_add(1, Ordering::Relaxed);
             if !ok {
                 k.errors.fetch_add(1, Ordering::Relaxed);
@@ -121,6 +132,19 @@ impl Metrics {
         }
         family(
             &mut out,
+            "mq_operator_reconciles_in_flight",
+            "gauge",
+            "Reconciles running now, by kind (the controllers' work in progress).",
+        );
+        for (kind, k) in KINDS.iter().zip(&self.kinds) {
+            let _ = writeln!(
+                out,
+                "mq_operator_reconciles_in_flight{{kind=\"{kind}\"}} {}",
+                k.in_flight.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            &mut out,
             "mq_operator_objects",
             "gauge",
             "Objects in the operator's caches (the work a resync queues).",
@@ -190,6 +214,8 @@ mod tests {
     #[test]
     fn metrics_render_counts_per_kind() {
         let m = Metrics::default();
+        m.begin("MQTopic");
+        m.begin("MQEmpower");
         m.reconciled("MQTopic", Instant::now(), true);
         m.reconciled("MQTopic", Instant::now(), false);
         m.wrote();
@@ -202,6 +228,8 @@ mod tests {
         assert!(text.contains("mq_operator_objects{kind=\"MQGroup\"} 7"));
         assert!(text.contains("mq_operator_api_writes_total 1"));
         assert!(text.contains("mq_operator_leader 1"));
+        assert!(text.contains("mq_operator_reconciles_in_flight{kind=\"MQTopic\"} 0"));
+        assert!(text.contains("mq_operator_reconciles_in_flight{kind=\"MQEmpower\"} 1"));
         assert_eq!(m.route("/nope").0, 404);
     }
 }

@@ -91,6 +91,7 @@ impl Context {
         run: impl Future<Output = Result<Action, Error>>,
     ) -> Result<Action, Error> {
         let started = std::time::Instant::now();
+        self.metrics.begin(&K::kind(&()));
         let result = run.await;
         let ok = result.is_ok();
         self.metrics.reconciled(&K::kind(&()), started, ok);
@@ -465,6 +466,7 @@ async fn count_cached(ctx: Arc<Context>) {
     loop {
         ctx.metrics.set_cached("MQTopic", ctx.topics.len());
         ctx.metrics.set_cached("MQGroup", ctx.groups.len());
+        ctx.metrics.set_cached("MQEmpower", ctx.empowers.len());
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
