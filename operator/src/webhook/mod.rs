@@ -71,7 +71,8 @@ pub async fn run(client: Client, opts: WebhookOptions) -> Result<(), WebhookErro
             source,
         })?;
     tracing::info!(addr = %opts.listen, service = %opts.service, "serving the admission webhook");
-    tokio::spawn(server::serve(listener, tls.clone(), client.clone()));
+    let lookup = validate::Lookup::start(client.clone());
+    tokio::spawn(server::serve(listener, tls.clone(), lookup));
     let ca = Arc::new(RwLock::new(cert.ca_pem.clone()));
     tokio::spawn(renew(
         client.clone(),

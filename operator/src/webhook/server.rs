@@ -6,7 +6,6 @@ use super::validate;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use kube::Client;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use std::sync::{Arc, RwLock};
@@ -48,7 +47,7 @@ pub fn tls_config(cert: &ServingCert) -> Result<Arc<rustls::ServerConfig>, Strin
 pub type SharedTls = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
 /// Serves admission reviews on `listener` forever.
-pub async fn serve(listener: TcpListener, tls: SharedTls, client: Client) {
+pub async fn serve(listener: TcpListener, tls: SharedTls, lookup: validate::Lookup) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -66,7 +65,7 @@ pub async fn serve(listener: TcpListener, tls: SharedTls, client: Client) {
             .read()
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
-        let client = client.clone();
+        let lookup = lookup.clone();
         tokio::spawn(async move {
             let accept = TlsAcceptor::from(config).accept(stream);
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
@@ -77,7 +76,7 @@ pub async fn serve(listener: TcpListener, tls: SharedTls, client: Client) {
                 }
                 Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |req| answer(req, client.clone()));
+            let service = hyper::service::service_fn(move |req| answer(req, lookup.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
@@ -94,7 +93,7 @@ type Answer = Response<Full<Bytes>>;
 
 async fn answer(
     req: Request<Incoming>,
-    client: Client,
+    lookup: validate::Lookup,
 ) -> Result<Answer, std::convert::Infallible> {
     if req.uri().path() != "/validate" {
         return Ok(plain(StatusCode::NOT_FOUND, "not found: POST /validate"));
@@ -127,7 +126,7 @@ async fn answer(
         Ok(request) => request,
         Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, &format!("no request: {e}"))),
     };
-    let response = match validate::review(&client, &request).await {
+    let response = match validate::review(&lookup, &request).await {
         Ok(None) => AdmissionResponse::from(&request),
         Ok(Some(refusal)) => {
             tracing::info!(kind = %request.kind.kind, name = %request.name, namespace = ?request.namespace, %refusal, "webhook refused");

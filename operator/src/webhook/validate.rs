@@ -10,17 +10,75 @@ use crate::controller::instance::{children_of, identity};
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
 };
+use futures::StreamExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a request cannot be decided (it is then let through).
 pub type ReviewError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What the checks read: caches of the kinds whose names every create checks (a list
+/// per create would cost the square of the number of topics), and the API for the rare
+/// instance deletion.
+#[derive(Clone)]
+pub struct Lookup {
+    client: Client,
+    topics: Store<MQTopic>,
+    groups: Store<MQGroup>,
+    empowers: Store<MQEmpower>,
+}
+
+impl Lookup {
+    /// Starts the caches (watches of every namespace).
+    pub fn start(client: Client) -> Self {
+        Self {
+            topics: cache(&client),
+            groups: cache(&client),
+            empowers: cache(&client),
+            client,
+        }
+    }
+}
+
+/// A store kept current by a watch for the life of the process.
+fn cache<K>(client: &Client) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| async {});
+    tokio::spawn(stream);
+    store
+}
+
+/// The cached objects of namespace `ns` (an error until the first list arrived).
+async fn cached<K>(store: &Store<K>, ns: &Option<String>) -> Result<Vec<Arc<K>>, ReviewError>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    tokio::time::timeout(Duration::from_secs(2), store.wait_until_ready())
+        .await
+        .map_err(|_| "the webhook's cache is still loading")??;
+    Ok(store
+        .state()
+        .into_iter()
+        .filter(|k| k.namespace() == *ns)
+        .collect())
+}
+
 /// The refusal message for `req`, or `None` when it may go ahead.
 pub async fn review(
-    client: &Client,
+    lookup: &Lookup,
     req: &AdmissionRequest<DynamicObject>,
 ) -> Result<Option<String>, ReviewError> {
     let kind = req.kind.kind.as_str();
@@ -29,19 +87,18 @@ pub async fn review(
             let (old, new): (MQInstance, MQInstance) = (old(req)?, new(req)?);
             Ok(changed(kind, identity(&old), identity(&new)))
         }
-        ("MQInstance", Operation::Delete) => instance_delete(client, &old(req)?).await,
+        ("MQInstance", Operation::Delete) => instance_delete(&lookup.client, &old(req)?).await,
         ("MQTopic", Operation::Create | Operation::Update) => {
-            child::<MQTopic>(client, req, |t| t.spec.immutable_fields()).await
+            child(&lookup.topics, req, |t: &MQTopic| t.spec.immutable_fields()).await
         }
         ("MQGroup", Operation::Create | Operation::Update) => {
-            child::<MQGroup>(client, req, |g| g.spec.immutable_fields()).await
+            child(&lookup.groups, req, |g: &MQGroup| g.spec.immutable_fields()).await
         }
         ("MQEmpower", Operation::Create) => {
             let grant: MQEmpower = new(req)?;
-            let api: Api<MQEmpower> =
-                Api::namespaced(client.clone(), &req.namespace.clone().unwrap_or_default());
-            let others = api.list(&Default::default()).await?.items;
-            Ok(duplicate_grant(&grant, &others).map(|holder| {
+            let others = cached(&lookup.empowers, &req.namespace).await?;
+            let others = others.iter().map(AsRef::as_ref);
+            Ok(duplicate_grant(&grant, others).map(|holder| {
                 format!(
                     "spec.empowerUser {} already has a grant on topic {:?} of instance {:?} (MQEmpower/{}); change that grant's relation instead",
                     grant.spec.empower_user,
@@ -97,7 +154,7 @@ fn changed(
 
 /// A topic or group: immutable fields on update, and its name not taken in its instance.
 async fn child<K: Child>(
-    client: &Client,
+    store: &Store<K>,
     req: &AdmissionRequest<DynamicObject>,
     fields: impl Fn(&K) -> Vec<(&'static str, String)>,
 ) -> Result<Option<String>, ReviewError> {
@@ -110,23 +167,24 @@ async fn child<K: Child>(
         // The name cannot have changed, so it is as taken (or not) as it was.
         return Ok(None);
     }
-    let api: Api<K> = Api::namespaced(client.clone(), &req.namespace.clone().unwrap_or_default());
-    let others = api.list(&Default::default()).await?.items;
-    Ok(taken_by(&new, &others).map(|holder| {
-        format!(
-            "{} {:?} is already used in instance {:?} by {}/{}; choose another name",
-            K::NAME_FIELD,
-            new.broker_name(),
-            new.instance(),
-            K::KIND,
-            holder.name_any()
-        )
-    }))
+    let others = cached(store, &req.namespace).await?;
+    Ok(
+        taken_by(&new, others.iter().map(AsRef::as_ref)).map(|holder| {
+            format!(
+                "{} {:?} is already used in instance {:?} by {}/{}; choose another name",
+                K::NAME_FIELD,
+                new.broker_name(),
+                new.instance(),
+                K::KIND,
+                holder.name_any()
+            )
+        }),
+    )
 }
 
 /// The existing resource (not being deleted, not `obj` itself) holding `obj`'s name.
-fn taken_by<'a, K: Child>(obj: &K, others: &'a [K]) -> Option<&'a K> {
-    others.iter().find(|k| {
+fn taken_by<'a, K: Child>(obj: &K, others: impl IntoIterator<Item = &'a K>) -> Option<&'a K> {
+    others.into_iter().find(|k| {
         k.name_any() != obj.name_any()
             && k.meta().deletion_timestamp.is_none()
             && k.instance() == obj.instance()
@@ -136,8 +194,11 @@ fn taken_by<'a, K: Child>(obj: &K, others: &'a [K]) -> Option<&'a K> {
 
 /// The existing grant (not being deleted, not `grant` itself) to the same user on the
 /// same topic.
-pub fn duplicate_grant<'a>(grant: &MQEmpower, others: &'a [MQEmpower]) -> Option<&'a MQEmpower> {
-    others.iter().find(|g| {
+pub fn duplicate_grant<'a>(
+    grant: &MQEmpower,
+    others: impl IntoIterator<Item = &'a MQEmpower>,
+) -> Option<&'a MQEmpower> {
+    others.into_iter().find(|g| {
         g.name_any() != grant.name_any()
             && g.metadata.deletion_timestamp.is_none()
             && same_grantee(g, grant)
