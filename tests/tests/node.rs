@@ -210,22 +210,35 @@ async fn a_deployment_runs_serves_heals_and_stops() -> Result<()> {
         );
     }
 
-    // The Service balances over both Pods.
+    // The Service balances over both Pods, once the endpoint slice lists both (the
+    // endpoint controller publishes a Ready pod a moment after its condition turns).
     let svc = cluster_ip(&client, ns, "web").await?;
     let names = [a.name_any(), b.name_any()];
-    let mut seen = BTreeSet::new();
+    let seen = std::sync::Mutex::new(BTreeSet::new());
     service_answers(tb, &client, ns, svc).await?;
-    for _ in 0..20 {
-        let body = get_ok(svc, "/").await?;
-        seen.insert(
-            names
-                .iter()
-                .find(|n| body.starts_with(n.as_str()))
-                .cloned()
-                .context(body)?,
-        );
-    }
-    ensure!(seen.len() == 2, "the Service only reached {seen:?}");
+    tb.until(
+        &client,
+        ns,
+        "the Service to reach both Pods",
+        READY,
+        || async {
+            for _ in 0..20 {
+                let body = get_ok(svc, "/").await.map_err(|e| e.to_string())?;
+                let name = names.iter().find(|n| body.starts_with(n.as_str()));
+                let name = name
+                    .cloned()
+                    .ok_or_else(|| format!("unknown answer {body:?}"))?;
+                seen.lock().map_err(|e| e.to_string())?.insert(name);
+            }
+            let seen = seen.lock().map_err(|e| e.to_string())?;
+            if seen.len() == 2 {
+                Ok(Some(()))
+            } else {
+                Err(format!("the Service only reached {seen:?}"))
+            }
+        },
+    )
+    .await?;
 
     // A failing readiness probe takes A out of Ready and out of the Service.
     get_ok(addr_a, "/set-ready?v=false").await?;

@@ -1,6 +1,8 @@
 //! MQEmpower and ACL end to end on the testbed: an instance with `aclEnabled` gets an ACL
 //! Secret from the accounts, its topics and groups and its grants; its brokers enforce it
-//! against the real `rocketmq-client-rust` with `AclClientRPCHook`.
+//! against the real `rocketmq-client-rust` with `AclClientRPCHook`. And the quickstart:
+//! `examples/` becomes a running instance that clients use, and its grant takes effect
+//! once its account exists.
 
 mod support;
 
@@ -105,10 +107,16 @@ async fn set_up(tb: &Testbed, client: &Client) -> Result<(String, String)> {
 }
 
 /// The Ready condition's reason and message of grant `name` once it has `reason`.
-async fn grant_reason(tb: &Testbed, client: &Client, name: &str, reason: &str) -> Result<String> {
-    let api: Api<MQEmpower> = Api::namespaced(client.clone(), NS);
+async fn grant_reason(
+    tb: &Testbed,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<String> {
+    let api: Api<MQEmpower> = Api::namespaced(client.clone(), ns);
     let what = format!("MQEmpower {name} with reason {reason}");
-    tb.until(client, NS, &what, WAIT, || {
+    tb.until(client, ns, &what, WAIT, || {
         let api = api.clone();
         async move {
             let e = api.get(name).await.map_err(|e| e.to_string())?;
@@ -158,15 +166,30 @@ async fn producer(
 }
 
 async fn sends(producer: &DefaultMQProducer, body: &str) -> bool {
+    sends_to(producer, TOPIC, body).await
+}
+
+async fn sends_to(producer: &DefaultMQProducer, topic: &str, body: &str) -> bool {
     let message = Message::builder()
-        .topic(TOPIC)
+        .topic(topic)
         .body_slice(body.as_bytes())
         .build_unchecked();
     matches!(producer.send(message).await, Ok(Some(_)))
 }
 
+/// The tests share one operator on one testbed; one at a time keeps them within their
+/// bounds on 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
+    let _serial = serial();
     let runtime = tokio::runtime::Runtime::new()?;
     let (tb, client) = runtime.block_on(async {
         let tb = Testbed::shared().await?;
@@ -245,7 +268,7 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
         };
         create::<MQEmpower>(&client, grant("guest-publishes", 200)).await?;
         create::<MQEmpower>(&client, grant("nobody", 999)).await?;
-        grant_reason(tb, &client, "guest-publishes", "Granted").await?;
+        grant_reason(tb, &client, NS, "guest-publishes", "Granted").await?;
         // A second grant for the same user and topic is refused, naming the field.
         mq_testbed::operator::webhook_in_force(tb, &client, NS, "secure").await?;
         let duplicate = create::<MQEmpower>(&client, grant("guest-again", 200)).await;
@@ -254,7 +277,7 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
             refusal.contains("denied the request") && refusal.contains("spec.empowerUser"),
             "duplicate grant: {refusal}"
         );
-        let message = grant_reason(tb, &client, "nobody", "UnknownUser").await?;
+        let message = grant_reason(tb, &client, NS, "nobody", "UnknownUser").await?;
         ensure!(message.contains("999") && message.contains("spec.empowerUser"), "{message}");
         anyhow::Ok(())
     })?;
@@ -275,5 +298,97 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
     });
     let took = allowed_in.context("the granted tenant still cannot publish")?;
     println!("grant → publish allowed: {:.1} s", took.as_secs_f64());
+    Ok(())
+}
+
+/// `kubectl apply -f examples/` (the README's quickstart): the instance (2 name servers,
+/// 2 brokers) runs within a minute, a client produces and consumes through its endpoint,
+/// and the example grant waits for its account, then takes effect.
+#[test]
+fn the_examples_become_a_running_instance_clients_use() -> Result<()> {
+    let _serial = serial();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let ns = "default";
+    let (tb, client) = runtime.block_on(async {
+        let tb = Testbed::shared().await?;
+        let client = tb.client();
+        mq_testbed::operator::install(tb, &client, None).await?;
+        anyhow::Ok((tb, client))
+    })?;
+    let (endpoint, id, took) = runtime.block_on(async {
+        let began = Instant::now();
+        let examples = mq_testbed::paths::workspace_dir().join("examples");
+        mq_testbed::apply_manifests(&client, &examples).await?;
+        let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+        let running = tb
+            .until(&client, ns, "the example instance Running", WAIT, || {
+                let instances = instances.clone();
+                async move {
+                    let s = instances
+                        .get("orders")
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .status
+                        .unwrap_or_default();
+                    match (s.phase, s.ready_brokers, s.endpoint, s.instance_id) {
+                        (Some(Phase::Running), 2, Some(e), Some(id)) => Ok(Some((e, id))),
+                        (phase, ready, ..) => Err(format!("{phase:?} with {ready}/2 brokers")),
+                    }
+                }
+            })
+            .await?;
+        let took = began.elapsed();
+        mq_testbed::operator::topics_ready(tb, &client, ns, 2, WAIT).await?;
+        anyhow::Ok((running.0, running.1, took))
+    })?;
+    println!(
+        "kubectl apply -f examples/ → Running: {:.1} s",
+        took.as_secs_f64()
+    );
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let acked = support::Client::new().run(|rt| {
+        let (received, endpoint, id) = (received.clone(), endpoint.clone(), id.clone());
+        async move {
+            let p = producer(&rt, config(&endpoint, &id, "example-producer"), None).await;
+            let mut acked = 0;
+            for i in 0..20 {
+                acked += usize::from(sends_to(&p, "ORDER_CREATED", &format!("order-{i}")).await);
+            }
+            let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
+                .client_config(config(&endpoint, &id, "example-consumer"))
+                .consumer_group("GID_order_processor".to_string())
+                .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+                .consume_thread_min(4)
+                .consume_thread_max(4)
+                .build();
+            consumer
+                .subscribe("ORDER_CREATED", "*")
+                .await
+                .expect("subscribe");
+            consumer.register_message_listener_concurrently(support::Collect(received.clone()));
+            consumer.start().await.expect("consumer starts");
+            support::eventually("the example's messages consumed", WAIT, || {
+                received.lock().map(|r| r.len() >= acked).unwrap_or(false)
+            })
+            .await;
+            consumer.shutdown().await;
+            let mut p = p;
+            p.shutdown().await;
+            acked
+        }
+    });
+    ensure!(acked == 20, "{acked} of 20 sends acknowledged");
+    let got = received.lock().map_err(|e| anyhow::anyhow!("{e}"))?.len();
+    ensure!(got >= 20, "consumed {got} of 20");
+
+    // The example grant names a user without an account until one is made.
+    runtime.block_on(async {
+        let grant = "analytics-reads-order-created";
+        grant_reason(tb, &client, ns, grant, "UnknownUser").await?;
+        let keys = ("AK_ANALYTICS", "SK_ANALYTICS");
+        account(&client, "1380156306793859", "analytics", keys).await?;
+        grant_reason(tb, &client, ns, grant, "Granted").await?;
+        anyhow::Ok(())
+    })?;
     Ok(())
 }
