@@ -10,6 +10,7 @@ pub mod drain;
 pub mod empower;
 pub mod instance;
 pub mod metrics;
+pub mod relist;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -334,18 +335,9 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         drain_timeout,
         ..
     } = opts;
-    let topic_controller = Controller::new(
-        Api::<MQTopic>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let group_controller = Controller::new(
-        Api::<MQGroup>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let empower_controller = Controller::new(
-        Api::<MQEmpower>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let topic_controller = Controller::new(Api::<MQTopic>::all(client.clone()), watch_config());
+    let group_controller = Controller::new(Api::<MQGroup>::all(client.clone()), watch_config());
+    let empower_controller = Controller::new(Api::<MQEmpower>::all(client.clone()), watch_config());
     let admin = acl::ensure_admin(&client, &settings.namespace).await?;
     let reporter = Reporter {
         controller: OPERATOR.into(),
@@ -367,16 +359,15 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     });
     metrics.set_running(true);
     tokio::spawn(count_cached(ctx.clone()));
-    let workloads = watcher::Config::default().labels(&format!("{MANAGED_BY}={OPERATOR}"));
-    let instance_controller = Controller::new(
-        Api::<MQInstance>::all(client.clone()),
-        watcher::Config::default(),
-    );
+    let workloads = watch_config().labels(&format!("{MANAGED_BY}={OPERATOR}"));
+    let instance_controller =
+        Controller::new(Api::<MQInstance>::all(client.clone()), watch_config());
     // With ACL on, an instance's ACL follows its topics, groups, grants and the accounts.
     let acl_on = instance_controller.store();
     let (on_topic, on_group, on_grant, on_account) =
         (acl_on.clone(), acl_on.clone(), acl_on.clone(), acl_on);
-    let accounts = watcher::Config::default().labels(acl::ACCOUNT_LABEL);
+    let accounts = watch_config().labels(acl::ACCOUNT_LABEL);
+    let (instance_retry, instance_relist) = relist::Relisted::new();
     let instances = instance_controller
         .watches(
             Api::<StatefulSet>::namespaced(client.clone(), &settings.namespace),
@@ -385,17 +376,17 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         )
         .watches(
             Api::<MQTopic>::all(client.clone()),
-            Default::default(),
+            watch_config(),
             move |t| acl_instance(&on_topic, t.namespace(), &t.spec.instance),
         )
         .watches(
             Api::<MQGroup>::all(client.clone()),
-            Default::default(),
+            watch_config(),
             move |g| acl_instance(&on_group, g.namespace(), &g.spec.instance),
         )
         .watches(
             Api::<MQEmpower>::all(client.clone()),
-            Default::default(),
+            watch_config(),
             move |e| acl_instance(&on_grant, e.namespace(), &e.spec.instance),
         )
         .watches(
@@ -410,43 +401,67 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_all_on(instance_relist)
+        .trigger_backoff(relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(instance::reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "instance controller");
-            }
+        .for_each(move |result| {
+            instance_retry.note(&result, "MQInstance");
+            async {}
         });
     // A broker pod that changes (new, restarted with an empty store, Ready again)
     // re-applies every topic and group of its instance.
-    let broker_pods = watcher::Config::default().labels(&format!(
+    let broker_pods = watch_config().labels(&format!(
         "{MANAGED_BY}={OPERATOR},{}=broker",
         workloads::COMPONENT_LABEL
     ));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &settings.namespace);
     let topic_store = topic_controller.store();
+    let (topic_retry, topic_relist) = relist::Relisted::new();
     let topics = topic_controller
         .watches(pods.clone(), broker_pods.clone(), move |pod| {
             children_of(&topic_store, &pod, |t: &MQTopic| t.spec.instance.clone())
         })
+        .reconcile_all_on(topic_relist)
+        .trigger_backoff(relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(children::reconcile_topic, error_policy, ctx.clone())
-        .for_each(|_| async {});
+        .for_each(move |result| {
+            topic_retry.note(&result, "MQTopic");
+            async {}
+        });
     let group_store = group_controller.store();
+    let (group_retry, group_relist) = relist::Relisted::new();
     let groups = group_controller
         .watches(pods, broker_pods, move |pod| {
             children_of(&group_store, &pod, |g: &MQGroup| g.spec.instance.clone())
         })
+        .reconcile_all_on(group_relist)
+        .trigger_backoff(relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(children::reconcile_group, error_policy, ctx.clone())
-        .for_each(|_| async {});
+        .for_each(move |result| {
+            group_retry.note(&result, "MQGroup");
+            async {}
+        });
+    let (empower_retry, empower_relist) = relist::Relisted::new();
     let empowers = empower_controller
+        .reconcile_all_on(empower_relist)
+        .trigger_backoff(relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(empower::reconcile, error_policy, ctx.clone())
-        .for_each(|_| async {});
+        .for_each(move |result| {
+            empower_retry.note(&result, "MQEmpower");
+            async {}
+        });
     tracing::info!(namespace = %settings.namespace, "mq-operator running");
     futures::join!(instances, topics, groups, empowers);
     Ok(())
+}
+
+/// How every watch of the operator is set up.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default()
 }
 
 /// The newest PodDisruptionBudget version the server serves.

@@ -130,8 +130,9 @@ async fn renew(
 /// A missing configuration means the webhook is not installed; nothing is written.
 async fn publish_ca(client: Client, name: &str, ca: Arc<RwLock<String>>) {
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let config = crate::controller::watch_config().fields(&format!("metadata.name={name}"));
     let mut events = watcher::watcher(api.clone(), config)
+        .backoff(crate::controller::relist::WatchBackoff::default())
         .applied_objects()
         .boxed();
     // The renewal timer nudges a re-check, since a new CA changes nothing in the watch.

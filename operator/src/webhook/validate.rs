@@ -53,10 +53,15 @@ where
     K: 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .for_each(|_| async {});
+    let stream = watcher(
+        Api::<K>::all(client.clone()),
+        crate::controller::watch_config(),
+    )
+    .backoff(crate::controller::relist::WatchBackoff::default())
+    // Only specs and names are read; managed fields would double what is kept.
+    .modify(|obj| obj.meta_mut().managed_fields = None)
+    .reflect(writer)
+    .for_each(|_| async {});
     tokio::spawn(stream);
     store
 }
