@@ -4,8 +4,10 @@
 //! `mqfleet.io/account`), the instance's topics and groups, and its `MQEmpower` grants.
 //!
 //! Who gets what:
-//! - the platform's admin key (the operator's, Secret `mq-operator-admin`): everything;
-//!   the operator signs its admin calls and the brokers their registrations with it;
+//! - the instance's admin key (derived from the platform's master key in Secret
+//!   `mq-operator-admin`, see [`crate::domain::keys`]): everything; the operator signs its
+//!   admin calls with it and the brokers their registrations (they get it from the
+//!   Secret `<base>-admin`, whether or not tenant ACL is on);
 //! - a tenant account of the instance's namespace: every topic and group of the instance;
 //! - a sub-account of that namespace: the topics and groups it owns (`spec.owner`), and
 //!   what an `MQEmpower` with `subAccount: true` grants it;
@@ -71,9 +73,10 @@ pub async fn accounts(client: &Client, platform: &str) -> Result<Vec<Account>, k
     Ok(list.items.iter().filter_map(Account::from_secret).collect())
 }
 
-/// The platform's admin key, made once and kept in [`ADMIN_SECRET`] (replicas racing to
-/// make it agree: the loser reads the winner's).
-pub async fn ensure_admin(client: &Client, platform: &str) -> Result<Credentials, kube::Error> {
+/// The platform's master key, made once and kept in [`ADMIN_SECRET`] (replicas racing to
+/// make it agree: the loser reads the winner's). Fails when the OS random source cannot
+/// be read: the operator then refuses to start rather than use a guessable key.
+pub async fn ensure_admin(client: &Client, platform: &str) -> Result<Credentials, super::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), platform);
     loop {
         if let Some(secret) = api.get_opt(ADMIN_SECRET).await? {
@@ -97,27 +100,49 @@ pub async fn ensure_admin(client: &Client, platform: &str) -> Result<Credentials
             },
             data: Some(BTreeMap::from([
                 ("accessKey".into(), bytes("mqfleet-platform".into())),
-                ("secretKey".into(), bytes(random_key())),
+                (
+                    "secretKey".into(),
+                    bytes(crate::domain::keys::random_secret().map_err(super::Error::AdminKey)?),
+                ),
             ])),
             ..Default::default()
         };
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => tracing::info!(secret = ADMIN_SECRET, "made the platform admin key"),
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// 32 random bytes as hex, from the kernel.
-fn random_key() -> String {
-    let mut buf = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut buf);
+/// The Secret `<base>-admin` holding the instance's admin key; broker and name-server pods
+/// read it through non-optional `secretKeyRef`s, so they sign from their first start.
+pub fn admin_secret(
+    instance: &MQInstance,
+    names: &Names,
+    platform: &str,
+    key: &Credentials,
+) -> Secret {
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(names.admin()),
+            namespace: Some(platform.into()),
+            labels: Some(super::workloads::labels(instance, names, None)),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (ADMIN_ACCESS_KEY.into(), bytes(&key.access_key)),
+            (ADMIN_SECRET_KEY.into(), bytes(&key.secret_key)),
+        ])),
+        ..Default::default()
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Key of the access key in an admin-key Secret.
+pub const ADMIN_ACCESS_KEY: &str = "accessKey";
+/// Key of the secret key in an admin-key Secret.
+pub const ADMIN_SECRET_KEY: &str = "secretKey";
 
 /// What the ACL is rendered from.
 pub struct AclInputs<'a> {
@@ -131,7 +156,7 @@ pub struct AclInputs<'a> {
     pub empowers: Vec<&'a MQEmpower>,
     /// Every account.
     pub accounts: &'a [Account],
-    /// The platform admin key.
+    /// The instance's admin key.
     pub admin: &'a Credentials,
 }
 
@@ -254,7 +279,7 @@ pub async fn sync(
                 .collect(),
         ),
         accounts: &accounts,
-        admin: &ctx.admin,
+        admin: &ctx.instance_admin(names),
     });
     super::instance::apply_object(
         ctx,

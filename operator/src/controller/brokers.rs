@@ -10,6 +10,10 @@ use mq_broker::client::AdminClient;
 
 use super::workloads::{BROKER_PORT, COMPONENT_LABEL, INSTANCE_ID_LABEL, NAMESRV_PORT};
 
+/// The broker a globally ordered topic lives on: one fixed broker, so its one queue
+/// orders everything; while it is down the topic waits rather than move.
+pub const GLOBAL_ORDER_BROKER: &str = "broker-0";
+
 /// Bound on connecting to a broker's admin port.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -115,8 +119,8 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// An admin connection to `broker`, signing as the platform admin (brokers with ACL on
-/// refuse admin requests from anyone else).
+/// An admin connection to `broker`, signing with its instance's admin key (brokers refuse
+/// admin requests signed by anyone else).
 pub async fn connect(admin: &Credentials, broker: &BrokerPod) -> Result<AdminClient, super::Error> {
     AdminClient::connect(&broker.addr, CONNECT_TIMEOUT)
         .await

@@ -21,8 +21,9 @@ use super::conventions;
 use super::workloads::Names;
 use super::{Context, Error};
 use crate::crd::{
-    CommonStatus, DeletionPolicy, ImmutableFields, MQGroup, MQGroupStatus, MQInstance, MQTopic,
-    MQTopicStatus, OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
+    CommonStatus, DeletionPolicy, FORCE_DELETE_ANNOTATION, ImmutableFields, MQGroup, MQGroupStatus,
+    MQInstance, MQTopic, MQTopicStatus, OrderType, PAUSE_ANNOTATION, Phase, READY, condition,
+    set_condition,
 };
 
 /// Finalizer of topics.
@@ -116,6 +117,8 @@ impl Child for MQGroup {
 /// What a child resource needs from its instance.
 struct Target {
     names: Names,
+    /// The instance's admin key (signs every admin call to its brokers).
+    admin: mq_broker::acl::Credentials,
     brokers: Vec<BrokerPod>,
     /// The name under which brokers and name servers know a topic or group.
     namespaced: bool,
@@ -146,7 +149,12 @@ async fn target(
             instance.name_any()
         )));
     }
-    let names = super::instance::names_in_effect(&instance);
+    let Some(names) = super::instance::names_in_effect(ctx, &instance) else {
+        return Ok(Err(format!(
+            "MQInstance {:?} holds no instance id yet (see its status); this resource is applied once it does",
+            instance.name_any()
+        )));
+    };
     let mut brokers =
         brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
     if !any_phase {
@@ -163,6 +171,7 @@ async fn target(
     }
     let namespaced = instance.spec.independent_naming;
     Ok(Ok(Target {
+        admin: ctx.instance_admin(&names),
         names,
         brokers,
         namespaced,
@@ -202,11 +211,10 @@ async fn gate<K: Child>(
         return Ok(Some(Action::await_change()));
     }
     let state = siblings.state();
-    let claimants = state.iter().map(AsRef::as_ref).filter(|k: &&K| {
-        k.namespace() == obj.namespace()
-            && k.instance() == obj.instance()
-            && k.broker_name() == obj.broker_name()
-    });
+    let claimants = state
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|k: &&K| same_claim(*k, obj));
     if let Some(winner) = conventions::winner(claimants)
         && winner.name_any() != obj.name_any()
     {
@@ -245,7 +253,7 @@ async fn reconcile_topic_inner(topic: Arc<MQTopic>, ctx: &Arc<Context>) -> Resul
         match event {
             Event::Apply(t) => apply_topic(&t, ctx).await,
             Event::Cleanup(t) => {
-                cleanup(t.as_ref(), ctx, |admin, name| async move {
+                cleanup(t.as_ref(), ctx, &ctx.topics, |admin, name| async move {
                     admin.delete_topic(&name).await
                 })
                 .await
@@ -281,15 +289,29 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
         Ok(t) => t,
         Err(message) => return not_ready(ctx, topic, message).await,
     };
-    // A globally ordered topic lives on one broker only, so one queue orders everything.
+    // A globally ordered topic lives on one fixed broker only, so one queue orders
+    // everything; while that broker is not ready the topic waits rather than move.
     let brokers = if topic.spec.order_type == OrderType::GlobalOrder {
-        &target.brokers[..1]
+        let fixed = target
+            .brokers
+            .iter()
+            .position(|b| b.name == brokers::GLOBAL_ORDER_BROKER);
+        match fixed {
+            Some(i) => &target.brokers[i..=i],
+            None => {
+                let message = format!(
+                    "a globally ordered topic lives on {} only, which is not ready; waiting for it",
+                    brokers::GLOBAL_ORDER_BROKER
+                );
+                return not_ready(ctx, topic, message).await;
+            }
+        }
     } else {
         &target.brokers[..]
     };
     let config = topic_config(topic);
     for broker in brokers {
-        let admin = brokers::connect(&ctx.admin, broker).await?;
+        let admin = brokers::connect(&target.admin, broker).await?;
         admin
             .create_topic(&config)
             .await
@@ -342,7 +364,7 @@ async fn route_pending(
     let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
     loop {
         let missing =
-            brokers::missing_from_route(&ctx.admin, &name_servers, &routed, brokers).await;
+            brokers::missing_from_route(&target.admin, &name_servers, &routed, brokers).await;
         if missing.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(missing);
         }
@@ -363,7 +385,7 @@ async fn reconcile_group_inner(group: Arc<MQGroup>, ctx: &Arc<Context>) -> Resul
         match event {
             Event::Apply(g) => apply_group(&g, ctx).await,
             Event::Cleanup(g) => {
-                cleanup(g.as_ref(), ctx, |admin, name| async move {
+                cleanup(g.as_ref(), ctx, &ctx.groups, |admin, name| async move {
                     admin.delete_group(&name).await
                 })
                 .await
@@ -390,7 +412,7 @@ async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
         ..SubscriptionGroupConfig::default()
     };
     for broker in &target.brokers {
-        let admin = brokers::connect(&ctx.admin, broker).await?;
+        let admin = brokers::connect(&target.admin, broker).await?;
         admin
             .create_group(&config)
             .await
@@ -412,15 +434,31 @@ async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
     ready(ctx, group, status, message).await
 }
 
-/// Removes the broker-side object, unless retained or owned by another resource.
-async fn cleanup<K, F, Fut>(obj: &K, ctx: &Context, delete: F) -> Result<Action, Error>
+/// Removes the broker-side object, unless retained or claimed by another live resource.
+/// A broker that keeps refusing is reported in a `DeletionBlocked` condition after a few
+/// attempts (the retries slow down to every 5 minutes); `mqfleet.io/force-delete`
+/// removes the resource and leaves the object on the brokers.
+async fn cleanup<K, F, Fut>(
+    obj: &K,
+    ctx: &Context,
+    siblings: &Store<K>,
+    delete: F,
+) -> Result<Action, Error>
 where
     K: Child,
     F: Fn(mq_broker::client::AdminClient, String) -> Fut,
     Fut: Future<Output = Result<(), mq_broker::client::AdminError>>,
 {
-    // A conflict loser never created anything; deleting it must not remove the winner's.
-    if obj.deletion_policy() == DeletionPolicy::Retain || !conventions::owns_broker_object(obj) {
+    // Another resource claiming the name (the winner, or the one taking over) keeps it:
+    // decided from the cache, not from an annotation a tenant could add.
+    let state = siblings.state();
+    let claimants = state
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|k: &&K| same_claim(*k, obj));
+    if obj.deletion_policy() == DeletionPolicy::Retain
+        || conventions::shared_with_another(obj, claimants)
+    {
         return Ok(Action::await_change());
     }
     let ns = obj.namespace().unwrap_or_default();
@@ -428,18 +466,54 @@ where
     let Ok(target) = target(ctx, &ns, obj.instance(), true).await? else {
         return Ok(Action::await_change());
     };
+    let forced = obj
+        .annotations()
+        .get(FORCE_DELETE_ANNOTATION)
+        .is_some_and(|v| v == "true");
     for broker in &target.brokers {
-        let admin = brokers::connect(&ctx.admin, broker).await?;
-        match delete(admin, obj.broker_name().to_owned()).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                return Err(Error::Broker {
-                    broker: broker.name.clone(),
-                    message: e.to_string(),
-                });
-            }
+        let result = match brokers::connect(&target.admin, broker).await {
+            Ok(admin) => delete(admin, obj.broker_name().to_owned())
+                .await
+                .or_else(|e| {
+                    if e.is_not_found() {
+                        Ok(())
+                    } else {
+                        Err(e.to_string())
+                    }
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        let Err(message) = result else { continue };
+        if forced {
+            let note = format!(
+                "{FORCE_DELETE_ANNOTATION}: removing the resource; {:?} stays on {} ({message})",
+                obj.broker_name(),
+                broker.name
+            );
+            super::record(ctx, obj.object_ref(&()), false, "ForceDeleted", note).await;
+            continue;
         }
+        if ctx.failures_of(obj) + 1 >= DELETE_ATTEMPTS_BEFORE_REPORT {
+            let message = format!(
+                "{} refuses to delete {:?} ({message}); fix the broker, or annotate this resource {FORCE_DELETE_ANNOTATION}=\"true\" to remove it and leave the {} on the brokers",
+                broker.name,
+                obj.broker_name(),
+                K::KIND
+            );
+            set_ready(
+                ctx,
+                obj,
+                Some(Phase::Failed),
+                false,
+                "DeletionBlocked",
+                message,
+            )
+            .await?;
+        }
+        return Err(Error::Broker {
+            broker: broker.name.clone(),
+            message,
+        });
     }
     super::record(
         ctx,
@@ -450,6 +524,16 @@ where
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// Failed deletion attempts after which the resource's status says what to do.
+const DELETE_ATTEMPTS_BEFORE_REPORT: u32 = 3;
+
+/// Whether `a` and `b` claim the same broker-side object (same namespace, instance, name).
+fn same_claim<K: Child>(a: &K, b: &K) -> bool {
+    a.namespace() == b.namespace()
+        && a.instance() == b.instance()
+        && a.broker_name() == b.broker_name()
 }
 
 /// Records the applied immutable fields once.

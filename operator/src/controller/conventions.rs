@@ -42,6 +42,15 @@ pub fn changes<K: Resource>(
     else {
         return Vec::new();
     };
+    changes_from(&applied, requested)
+}
+
+/// Immutable fields whose requested value differs from the `applied` one (fields not
+/// recorded are no change).
+pub fn changes_from(
+    applied: &BTreeMap<String, String>,
+    requested: Vec<(&'static str, String)>,
+) -> Vec<ImmutableFieldChange> {
     requested
         .into_iter()
         .filter_map(|(field, value)| {
@@ -103,6 +112,18 @@ pub fn applied_field<K: Resource>(obj: &K, field: &str) -> Option<String> {
 /// Whether `obj` owns the broker-side object it names.
 pub fn owns_broker_object<K: Resource>(obj: &K) -> bool {
     obj.annotations().contains_key(APPLIED_ANNOTATION)
+}
+
+/// Whether a live resource other than `obj` claims the same broker-side object (then
+/// deleting `obj` must not remove it: the other holds it or takes it over). Decided from
+/// the cache, never from an annotation a tenant could edit.
+pub fn shared_with_another<'a, K: Resource + 'a>(
+    obj: &K,
+    claimants: impl IntoIterator<Item = &'a K>,
+) -> bool {
+    claimants
+        .into_iter()
+        .any(|k| k.meta().deletion_timestamp.is_none() && k.meta().name != obj.meta().name)
 }
 
 /// Of the resources claiming one broker-side name, the one that keeps it: the oldest

@@ -44,6 +44,7 @@ pub async fn drain(
     since: Option<Timestamp>,
 ) -> Result<Drain, Error> {
     let all = brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, instance_id).await?;
+    let key = ctx.instance_admin(&super::workloads::Names::for_id(instance_id.to_owned()));
     let (leaving, others): (Vec<BrokerPod>, Vec<BrokerPod>) = all
         .into_iter()
         .partition(|b| ordinal(b).is_some_and(|o| o >= staying));
@@ -74,7 +75,7 @@ pub async fn drain(
     let mut consumed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();
     for broker in leaving.iter().chain(&others) {
-        let admin = brokers::connect(&ctx.admin, broker).await?;
+        let admin = brokers::connect(&key, broker).await?;
         for group in &groups {
             if let Ok(stats) = admin.consume_stats(group, None).await {
                 let topics = consumed.entry(group.clone()).or_default();
@@ -84,7 +85,7 @@ pub async fn drain(
     }
     let mut waiting = Vec::new();
     for broker in &leaving {
-        let admin = brokers::connect(&ctx.admin, broker).await?;
+        let admin = brokers::connect(&key, broker).await?;
         let broker_err = |e: mq_broker::client::AdminError| Error::Broker {
             broker: broker.name.clone(),
             message: e.to_string(),

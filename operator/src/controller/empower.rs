@@ -43,8 +43,10 @@ async fn reconcile_inner(grant: Arc<MQEmpower>, ctx: &Arc<Context>) -> Result<Ac
             Event::Apply(g) => apply(&g, ctx).await,
             // The caches still hold the grant, marked deleting, which the ACL skips.
             Event::Cleanup(g) => {
-                if let Some(instance) = instance_of(ctx, &g).await? {
-                    acl::sync(ctx, &instance, &names_in_effect(&instance)).await?;
+                if let Some(instance) = instance_of(ctx, &g).await?
+                    && let Some(names) = names_in_effect(ctx, &instance)
+                {
+                    acl::sync(ctx, &instance, &names).await?;
                 }
                 Ok(Action::await_change())
             }
@@ -110,7 +112,14 @@ async fn apply(grant: &MQEmpower, ctx: &Context) -> Result<Action, Error> {
     if let Some((reason, message)) = invalid(ctx, grant).await? {
         return refuse(ctx, grant, reason, message).await;
     }
-    acl::sync(ctx, &instance, &names_in_effect(&instance)).await?;
+    let Some(names) = names_in_effect(ctx, &instance) else {
+        let message = format!(
+            "MQInstance {:?} holds no instance id yet (see its status); the grant applies once it does",
+            grant.spec.instance
+        );
+        return refuse(ctx, grant, "InstanceNotReady", message).await;
+    };
+    acl::sync(ctx, &instance, &names).await?;
     conventions::mark_applied(ctx, grant, &grant.spec.immutable_fields()).await?;
     let mut status = grant.status.clone().unwrap_or_default();
     status.set_observed_generation(generation);

@@ -10,14 +10,15 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
 use super::{Context, Error};
-use super::{brokers, conventions, drain};
+use super::{acl, brokers, conventions, drain, ownership};
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQGroup, MQInstance, MQInstanceStatus, MQTopic,
     OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
@@ -65,24 +66,34 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         write_status(ctx, instance, status).await?;
         return Ok(Action::await_change());
     }
-    // The instance id names every workload and every namespaced topic: it cannot move.
+    // The instance id names every workload and every namespaced topic: it cannot move, and
+    // it is this instance's alone (the ownership record, which tenants cannot write).
     let identity = identity(instance);
-    let changes = conventions::changes(instance, identity.clone());
+    let record = match ownership::claim(ctx, instance, &identity).await? {
+        ownership::Claim::Held(record) => record,
+        ownership::Claim::Taken(message) => {
+            // Nothing of the holder's is touched: no workload of this id is applied.
+            refuse(ctx, instance, "ResourceConflict", message).await?;
+            return Ok(Action::requeue(ctx.resync));
+        }
+        ownership::Claim::Invalid(message) => {
+            refuse(ctx, instance, "InvalidInstanceId", message).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    ownership::complete(ctx, &record, &identity).await?;
+    let changes = conventions::changes_from(&record.applied, identity);
     if !changes.is_empty() {
         let message = conventions::describe_changes(&changes);
-        let mut status = instance.status.clone().unwrap_or_default();
-        status.observed_generation = generation;
-        set_condition(
-            &mut status.conditions,
-            condition(READY, false, "NotSupported", message, generation),
-        );
-        write_status(ctx, instance, status).await?;
+        refuse(ctx, instance, "NotSupported", message).await?;
         return Ok(Action::await_change());
     }
-    let (settings, names) = (&ctx.settings, Names::of(instance));
+    let (settings, names) = (&ctx.settings, Names::for_id(record.instance_id.clone()));
     let platform = &settings.namespace;
-    // Before the pods, so a broker starting with ACL on finds its keys.
-    super::acl::sync(ctx, instance, &names).await?;
+    // Before the pods, so a broker starts with its admin key and, with ACL on, its accounts.
+    let admin = acl::admin_secret(instance, &names, platform, &ctx.instance_admin(&names));
+    apply_object(ctx, platform, &admin).await?;
+    acl::sync(ctx, instance, &names).await?;
     apply_object(
         ctx,
         platform,
@@ -105,7 +116,6 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         spec.replicas = Some(replicas);
     }
     let brokers = apply_object(ctx, platform, &broker_sts).await?;
-    conventions::mark_applied(ctx, instance, &identity).await?;
     if let Some(resource) = &ctx.pdb {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
         for pdb in workloads::disruption_budgets(instance, &names, settings, &resource.api_version)
@@ -133,7 +143,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         instance.spec.name_servers.replicas,
         instance.spec.brokers.replicas,
     );
-    let (topics, groups) = children_of(&ctx.client, instance).await?;
+    let (topics, groups) = children_of(&ctx.topics, &ctx.groups, instance);
 
     status.observed_generation = generation;
     status.instance_id = Some(names.instance_id.clone());
@@ -293,7 +303,15 @@ where
     // The desired object's hash rides along as an annotation: when the stored object
     // carries the same hash nothing is sent, so an idle operator writes nothing.
     let hash = desired_hash(obj);
-    if let Some(existing) = api.get_opt(&name).await?
+    let existing = api.get_opt(&name).await?;
+    if let Some(existing) = &existing
+        && let Some(holder) = foreign_owner(existing.labels(), obj.labels())
+    {
+        return Err(Error::NotOurs(format!(
+            "{name} in the platform namespace belongs to {holder}; not applying over it"
+        )));
+    }
+    if let Some(existing) = existing
         && existing.annotations().get(HASH_ANNOTATION) == Some(&hash)
         // Someone may have edited it (`kubectl scale`): then it is applied again.
         && holds(
@@ -317,6 +335,22 @@ where
         )
         .await
         .inspect(|_| ctx.metrics.wrote())?)
+}
+
+/// The owner (`namespace/name`) the `live` object's labels name, when it is not the one
+/// the `desired` object's labels name.
+fn foreign_owner(
+    live: &std::collections::BTreeMap<String, String>,
+    desired: &std::collections::BTreeMap<String, String>,
+) -> Option<String> {
+    let owner = |l: &std::collections::BTreeMap<String, String>| {
+        Some((
+            l.get(workloads::OWNER_NAMESPACE_LABEL)?.clone(),
+            l.get(workloads::OWNER_NAME_LABEL)?.clone(),
+        ))
+    };
+    let live = owner(live)?;
+    (Some(&live) != owner(desired).as_ref()).then(|| format!("{}/{}", live.0, live.1))
 }
 
 /// The Ready brokers that hold every applied topic and group of `instance`, and for the
@@ -355,8 +389,9 @@ async fn serving_brokers(
     let pods =
         brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
     let (mut serving, mut missing) = (0, Vec::new());
-    for (i, pod) in pods.iter().enumerate() {
-        let Ok(admin) = brokers::connect(&ctx.admin, pod).await else {
+    let key = ctx.instance_admin(names);
+    for pod in &pods {
+        let Ok(admin) = brokers::connect(&key, pod).await else {
             missing.push(format!("{} unreachable", pod.name));
             continue;
         };
@@ -369,10 +404,13 @@ async fn serving_brokers(
             have_topics.into_iter().map(|t| t.topic_name).collect();
         let have_groups: std::collections::HashSet<String> =
             have_groups.into_iter().map(|g| g.group_name).collect();
-        // A globally ordered topic lives on the first broker only.
+        // A globally ordered topic lives on one fixed broker only.
         let lacking_topics = topics
             .iter()
-            .filter(|t| i == 0 || t.spec.order_type != OrderType::GlobalOrder)
+            .filter(|t| {
+                pod.name == brokers::GLOBAL_ORDER_BROKER
+                    || t.spec.order_type != OrderType::GlobalOrder
+            })
             .filter(|t| !have_topics.contains(&canonical(&t.spec.topic)))
             .count();
         let lacking_groups = groups
@@ -391,12 +429,33 @@ async fn serving_brokers(
     Ok((serving, missing))
 }
 
-/// The names of the instance's workloads: those of the id that was applied, even while
-/// the spec asks for another (refused as `NotSupported`).
-pub fn names_in_effect(instance: &MQInstance) -> Names {
-    conventions::applied_field(instance, "spec.instanceId")
-        .map(Names::for_id)
-        .unwrap_or_else(|| Names::of(instance))
+/// The names of the instance's workloads: those of the id it holds (its ownership
+/// record), even while the spec asks for another (refused as `NotSupported`); `None`
+/// while it holds no id (not reconciled yet, or it lost the id to another instance).
+pub fn names_in_effect(ctx: &Context, instance: &MQInstance) -> Option<Names> {
+    ownership::held_by(&ctx.records, instance).map(|r| Names::for_id(r.instance_id))
+}
+
+/// Writes `Ready=False` with `reason` (phase Failed) for the current generation; the
+/// instance's workloads are left as they are.
+async fn refuse(
+    ctx: &Context,
+    instance: &MQInstance,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let generation = instance.metadata.generation;
+    let mut status = instance.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    if status.phase.is_none() || reason != "NotSupported" {
+        status.phase = Some(Phase::Failed);
+    }
+    set_condition(
+        &mut status.conditions,
+        condition(READY, false, reason, message, generation),
+    );
+    status.conditions.retain(|c| c.type_ != conventions::PAUSED);
+    write_status(ctx, instance, status).await
 }
 
 /// The instance's immutable fields as they take effect: the *effective* instance id, so
@@ -478,43 +537,42 @@ async fn write_status(
     Ok(())
 }
 
-/// The topics and groups of `instance`, as `MQTopic/<name>` and `MQGroup/<name>`.
-pub async fn children_of(
-    client: &Client,
+/// The topics and groups of `instance` (from the caches), as `MQTopic/<name>` and
+/// `MQGroup/<name>`.
+pub fn children_of(
+    topics: &Store<MQTopic>,
+    groups: &Store<MQGroup>,
     instance: &MQInstance,
-) -> Result<(Vec<String>, Vec<String>), kube::Error> {
-    let ns = instance.namespace().unwrap_or_default();
-    let name = instance.name_any();
-    let topics: Api<MQTopic> = Api::namespaced(client.clone(), &ns);
-    let groups: Api<MQGroup> = Api::namespaced(client.clone(), &ns);
-    let params = ListParams::default();
-    let topics = topics
-        .list(&params)
-        .await?
-        .items
-        .into_iter()
-        .filter(|t| t.spec.instance == name)
+) -> (Vec<String>, Vec<String>) {
+    let (ns, name) = (instance.namespace(), instance.name_any());
+    let mine = |k_ns: Option<String>, k_instance: &str| k_ns == ns && k_instance == name;
+    let mut topics: Vec<String> = topics
+        .state()
+        .iter()
+        .filter(|t| mine(t.namespace(), &t.spec.instance))
         .map(|t| format!("MQTopic/{}", t.name_any()))
         .collect();
-    let groups = groups
-        .list(&params)
-        .await?
-        .items
-        .into_iter()
-        .filter(|g| g.spec.instance == name)
+    let mut groups: Vec<String> = groups
+        .state()
+        .iter()
+        .filter(|g| mine(g.namespace(), &g.spec.instance))
         .map(|g| format!("MQGroup/{}", g.name_any()))
         .collect();
-    Ok((topics, groups))
+    topics.sort();
+    groups.sort();
+    (topics, groups)
 }
 
 /// Refuses (in status) while topics or groups remain, unless forced; then removes the
-/// workloads, and the store claims unless `retainOnDelete`.
+/// workloads of the id the instance holds, and the store claims unless `retainOnDelete`.
+/// Only objects whose owner labels name this instance are deleted; an instance that holds
+/// no id (it lost it to another) removes nothing.
 async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     let forced = instance
         .annotations()
         .get(FORCE_DELETE_ANNOTATION)
         .is_some_and(|v| v == "true");
-    let (topics, groups) = children_of(&ctx.client, instance).await?;
+    let (topics, groups) = children_of(&ctx.topics, &ctx.groups, instance);
     let empty = topics.is_empty() && groups.is_empty();
     if !forced && !empty {
         let list = [topics, groups].concat().join(", ");
@@ -535,26 +593,38 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
         write_status(ctx, instance, status).await?;
         return Err(Error::NotEmpty(list));
     }
-    let names = names_in_effect(instance);
+    let Some(record) = ownership::held_by(&ctx.records, instance) else {
+        tracing::info!(instance = %instance.name_any(), "instance removed; it held no instance id, so nothing else is");
+        return Ok(Action::await_change());
+    };
+    let names = Names::for_id(record.instance_id.clone());
     let platform = &ctx.settings.namespace;
-    let selector =
-        ListParams::default().labels(&format!("{INSTANCE_ID_LABEL}={}", names.instance_id));
+    // The owner labels in the selector: objects of the id that name another owner stay.
+    let selector = ListParams::default().labels(&format!(
+        "{INSTANCE_ID_LABEL}={},{}={},{}={}",
+        names.instance_id,
+        workloads::OWNER_NAMESPACE_LABEL,
+        instance.namespace().unwrap_or_default(),
+        workloads::OWNER_NAME_LABEL,
+        instance.name_any()
+    ));
     let background = DeleteParams::background();
     Api::<StatefulSet>::namespaced(ctx.client.clone(), platform)
         .delete_collection(&background, &selector)
         .await?;
     for svc in workloads::services(instance, &names, &ctx.settings) {
         let api: Api<Service> = Api::namespaced(ctx.client.clone(), platform);
-        ignore_missing(api.delete(&svc.name_any(), &background).await)?;
+        delete_owned(&api, &svc.name_any(), instance).await?;
     }
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), platform);
-    ignore_missing(cms.delete(&names.config(), &background).await)?;
+    delete_owned(&cms, &names.config(), instance).await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), platform);
-    ignore_missing(secrets.delete(&names.acl(), &background).await)?;
+    delete_owned(&secrets, &names.acl(), instance).await?;
+    delete_owned(&secrets, &names.admin(), instance).await?;
     if let Some(resource) = &ctx.pdb {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
         for name in [names.broker(), names.namesrv()] {
-            ignore_missing(api.delete(&name, &background).await)?;
+            delete_owned(&api, &name, instance).await?;
         }
     }
     if !instance.spec.brokers.storage.retain_on_delete {
@@ -562,8 +632,35 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
             .delete_collection(&background, &selector)
             .await?;
     }
+    ownership::release(ctx, &record).await?;
     tracing::info!(instance = %instance.name_any(), id = %names.instance_id, "instance removed");
     Ok(Action::await_change())
+}
+
+/// Deletes `name` if its owner labels name `instance` (the exact version read, so an
+/// object re-created meanwhile is not hit).
+async fn delete_owned<K>(api: &Api<K>, name: &str, instance: &MQInstance) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let Some(obj) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    if !ownership::owner_labels_match(obj.labels(), instance) {
+        tracing::warn!(
+            object = name,
+            "not deleting an object of the platform namespace that names another owner"
+        );
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: obj.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    ignore_missing(api.delete(name, &params).await)
 }
 
 fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {

@@ -10,6 +10,7 @@ pub mod drain;
 pub mod empower;
 pub mod instance;
 pub mod metrics;
+pub mod ownership;
 pub mod relist;
 pub mod workloads;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -50,7 +51,12 @@ pub struct Context {
     pub groups: Store<MQGroup>,
     /// Every MQEmpower, for the instances' ACLs.
     pub empowers: Store<MQEmpower>,
-    /// The platform admin key: signs admin calls to brokers and name servers.
+    /// Every MQInstance, for the oldest claimant of an id.
+    pub instances: Store<MQInstance>,
+    /// The ownership records of instance ids ([`ownership`]).
+    pub records: Store<ConfigMap>,
+    /// The platform's master key: each instance's admin key is derived from it
+    /// ([`Context::instance_admin`]); it opens no broker itself.
     pub admin: mq_broker::acl::Credentials,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
@@ -100,6 +106,20 @@ impl Context {
             failures.remove(&failure_key(obj));
         }
         result
+    }
+
+    /// The admin key of the instance whose objects are `names`: it signs every admin call
+    /// to that instance's brokers and name servers, and opens no other instance's.
+    pub fn instance_admin(&self, names: &workloads::Names) -> mq_broker::acl::Credentials {
+        crate::domain::keys::instance_admin_key(&self.admin, &names.instance_id)
+    }
+
+    /// The consecutive failed reconciles of `obj` so far.
+    pub fn failures_of<K: kube::Resource<DynamicType = ()>>(&self, obj: &K) -> u32 {
+        self.failures
+            .lock()
+            .map(|f| f.get(&failure_key(obj)).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// The next retry delay of `obj` after one more failure: 5 s, doubling to 5 min.
@@ -178,6 +198,16 @@ pub enum Error {
     /// The instance still has topics or groups and is not force-deleted.
     #[error("instance still has {0}")]
     NotEmpty(String),
+    /// An instance id's ownership record could not be settled.
+    #[error("instance id ownership: {0}")]
+    Ownership(String),
+    /// An object of the platform namespace belongs to another resource: the operator
+    /// neither applies over it nor deletes it.
+    #[error("{0}")]
+    NotOurs(String),
+    /// The platform's master key could not be made (no random source).
+    #[error("making the platform admin key: {0}")]
+    AdminKey(#[source] std::io::Error),
     /// Leader election failed or the lease was lost (the process exits; a replica that
     /// keeps working without the lease would fight the new leader).
     #[error("leader election: {0}")]
@@ -343,6 +373,12 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         controller: OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let instance_controller =
+        Controller::new(Api::<MQInstance>::all(client.clone()), watch_config());
+    let records = cache(
+        Api::<ConfigMap>::namespaced(client.clone(), &settings.namespace),
+        watch_config().labels(ownership::RECORD_LABEL),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: settings.clone(),
@@ -351,6 +387,8 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         topics: topic_controller.store(),
         groups: group_controller.store(),
         empowers: empower_controller.store(),
+        instances: instance_controller.store(),
+        records,
         admin,
         metrics: metrics.clone(),
         drain_timeout,
@@ -360,8 +398,6 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     metrics.set_running(true);
     tokio::spawn(count_cached(ctx.clone()));
     let workloads = watch_config().labels(&format!("{MANAGED_BY}={OPERATOR}"));
-    let instance_controller =
-        Controller::new(Api::<MQInstance>::all(client.clone()), watch_config());
     // With ACL on, an instance's ACL follows its topics, groups, grants and the accounts.
     let acl_on = instance_controller.store();
     let (on_topic, on_group, on_grant, on_account) =
@@ -462,6 +498,29 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
 /// How every watch of the operator is set up.
 pub fn watch_config() -> watcher::Config {
     watcher::Config::default()
+}
+
+/// A store of `api` kept current by a watch for the life of the process (managed fields
+/// dropped: nothing reads them, and they would double what is kept).
+pub fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let stream = watcher(api, config)
+        .backoff(relist::WatchBackoff::default())
+        .modify(|obj| obj.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .for_each(|_| async {});
+    tokio::spawn(stream);
+    store
 }
 
 /// The newest PodDisruptionBudget version the server serves.

@@ -60,7 +60,7 @@ impl Names {
 
     /// The names of the objects of the instance with id `instance_id`.
     pub fn for_id(instance_id: String) -> Names {
-        let base = instance_id.to_ascii_lowercase().replace('_', "-");
+        let base = crate::domain::ids::base(&instance_id);
         Names { instance_id, base }
     }
 
@@ -92,6 +92,11 @@ impl Names {
     /// Secret with the ACL file the brokers and name servers load.
     pub fn acl(&self) -> String {
         format!("{}-acl", self.base)
+    }
+
+    /// Secret with the instance's admin key.
+    pub fn admin(&self) -> String {
+        format!("{}-admin", self.base)
     }
 }
 
@@ -230,11 +235,16 @@ fn image(instance: &MQInstance, settings: &Settings) -> String {
         .unwrap_or_else(|| settings.broker_image.clone())
 }
 
-/// Downward-API variables every server container gets.
-fn pod_env() -> Value {
+/// Variables every server container gets: its pod's address and name (downward API), and
+/// the instance's admin key, from a Secret that is not optional, so no server starts
+/// without it: admin requests and registrations must be signed with it from the start.
+fn pod_env(names: &Names) -> Value {
+    let key = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": names.admin(), "key": key}}});
     json!([
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        key("MQ_ADMIN_ACCESS_KEY", super::acl::ADMIN_ACCESS_KEY),
+        key("MQ_ADMIN_SECRET_KEY", super::acl::ADMIN_SECRET_KEY),
     ])
 }
 
@@ -267,7 +277,7 @@ pub fn namesrv_statefulset(
             format!("--instance-id={}", names.instance_id),
             format!("--config={CONFIG_DIR}/namesrv.conf"),
         ],
-        "env": pod_env(),
+        "env": pod_env(names),
         "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
         "volumeMounts": config_mounts(),
         "resources": resources(instance.spec.name_servers.resources.as_ref()),
@@ -316,7 +326,7 @@ pub fn broker_statefulset(
         "name": "broker",
         "image": image(instance, settings),
         "args": args,
-        "env": pod_env(),
+        "env": pod_env(names),
         "ports": [{"name": "remoting", "containerPort": BROKER_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
         "volumeMounts": [{"name": "store", "mountPath": STORE_DIR}],
         "resources": resources(brokers.resources.as_ref()),

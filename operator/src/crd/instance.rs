@@ -11,9 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Instance ids: what clients send as `INSTANCE_ID`, and the `<instanceId>%` prefix of
-/// namespaced names. At most 62 bytes so `<instanceId>%<topic>` (topic ≤ 64) fits the
-/// 127-byte topic of RocketMQ 4.x's stored message format.
-pub const INSTANCE_ID_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
+/// namespaced names (see [`crate::domain::ids`] for the rules and their reasons).
+pub const INSTANCE_ID_PATTERN: &str = crate::domain::ids::PATTERN;
 
 /// A RocketMQ instance: its own name servers and brokers, and (with independent naming)
 /// its own namespace for topic and group names.
@@ -43,9 +42,12 @@ pub struct MQInstanceSpec {
     pub instance_name: String,
 
     /// Instance id clients send as `INSTANCE_ID`. Leave empty to derive a stable one from the
-    /// resource's namespace and name (the same after delete and re-create). Immutable.
+    /// resource's namespace and name (the same after delete and re-create). Immutable;
+    /// belongs to one instance cluster-wide (ids differing only in case or `_`/`-` are one
+    /// id); ids starting with `MQ_INST_` are reserved for derived ones. At most 44
+    /// characters: it names the instance's StatefulSets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 62), pattern(INSTANCE_ID_PATTERN))]
+    #[schemars(length(min = 3, max = 44), pattern(INSTANCE_ID_PATTERN))]
     pub instance_id: Option<String>,
 
     /// Cluster profile the instance runs on (console `/json/cluster/list`).

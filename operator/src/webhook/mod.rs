@@ -71,7 +71,7 @@ pub async fn run(client: Client, opts: WebhookOptions) -> Result<(), WebhookErro
             source,
         })?;
     tracing::info!(addr = %opts.listen, service = %opts.service, "serving the admission webhook");
-    let lookup = validate::Lookup::start(client.clone());
+    let lookup = validate::Lookup::start(client.clone(), &opts.namespace);
     tokio::spawn(server::serve(listener, tls.clone(), lookup));
     let ca = Arc::new(RwLock::new(cert.ca_pem.clone()));
     tokio::spawn(renew(

@@ -7,14 +7,16 @@
 use crate::controller::children::Child;
 use crate::controller::conventions::describe_changes;
 use crate::controller::instance::{children_of, identity};
+use crate::controller::ownership;
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
 };
-use futures::StreamExt;
+use crate::domain::ids;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -29,6 +31,9 @@ pub type ReviewError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 pub struct Lookup {
     client: Client,
+    /// The platform namespace (where the ownership records of instance ids live).
+    platform: String,
+    recorder: Recorder,
     topics: Store<MQTopic>,
     groups: Store<MQGroup>,
     empowers: Store<MQEmpower>,
@@ -36,34 +41,32 @@ pub struct Lookup {
 
 impl Lookup {
     /// Starts the caches (watches of every namespace).
-    pub fn start(client: Client) -> Self {
+    pub fn start(client: Client, platform: &str) -> Self {
+        let reporter = Reporter {
+            controller: "mq-operator-webhook".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
             topics: cache(&client),
             groups: cache(&client),
             empowers: cache(&client),
+            recorder: Recorder::new(client.clone(), reporter),
+            platform: platform.to_owned(),
             client,
         }
     }
 }
 
-/// A store kept current by a watch for the life of the process.
+/// A store of every `K` of the cluster, kept current by a watch.
 fn cache<K>(client: &Client) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream = watcher(
+    crate::controller::cache(
         Api::<K>::all(client.clone()),
         crate::controller::watch_config(),
     )
-    .backoff(crate::controller::relist::WatchBackoff::default())
-    // Only specs and names are read; managed fields would double what is kept.
-    .modify(|obj| obj.meta_mut().managed_fields = None)
-    .reflect(writer)
-    .for_each(|_| async {});
-    tokio::spawn(stream);
-    store
 }
 
 /// The cached objects of namespace `ns` (an error until the first list arrived).
@@ -88,11 +91,18 @@ pub async fn review(
 ) -> Result<Option<String>, ReviewError> {
     let kind = req.kind.kind.as_str();
     match (kind, &req.operation) {
+        ("MQInstance", Operation::Create) => instance_create(lookup, &new(req)?).await,
         ("MQInstance", Operation::Update) => {
             let (old, new): (MQInstance, MQInstance) = (old(req)?, new(req)?);
             Ok(changed(kind, identity(&old), identity(&new)))
         }
-        ("MQInstance", Operation::Delete) => instance_delete(&lookup.client, &old(req)?).await,
+        ("MQInstance", Operation::Delete) => {
+            let instance: MQInstance = old(req)?;
+            // Both caches loaded, so "no children" is not "not listed yet".
+            cached(&lookup.topics, &instance.namespace()).await?;
+            cached(&lookup.groups, &instance.namespace()).await?;
+            instance_delete(&lookup.topics, &lookup.groups, &instance).await
+        }
         ("MQTopic", Operation::Create | Operation::Update) => {
             child(&lookup.topics, req, |t: &MQTopic| t.spec.immutable_fields()).await
         }
@@ -218,8 +228,73 @@ pub fn same_grantee(a: &MQEmpower, b: &MQEmpower) -> bool {
         && a.spec.sub_account == b.spec.sub_account
 }
 
+/// A new instance: its id must be allowed, and not held by another instance (ids with one
+/// base are one id). The refusal does not say who holds it; the operator's log and an
+/// Event in the platform namespace do.
+async fn instance_create(
+    lookup: &Lookup,
+    instance: &MQInstance,
+) -> Result<Option<String>, ReviewError> {
+    let (ns, name) = (
+        instance.namespace().unwrap_or_default(),
+        instance.name_any(),
+    );
+    let id = instance.effective_instance_id();
+    if let Some(refusal) = ids::refusal(&id, &crate::crd::derive_instance_id(&ns, &name)) {
+        return Ok(Some(format!("MQInstance: {refusal}")));
+    }
+    let base = ids::base(&id);
+    let records: Api<ConfigMap> = Api::namespaced(lookup.client.clone(), &lookup.platform);
+    let mut holder = records
+        .get_opt(&ownership::record_name(&base))
+        .await?
+        .and_then(|cm| ownership::IdRecord::from_config_map(&cm))
+        .filter(|r| !r.owned_by(instance))
+        .map(|r| r.holder());
+    if holder.is_none() {
+        // Claimed but not reconciled yet: the record is not there, the instance is.
+        let all: Api<MQInstance> = Api::all(lookup.client.clone());
+        holder = all
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|i| i.metadata.deletion_timestamp.is_none())
+            .filter(|i| !(i.namespace().as_deref() == Some(ns.as_str()) && i.name_any() == name))
+            .find(|i| ids::base(&i.effective_instance_id()) == base)
+            .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()));
+    }
+    let Some(holder) = holder else {
+        return Ok(None);
+    };
+    tracing::warn!(claimant = %format!("{ns}/{name}"), %holder, id, "refused an instance asking for a taken id");
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: Some(ownership::record_name(&base)),
+        namespace: Some(lookup.platform.clone()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "InstanceIdTaken".into(),
+        note: Some(format!(
+            "refused MQInstance {ns}/{name}: it asked for instance id {id:?}, which {holder} holds"
+        )),
+        action: "Admission".into(),
+        secondary: None,
+    };
+    if let Err(e) = lookup.recorder.publish(&event, &reference).await {
+        tracing::debug!(error = %e, "publishing an event failed");
+    }
+    Ok(Some(format!(
+        "MQInstance: spec.instanceId {id:?} is not available: another instance already holds it (ids differing only in case or '_'/'-' are the same id); choose another, or leave spec.instanceId empty to get a derived one"
+    )))
+}
+
 async fn instance_delete(
-    client: &Client,
+    topics: &Store<MQTopic>,
+    groups: &Store<MQGroup>,
     instance: &MQInstance,
 ) -> Result<Option<String>, ReviewError> {
     let forced = instance
@@ -229,7 +304,7 @@ async fn instance_delete(
     if forced {
         return Ok(None);
     }
-    let (topics, groups) = children_of(client, instance).await?;
+    let (topics, groups) = children_of(topics, groups, instance);
     let children = [topics, groups].concat();
     Ok((!children.is_empty()).then(|| {
         format!(

@@ -1,0 +1,435 @@
+//! Instance ids are owned: an id belongs to exactly one `MQInstance` cluster-wide, recorded
+//! in an ownership record in the platform namespace (ConfigMap `mqfleet-id-<base>`) that
+//! only the operator writes.
+//!
+//! - The record is created with POST, so a 409 means the id is taken; ids with one base
+//!   (`a_b`, `A-B`) share one record name, so they are one id.
+//! - It is keyed by the owner's namespace and name (not its uid), so a GitOps re-create of
+//!   the same resource gets its id, and its retained data, back.
+//! - It also holds what the operator applied (the instance's immutable fields as they took
+//!   effect). Tenants can edit their resources' metadata and, with `*/status` rights,
+//!   their status; they cannot write here, so an edited annotation changes nothing.
+//! - It outlives the instance while claims of the id are retained, so the next claimant of
+//!   a freed id never mounts the old owner's data.
+//! - Of two instances asking for one id, the oldest wins; the other is `ResourceConflict`
+//!   and nothing of the winner is touched. Who holds an id goes to the operator's log and
+//!   an Event in the platform namespace, never to the loser's status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
+use kube::api::{
+    DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
+};
+use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
+
+use super::conventions;
+use super::workloads::{
+    INSTANCE_ID_LABEL, MANAGED_BY, OPERATOR, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL,
+};
+use super::{Context, Error};
+use crate::crd::MQInstance;
+use crate::domain::ids;
+
+/// Label marking a ConfigMap of the platform namespace as an id's ownership record.
+pub const RECORD_LABEL: &str = "mqfleet.io/id-record";
+/// Data keys of a record.
+const ID_KEY: &str = "instanceId";
+const OWNER_NAMESPACE_KEY: &str = "ownerNamespace";
+const OWNER_NAME_KEY: &str = "ownerName";
+const APPLIED_KEY: &str = "applied";
+
+/// The record of the id with base `base`.
+pub fn record_name(base: &str) -> String {
+    format!("mqfleet-id-{base}")
+}
+
+/// Who owns an instance id, and what the operator applied for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdRecord {
+    /// The id as its owner spelled it.
+    pub instance_id: String,
+    /// Namespace of the owning `MQInstance`.
+    pub owner_namespace: String,
+    /// Name of the owning `MQInstance`.
+    pub owner_name: String,
+    /// The instance's immutable fields as they took effect.
+    pub applied: BTreeMap<String, String>,
+}
+
+impl IdRecord {
+    /// The record a ConfigMap holds (`None` if it is not a readable record).
+    pub fn from_config_map(cm: &ConfigMap) -> Option<Self> {
+        let data = cm.data.as_ref()?;
+        let text = |k: &str| data.get(k).filter(|v| !v.is_empty()).cloned();
+        Some(Self {
+            instance_id: text(ID_KEY)?,
+            owner_namespace: text(OWNER_NAMESPACE_KEY)?,
+            owner_name: text(OWNER_NAME_KEY)?,
+            applied: data
+                .get(APPLIED_KEY)
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The ConfigMap holding this record in namespace `platform`.
+    pub fn to_config_map(&self, platform: &str) -> ConfigMap {
+        let labels = BTreeMap::from([
+            (MANAGED_BY.to_owned(), OPERATOR.to_owned()),
+            (RECORD_LABEL.to_owned(), "true".to_owned()),
+            (INSTANCE_ID_LABEL.to_owned(), self.instance_id.clone()),
+            (
+                OWNER_NAMESPACE_LABEL.to_owned(),
+                self.owner_namespace.clone(),
+            ),
+            (OWNER_NAME_LABEL.to_owned(), self.owner_name.clone()),
+        ]);
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(record_name(&ids::base(&self.instance_id))),
+                namespace: Some(platform.to_owned()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                (ID_KEY.to_owned(), self.instance_id.clone()),
+                (OWNER_NAMESPACE_KEY.to_owned(), self.owner_namespace.clone()),
+                (OWNER_NAME_KEY.to_owned(), self.owner_name.clone()),
+                (
+                    APPLIED_KEY.to_owned(),
+                    serde_json::to_string(&self.applied).unwrap_or_default(),
+                ),
+            ])),
+            ..Default::default()
+        }
+    }
+
+    /// Whether `instance` owns this record.
+    pub fn owned_by(&self, instance: &MQInstance) -> bool {
+        Some(self.owner_namespace.as_str()) == instance.metadata.namespace.as_deref()
+            && Some(self.owner_name.as_str()) == instance.metadata.name.as_deref()
+    }
+
+    /// `namespace/name` of the owner, for logs and platform Events.
+    pub fn holder(&self) -> String {
+        format!("{}/{}", self.owner_namespace, self.owner_name)
+    }
+}
+
+/// The record `instance` holds, from the cache of records.
+pub fn held_by(records: &Store<ConfigMap>, instance: &MQInstance) -> Option<IdRecord> {
+    records
+        .state()
+        .iter()
+        .filter_map(|cm| IdRecord::from_config_map(cm))
+        .find(|r| r.owned_by(instance))
+}
+
+/// The outcome of claiming an id.
+#[derive(Debug)]
+pub enum Claim {
+    /// The instance holds the record.
+    Held(IdRecord),
+    /// Another instance holds it (or an older one asks for it); the message names no one.
+    Taken(String),
+    /// The id is not allowed at all.
+    Invalid(String),
+}
+
+/// The id `instance` should hold, and the fields as applied: its effective id, except for
+/// an instance from before ownership records whose id was changed after it was applied
+/// (recorded in the old `mqfleet.io/applied` annotation). That old id is believed only
+/// when its workloads carry this instance's owner labels, which only the operator writes.
+async fn wanted(
+    ctx: &Context,
+    instance: &MQInstance,
+    identity: &[(&'static str, String)],
+) -> Result<(String, BTreeMap<String, String>), Error> {
+    let mut applied: BTreeMap<String, String> = identity
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let effective = instance.effective_instance_id();
+    if let Some(old) = conventions::applied_field(instance, "spec.instanceId")
+        && old != effective
+        && owns_workloads(ctx, instance, &old).await?
+    {
+        applied.insert("spec.instanceId".into(), old.clone());
+        return Ok((old, applied));
+    }
+    Ok((effective, applied))
+}
+
+/// Whether the StatefulSets of id `id` exist and are labelled as `instance`'s.
+async fn owns_workloads(ctx: &Context, instance: &MQInstance, id: &str) -> Result<bool, Error> {
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let names = super::workloads::Names::for_id(id.to_owned());
+    let Some(sts) = api.get_opt(&names.broker()).await? else {
+        return Ok(false);
+    };
+    Ok(owner_labels_match(sts.labels(), instance))
+}
+
+/// Whether `labels` name `instance` as the owner.
+pub fn owner_labels_match(labels: &BTreeMap<String, String>, instance: &MQInstance) -> bool {
+    labels.get(OWNER_NAMESPACE_LABEL).map(String::as_str) == instance.metadata.namespace.as_deref()
+        && labels.get(OWNER_NAME_LABEL).map(String::as_str) == instance.metadata.name.as_deref()
+}
+
+/// The live instance (other than `instance`) that asks for an id with the same base and
+/// is older, if any: it wins the id.
+fn older_claimant(ctx: &Context, instance: &MQInstance, id: &str) -> Option<String> {
+    let base = ids::base(id);
+    let key = |i: &MQInstance| {
+        (
+            i.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            i.namespace(),
+            i.name_any(),
+        )
+    };
+    ctx.instances
+        .state()
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| !(i.namespace() == instance.namespace() && i.name_any() == instance.name_any()))
+        .filter(|i| ids::base(&i.effective_instance_id()) == base)
+        .filter(|i| key(i) < key(instance))
+        .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()))
+        .next()
+}
+
+/// Claims the id of `instance` (or confirms it holds it). Never writes anything of another
+/// owner's; a taken id is logged with its holder and reported in a platform Event.
+pub async fn claim(
+    ctx: &Context,
+    instance: &MQInstance,
+    identity: &[(&'static str, String)],
+) -> Result<Claim, Error> {
+    if let Some(record) = held_by(&ctx.records, instance) {
+        return Ok(Claim::Held(record));
+    }
+    let (id, applied) = wanted(ctx, instance, identity).await?;
+    let derived = crate::crd::derive_instance_id(
+        instance.metadata.namespace.as_deref().unwrap_or("default"),
+        &instance.name_any(),
+    );
+    if let Some(message) = ids::refusal(&id, &derived) {
+        return Ok(Claim::Invalid(message));
+    }
+    if let Some(holder) = older_claimant(ctx, instance, &id) {
+        return Ok(taken(ctx, instance, &id, &holder).await);
+    }
+    let platform = &ctx.settings.namespace;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), platform);
+    let name = record_name(&ids::base(&id));
+    let mine = IdRecord {
+        instance_id: id.clone(),
+        owner_namespace: instance.namespace().unwrap_or_default(),
+        owner_name: instance.name_any(),
+        applied,
+    };
+    // Two rounds: a freed record is removed in the first and created in the second.
+    for _ in 0..2 {
+        match api
+            .create(&PostParams::default(), &mine.to_config_map(platform))
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics.wrote();
+                tracing::info!(instance = %mine.holder(), id = %id, "claimed the instance id");
+                return Ok(Claim::Held(mine));
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(existing) = api.get_opt(&name).await? else {
+            continue;
+        };
+        match IdRecord::from_config_map(&existing) {
+            Some(record) if record.owned_by(instance) => return Ok(Claim::Held(record)),
+            Some(record) if !freed(ctx, &record).await? => {
+                return Ok(taken(ctx, instance, &id, &record.holder()).await);
+            }
+            // Freed (its owner is gone and so is its data), or unreadable: start afresh,
+            // but only from the version just read.
+            _ => {
+                let precondition = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version: existing.resource_version(),
+                        uid: existing.uid(),
+                    }),
+                    ..DeleteParams::background()
+                };
+                match api.delete(&name, &precondition).await {
+                    Ok(_) => ctx.metrics.wrote(),
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Err(Error::Ownership(format!(
+        "the ownership record {name} keeps changing; retrying"
+    )))
+}
+
+/// Whether `record`'s owner is gone and left no retained claims behind.
+async fn freed(ctx: &Context, record: &IdRecord) -> Result<bool, Error> {
+    let owner: Api<MQInstance> = Api::namespaced(ctx.client.clone(), &record.owner_namespace);
+    if owner.get_opt(&record.owner_name).await?.is_some() {
+        return Ok(false);
+    }
+    Ok(retained_claims(ctx, &record.instance_id).await? == 0)
+}
+
+/// How many store claims of id `id` exist in the platform namespace.
+async fn retained_claims(ctx: &Context, id: &str) -> Result<usize, Error> {
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let selector = format!("{INSTANCE_ID_LABEL}={id}");
+    Ok(api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .len())
+}
+
+/// Logs who holds `id` and says so in a platform-namespace Event; the claimant learns only
+/// that the id is taken.
+async fn taken(ctx: &Context, instance: &MQInstance, id: &str, holder: &str) -> Claim {
+    let claimant = format!(
+        "{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    );
+    tracing::warn!(%claimant, %holder, id, "instance id already taken; the claimant gets ResourceConflict");
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: Some(record_name(&ids::base(id))),
+        namespace: Some(ctx.settings.namespace.clone()),
+        ..Default::default()
+    };
+    super::record(
+        ctx,
+        reference,
+        false,
+        "InstanceIdTaken",
+        format!("MQInstance {claimant} asked for instance id {id:?}, which {holder} holds"),
+    )
+    .await;
+    Claim::Taken(format!(
+        "instance id {id:?} is already taken by another instance (ids differing only in case or '_'/'-' are the same id); choose another spec.instanceId, or leave it empty to get a derived one"
+    ))
+}
+
+/// Adds the identity fields the record lacks (fields that became immutable after it was
+/// written), so they are compared from now on.
+pub async fn complete(
+    ctx: &Context,
+    record: &IdRecord,
+    identity: &[(&'static str, String)],
+) -> Result<(), Error> {
+    let missing: BTreeMap<String, String> = identity
+        .iter()
+        .filter(|(k, _)| !record.applied.contains_key(*k))
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut applied = record.applied.clone();
+    applied.extend(missing);
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let patch = serde_json::json!({"data": {APPLIED_KEY: serde_json::to_string(&applied).unwrap_or_default()}});
+    api.patch(
+        &record_name(&ids::base(&record.instance_id)),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    ctx.metrics.wrote();
+    Ok(())
+}
+
+/// Gives the id up after `instance`'s workloads are gone, unless claims of it are retained
+/// (then the record stays, so only the same resource re-created gets that data back).
+pub async fn release(ctx: &Context, record: &IdRecord) -> Result<(), Error> {
+    if retained_claims(ctx, &record.instance_id).await? > 0 {
+        tracing::info!(id = %record.instance_id, owner = %record.holder(), "keeping the id's record: its store claims are retained");
+        return Ok(());
+    }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    match api
+        .delete(
+            &record_name(&ids::base(&record.instance_id)),
+            &DeleteParams::background(),
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.wrote();
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn instance(ns: &str, name: &str) -> MQInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"instanceName": "orders"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_record_round_trips_and_names_its_owner() {
+        let record = IdRecord {
+            instance_id: "Orders_Prod".into(),
+            owner_namespace: "team-a".into(),
+            owner_name: "orders".into(),
+            applied: BTreeMap::from([("spec.instanceId".into(), "Orders_Prod".into())]),
+        };
+        let cm = record.to_config_map("mqfleet-system");
+        assert_eq!(cm.metadata.name.as_deref(), Some("mqfleet-id-orders-prod"));
+        assert_eq!(cm.labels()[RECORD_LABEL], "true");
+        assert_eq!(IdRecord::from_config_map(&cm), Some(record.clone()));
+        assert!(record.owned_by(&instance("team-a", "orders")));
+        assert!(!record.owned_by(&instance("team-b", "orders")));
+        assert!(!record.owned_by(&instance("team-a", "orders2")));
+        // Ids with one base share one record: the second POST gets 409.
+        let twin = IdRecord {
+            instance_id: "orders-PROD".into(),
+            ..record
+        };
+        assert_eq!(
+            twin.to_config_map("mqfleet-system").metadata.name,
+            cm.metadata.name
+        );
+    }
+
+    #[test]
+    fn owner_labels_must_name_the_instance() {
+        let labels = BTreeMap::from([
+            (OWNER_NAMESPACE_LABEL.to_owned(), "team-a".to_owned()),
+            (OWNER_NAME_LABEL.to_owned(), "orders".to_owned()),
+        ]);
+        assert!(owner_labels_match(&labels, &instance("team-a", "orders")));
+        assert!(!owner_labels_match(&labels, &instance("team-b", "orders")));
+        assert!(!owner_labels_match(
+            &BTreeMap::new(),
+            &instance("team-a", "orders")
+        ));
+    }
+}
