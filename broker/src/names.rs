@@ -40,6 +40,9 @@ pub fn is_system(name: &str) -> bool {
         || name.starts_with("CID_RMQ_SYS_")
         || name == "CLIENT_INNER_PRODUCER"
         || name == "TOOLS_CONSUMER"
+        // The scheduled-delivery task's offsets, so an admin's consume stats of it read
+        // the broker's own progress (what a drain waits for).
+        || name == "SCHEDULE_DELIVERY"
 }
 
 /// Splits off a `%RETRY%` or `%DLQ%` prefix.

@@ -245,3 +245,60 @@ pub fn group(name: &str, instance: &str, group_id: &str) -> Value {
         "spec": {"instance": instance, "groupId": group_id},
     })
 }
+
+/// The admin key of instance `instance_id` (Secret `<base>-admin` the operator makes in the
+/// platform namespace): what admin calls to its brokers and name servers must be signed
+/// with.
+pub async fn instance_admin_key(
+    client: &Client,
+    instance_id: &str,
+) -> Result<mq_broker::acl::Credentials> {
+    use k8s_openapi::api::core::v1::Secret;
+    let names = mq_operator::controller::workloads::Names::for_id(instance_id.to_owned());
+    let secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
+        .get(&names.admin())
+        .await?;
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    };
+    Ok(mq_broker::acl::Credentials::new(
+        text("accessKey"),
+        text("secretKey"),
+    ))
+}
+
+/// The pod `<component>-<ordinal>` (`broker` or `namesrv`) of instance `instance_id` that
+/// is not being deleted, and its IP.
+pub async fn server_pod(
+    client: &Client,
+    instance_id: &str,
+    component: &str,
+    ordinal: usize,
+) -> std::result::Result<(Pod, String), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
+    let selector = format!("mqfleet.io/instance-id={instance_id},mqfleet.io/component={component}");
+    let suffix = format!("-{component}-{ordinal}");
+    let pod = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .find(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with(&suffix))
+        })
+        .ok_or_else(|| format!("no pod {suffix} of {instance_id}"))?;
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or_else(|| format!("pod {suffix} of {instance_id} has no IP"))?;
+    Ok((pod, ip))
+}

@@ -161,88 +161,29 @@ fn produce_and_consume(
     prefix: &str,
     count: usize,
 ) -> HashSet<String> {
-    let received = Arc::new(Mutex::new(HashSet::new()));
-    let config = |name: &str| rocketmq_client_rust::ClientConfig {
-        namespace: Some(namespace.to_owned().into()),
-        ..support::client_config(endpoint, name)
-    };
-    support::Client::new().run(|rt| {
-        let received = received.clone();
-        async move {
-            let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
-                .client_config(config("op-consumer"))
-                .consumer_group(GROUP.to_string())
-                .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-                .consume_thread_min(4)
-                .consume_thread_max(4)
-                .build();
-            consumer.subscribe(TOPIC, "*").await.expect("subscribe");
-            consumer.register_message_listener_concurrently(support::Collect(received.clone()));
-            consumer.start().await.expect("consumer starts");
-            let mut producer = DefaultMQProducer::builder(rt.clone())
-                .client_config(config("op-producer"))
-                .producer_group("GID_SHOP_PRODUCER")
-                .build();
-            producer.start().await.expect("producer starts");
-            for i in 0..count {
-                let message = Message::builder()
-                    .topic(TOPIC)
-                    .tags("T")
-                    .body_slice(format!("{prefix}-{i}").as_bytes())
-                    .build_unchecked();
-                if let Err(e) = producer.send(message).await {
-                    let mut why = format!("{e}");
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(s) = source {
-                        why.push_str(&format!(": {s}"));
-                        source = s.source();
-                    }
-                    panic!("send {prefix}-{i} through the operator-made instance: {why}");
-                }
-            }
-            // Count only this round's messages: after the drift steps (a topic deleted
-            // and restored on the broker, a broker killed) earlier ones may come again,
-            // which at-least-once delivery allows.
-            let mine = format!("{prefix}-");
-            support::eventually("every message consumed", Duration::from_secs(60), || {
-                received
-                    .lock()
-                    .map(|r| r.iter().filter(|b| b.starts_with(&mine)).count() >= count)
-                    .unwrap_or(false)
-            })
-            .await;
-            consumer.shutdown().await;
-            producer.shutdown().await;
-        }
-    });
-    Arc::try_unwrap(received)
-        .ok()
-        .and_then(|m| m.into_inner().ok())
-        .unwrap_or_default()
+    support::round_trip(endpoint, Some(namespace), TOPIC, GROUP, prefix, count)
 }
 
 /// The broker pod `broker-<ordinal>` of the instance (not being deleted).
 async fn broker_pod(client: &Client, instance_id: &str, ordinal: usize) -> Result<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
-    let selector = format!("mqfleet.io/instance-id={instance_id},mqfleet.io/component=broker");
-    let suffix = format!("-broker-{ordinal}");
-    pods.list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none() && p.name_any().ends_with(&suffix))
-        .with_context(|| format!("no broker pod {suffix}"))
+    mq_testbed::operator::server_pod(client, instance_id, "broker", ordinal)
+        .await
+        .map(|(pod, _)| pod)
+        .map_err(anyhow::Error::msg)
 }
 
 /// An admin connection to a broker, the way an administrator would reach behind the
-/// operator's back.
+/// operator's back (signed with the instance's admin key, which every admin call needs).
 async fn broker_admin(client: &Client, instance_id: &str, ordinal: usize) -> Result<AdminClient> {
-    let pod = broker_pod(client, instance_id, ordinal).await?;
-    let ip = pod
-        .status
-        .and_then(|s| s.pod_ip)
-        .context("broker pod has no IP")?;
-    Ok(AdminClient::connect(&format!("{ip}:10911"), Duration::from_secs(5)).await?)
+    let (_, ip) = mq_testbed::operator::server_pod(client, instance_id, "broker", ordinal)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let key = mq_testbed::operator::instance_admin_key(client, instance_id).await?;
+    Ok(
+        AdminClient::connect(&format!("{ip}:10911"), Duration::from_secs(5))
+            .await?
+            .with_credentials(key),
+    )
 }
 
 /// The topics on broker `broker-<ordinal>` of the instance.
@@ -1225,6 +1166,7 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
     let _serial = serial();
     const DRAIN_TOPIC: &str = "DRAINED";
     const DRAIN_GROUP: &str = "GID_DRAIN";
+    const LATE_GROUP: &str = "GID_LATE";
     let ns = "op-drain";
     let runtime = tokio::runtime::Runtime::new()?;
     let (endpoint, id) = runtime.block_on(async {
@@ -1238,6 +1180,9 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
         create::<MQTopic>(&client, ns, topic).await?;
         let group = mq_testbed::operator::group("drain", "drain", DRAIN_GROUP);
         create::<MQGroup>(&client, ns, group).await?;
+        // A declared group that has not consumed yet: the drain must wait for it too.
+        let late = mq_testbed::operator::group("late", "drain", LATE_GROUP);
+        create::<MQGroup>(&client, ns, late).await?;
         let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns);
         let instance = tb
             .until(
@@ -1268,6 +1213,7 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
     })?;
 
     let received = Arc::new(Mutex::new(HashSet::new()));
+    let late_received = Arc::new(Mutex::new(HashSet::new()));
     let namespace = id.clone();
     let config = move |name: &str| rocketmq_client_rust::ClientConfig {
         namespace: Some(namespace.clone().into()),
@@ -1275,21 +1221,23 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
     };
     let acked: Vec<String> = support::Client::new().run(|rt| {
         let received = received.clone();
+        let late_received = late_received.clone();
         let id = id.clone();
         async move {
             let tb = Testbed::shared().await.expect("testbed");
             let client = tb.client();
-            let consumer = |name: &str| {
+            let consumer_of = |name: &str, group: &str, into: &Arc<Mutex<HashSet<String>>>| {
                 let mut c = DefaultMQPushConsumer::builder(rt.clone())
                     .client_config(config(name))
-                    .consumer_group(DRAIN_GROUP.to_string())
+                    .consumer_group(group.to_string())
                     .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
                     .consume_thread_min(4)
                     .consume_thread_max(4)
                     .build();
-                c.register_message_listener_concurrently(support::Collect(received.clone()));
+                c.register_message_listener_concurrently(support::Collect(into.clone()));
                 c
             };
+            let consumer = |name: &str| consumer_of(name, DRAIN_GROUP, &received);
             let mut producer = DefaultMQProducer::builder(rt.clone())
                 .client_config(config("drain-producer"))
                 .producer_group("GID_DRAIN_PRODUCER")
@@ -1369,6 +1317,41 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
                 || count("backlog-") == 200 && count("during-") == 100,
             )
             .await;
+            // The group that never consumed still has all of it on broker-1: it stays.
+            let instance = instances.get("drain").await.expect("instance");
+            let waiting = instance
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter())
+                .find(|c| c.type_ == "Draining")
+                .map(|c| (c.status.clone(), c.message.clone()))
+                .unwrap_or_default();
+            assert!(
+                waiting.0 == "True" && waiting.1.contains(LATE_GROUP),
+                "the drain ended while {LATE_GROUP} had not consumed: {waiting:?}"
+            );
+            broker_pod(&client, &id, 1)
+                .await
+                .expect("broker-1 stays while a group that never consumed has a backlog there");
+            let mut late = consumer_of("drain-late", LATE_GROUP, &late_received);
+            late.subscribe(DRAIN_TOPIC, "*").await.expect("subscribe");
+            late.start().await.expect("late consumer starts");
+            let late_count = |prefix: &str| {
+                late_received
+                    .lock()
+                    .map(|r| r.iter().filter(|b| b.starts_with(prefix)).count())
+                    .unwrap_or(0)
+            };
+            support::eventually(
+                "the late group consuming everything",
+                Duration::from_secs(90),
+                || {
+                    late_count("warm-") == 40
+                        && late_count("backlog-") == 200
+                        && late_count("during-") == 100
+                },
+            )
+            .await;
             tb.until(
                 &client,
                 PLATFORM,
@@ -1402,6 +1385,7 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
             .await
             .expect("scale-down finished");
             second.shutdown().await;
+            late.shutdown().await;
             producer.shutdown().await;
             backlog.into_iter().chain(during).collect()
         }
@@ -1409,6 +1393,14 @@ fn scaling_down_drains_the_leaving_broker_first() -> Result<()> {
     let received = received.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let lost: Vec<&String> = acked.iter().filter(|b| !received.contains(*b)).collect();
     ensure!(lost.is_empty(), "acknowledged but never consumed: {lost:?}");
+    let late = late_received
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let lost: Vec<&String> = acked.iter().filter(|b| !late.contains(*b)).collect();
+    ensure!(
+        lost.is_empty(),
+        "acknowledged but never consumed by {LATE_GROUP}: {lost:?}"
+    );
     runtime.block_on(async {
         let tb = Testbed::shared().await?;
         let client = tb.client();

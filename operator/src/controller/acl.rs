@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 use mq_broker::acl::Credentials;
 use serde_json::json;
@@ -46,31 +46,104 @@ pub struct Account {
 }
 
 impl Account {
-    /// The account a Secret describes (`None` when a required key is missing).
-    pub fn from_secret(secret: &Secret) -> Option<Self> {
-        let data = secret.data.as_ref()?;
-        let text = |key: &str| {
-            data.get(key)
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
+    /// The account a Secret describes, or what is wrong with it.
+    pub fn from_secret(secret: &Secret) -> Result<Self, String> {
+        let empty = Default::default();
+        let data = secret.data.as_ref().unwrap_or(&empty);
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match data.get(key) {
+                None => Ok(None),
+                Some(v) => String::from_utf8(v.0.clone())
+                    .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
+                    .map_err(|_| format!("{key} is not UTF-8 text")),
+            }
         };
-        Some(Self {
-            user_id: text("userId")?,
-            namespace: text("namespace")?,
-            parent_user_id: text("parentUserId"),
-            credentials: Credentials::new(text("accessKey")?, text("secretKey")?),
+        let required = |key: &str| text(key)?.ok_or_else(|| format!("{key} is missing or empty"));
+        let user_id = required("userId")?;
+        if user_id.len() > 20 || !user_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("userId {user_id:?} is not a decimal user id"));
+        }
+        Ok(Self {
+            user_id,
+            namespace: required("namespace")?,
+            parent_user_id: text("parentUserId")?,
+            credentials: Credentials::new(required("accessKey")?, required("secretKey")?),
         })
     }
 }
 
-/// Every readable account of the platform namespace.
-pub async fn accounts(client: &Client, platform: &str) -> Result<Vec<Account>, kube::Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), platform);
-    let list = api
-        .list(&ListParams::default().labels(ACCOUNT_LABEL))
-        .await?;
-    Ok(list.items.iter().filter_map(Account::from_secret).collect())
+/// An account Secret the ACL cannot use, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadAccount {
+    /// The Secret's name (in the platform namespace).
+    pub secret: String,
+    /// Its resourceVersion (one Event per bad version).
+    pub version: String,
+    /// The tenant namespace it names, when readable: the instances it affects.
+    pub namespace: Option<String>,
+    /// What is wrong, for the platform admin.
+    pub reason: String,
+}
+
+/// The usable accounts among `secrets`, and the unusable ones: malformed Secrets, and
+/// Secrets sharing one accessKey (neither can be trusted to be the key's owner). One bad
+/// Secret never costs the others their access.
+pub fn read_accounts(secrets: &[std::sync::Arc<Secret>]) -> (Vec<Account>, Vec<BadAccount>) {
+    let mut good: Vec<(&Secret, Account)> = Vec::new();
+    let mut bad = Vec::new();
+    for secret in secrets {
+        match Account::from_secret(secret) {
+            Ok(account) => good.push((secret, account)),
+            Err(reason) => bad.push(BadAccount {
+                namespace: secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("namespace"))
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty()),
+                secret: secret.name_any(),
+                version: secret.resource_version().unwrap_or_default(),
+                reason,
+            }),
+        }
+    }
+    let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (secret, account) in &good {
+        holders
+            .entry(account.credentials.access_key.clone())
+            .or_default()
+            .push(secret.name_any());
+    }
+    holders.retain(|_, names| names.len() > 1);
+    let (kept, dropped): (Vec<_>, Vec<_>) = good
+        .into_iter()
+        .partition(|(_, a)| !holders.contains_key(&a.credentials.access_key));
+    for (secret, account) in dropped {
+        let name = secret.name_any();
+        let others: Vec<&str> = holders[&account.credentials.access_key]
+            .iter()
+            .filter(|n| **n != name)
+            .map(String::as_str)
+            .collect();
+        bad.push(BadAccount {
+            reason: format!(
+                "its accessKey is also the accessKey of {}; access keys must be unique, so neither is in any ACL",
+                others.join(", ")
+            ),
+            namespace: Some(account.namespace),
+            version: secret.resource_version().unwrap_or_default(),
+            secret: name,
+        });
+    }
+    bad.sort_by(|a, b| a.secret.cmp(&b.secret));
+    (kept.into_iter().map(|(_, a)| a).collect(), bad)
+}
+
+/// Whether `bad` may concern the instances of namespace `ns` (an account whose namespace
+/// cannot be read may be anyone's).
+pub fn affects(bad: &BadAccount, ns: &str) -> bool {
+    bad.namespace.as_deref().is_none_or(|n| n == ns)
 }
 
 /// The platform's master key, made once and kept in [`ADMIN_SECRET`] (replicas racing to
@@ -86,7 +159,13 @@ pub async fn ensure_admin(client: &Client, platform: &str) -> Result<Credentials
                     .map(|v| String::from_utf8_lossy(&v.0).into_owned())
                     .unwrap_or_default()
             };
-            return Ok(Credentials::new(text("accessKey"), text("secretKey")));
+            let key = Credentials::new(text("accessKey"), text("secretKey"));
+            if key.access_key.trim().is_empty() || key.secret_key.trim().len() < 16 {
+                return Err(super::Error::MalformedAdmin(format!(
+                    "the Secret {platform}/{ADMIN_SECRET} lacks accessKey or a secretKey of at least 16 characters; fix it and restart the operator (or delete it to have a new key made: every instance's admin key changes and its brokers restart)"
+                )));
+            }
+            return Ok(key);
         }
         let bytes = |s: String| ByteString(s.into_bytes());
         let secret = Secret {
@@ -245,14 +324,17 @@ pub fn secret(instance: &MQInstance, names: &Names, platform: &str, file: String
 }
 
 /// Renders the ACL of `instance` from the caches and the accounts, and applies its
-/// Secret (not re-sent while unchanged). Returns the rendered file.
+/// Secret (not re-sent while unchanged). Returns the account Secrets that could not be
+/// used and may concern this instance.
 pub async fn sync(
     ctx: &super::Context,
     instance: &MQInstance,
     names: &Names,
-) -> Result<String, super::Error> {
+) -> Result<Vec<BadAccount>, super::Error> {
     let platform = &ctx.settings.namespace;
-    let accounts = accounts(&ctx.client, platform).await?;
+    let (accounts, bad) = read_accounts(&ctx.accounts.state());
+    let ns = instance.namespace().unwrap_or_default();
+    let bad: Vec<BadAccount> = bad.into_iter().filter(|b| affects(b, &ns)).collect();
     let (ns, name) = (instance.namespace(), instance.name_any());
     let mine = |k_ns: Option<String>, k_instance: &str| k_ns == ns && k_instance == name;
     let topics = ctx.topics.state();
@@ -281,13 +363,8 @@ pub async fn sync(
         accounts: &accounts,
         admin: &ctx.instance_admin(names),
     });
-    super::instance::apply_object(
-        ctx,
-        platform,
-        &secret(instance, names, platform, file.clone()),
-    )
-    .await?;
-    Ok(file)
+    super::instance::apply_object(ctx, platform, &secret(instance, names, platform, file)).await?;
+    Ok(bad)
 }
 
 /// Of grants to one user on one topic only the oldest counts (the others report
@@ -338,6 +415,94 @@ mod tests {
                 .unwrap_or_default()
         };
         Some((strings("topicPerms"), strings("groupPerms")))
+    }
+
+    fn account_secret(name: &str, data: &[(&str, &str)]) -> std::sync::Arc<Secret> {
+        std::sync::Arc::new(Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn bad_account_secrets_are_reported_and_cost_the_others_nothing() {
+        let good = |name: &str, user: &str, ak: &str| {
+            account_secret(
+                name,
+                &[
+                    ("userId", user),
+                    ("namespace", "shop"),
+                    ("accessKey", ak),
+                    ("secretKey", "s"),
+                ],
+            )
+        };
+        let secrets = vec![
+            good("a", "10", "AK10"),
+            account_secret(
+                "no-key",
+                &[
+                    ("userId", "11"),
+                    ("namespace", "shop"),
+                    ("accessKey", "AK11"),
+                ],
+            ),
+            account_secret(
+                "bad-user",
+                &[
+                    ("userId", "eleven"),
+                    ("namespace", "x"),
+                    ("accessKey", "K"),
+                    ("secretKey", "s"),
+                ],
+            ),
+            good("dup-1", "12", "SHARED"),
+            good("dup-2", "13", "SHARED"),
+            good("b", "14", "AK14"),
+        ];
+        let (accounts, bad) = read_accounts(&secrets);
+        let users: Vec<&str> = accounts.iter().map(|a| a.user_id.as_str()).collect();
+        assert_eq!(users, ["10", "14"]);
+        let bad: Vec<(&str, &str)> = bad
+            .iter()
+            .map(|b| (b.secret.as_str(), b.reason.as_str()))
+            .collect();
+        assert_eq!(bad.len(), 4, "{bad:?}");
+        assert!(
+            bad.contains(&("no-key", "secretKey is missing or empty")),
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter()
+                .any(|(s, r)| *s == "bad-user" && r.contains("not a decimal"))
+        );
+        assert!(
+            bad.iter()
+                .any(|(s, r)| *s == "dup-1" && r.contains("dup-2"))
+        );
+        assert!(
+            bad.iter()
+                .any(|(s, r)| *s == "dup-2" && r.contains("dup-1"))
+        );
+        let (_, bad) = read_accounts(&secrets);
+        let no_key = bad.iter().find(|b| b.secret == "no-key").unwrap();
+        assert!(affects(no_key, "shop") && !affects(no_key, "other"));
+        let unreadable = BadAccount {
+            secret: "x".into(),
+            version: "1".into(),
+            namespace: None,
+            reason: String::new(),
+        };
+        assert!(affects(&unreadable, "anyone"));
     }
 
     #[test]

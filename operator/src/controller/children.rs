@@ -449,13 +449,20 @@ where
     F: Fn(mq_broker::client::AdminClient, String) -> Fut,
     Fut: Future<Output = Result<(), mq_broker::client::AdminError>>,
 {
-    // Another resource claiming the name (the winner, or the one taking over) keeps it:
-    // decided from the cache, not from an annotation a tenant could add.
+    // The broker-side object it stands for: the name as applied, even if the spec was
+    // renamed since (refused as NotSupported).
+    let name = conventions::applied_field(obj, K::NAME_FIELD)
+        .unwrap_or_else(|| obj.broker_name().to_owned());
+    // Another live resource claiming that name (the winner, or the one taking over) keeps
+    // it. Decided from the cache: at worst an edited annotation keeps an object on the
+    // brokers, it never removes another resource's.
     let state = siblings.state();
-    let claimants = state
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|k: &&K| same_claim(*k, obj));
+    let claimants = state.iter().map(AsRef::as_ref).filter(|k: &&K| {
+        k.namespace() == obj.namespace()
+            && k.instance() == obj.instance()
+            && (k.broker_name() == name
+                || conventions::applied_field(*k, K::NAME_FIELD).as_deref() == Some(name.as_str()))
+    });
     if obj.deletion_policy() == DeletionPolicy::Retain
         || conventions::shared_with_another(obj, claimants)
     {
@@ -472,22 +479,19 @@ where
         .is_some_and(|v| v == "true");
     for broker in &target.brokers {
         let result = match brokers::connect(&target.admin, broker).await {
-            Ok(admin) => delete(admin, obj.broker_name().to_owned())
-                .await
-                .or_else(|e| {
-                    if e.is_not_found() {
-                        Ok(())
-                    } else {
-                        Err(e.to_string())
-                    }
-                }),
+            Ok(admin) => delete(admin, name.clone()).await.or_else(|e| {
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e.to_string())
+                }
+            }),
             Err(e) => Err(e.to_string()),
         };
         let Err(message) = result else { continue };
         if forced {
             let note = format!(
-                "{FORCE_DELETE_ANNOTATION}: removing the resource; {:?} stays on {} ({message})",
-                obj.broker_name(),
+                "{FORCE_DELETE_ANNOTATION}: removing the resource; {name:?} stays on {} ({message})",
                 broker.name
             );
             super::record(ctx, obj.object_ref(&()), false, "ForceDeleted", note).await;
@@ -495,9 +499,8 @@ where
         }
         if ctx.failures_of(obj) + 1 >= DELETE_ATTEMPTS_BEFORE_REPORT {
             let message = format!(
-                "{} refuses to delete {:?} ({message}); fix the broker, or annotate this resource {FORCE_DELETE_ANNOTATION}=\"true\" to remove it and leave the {} on the brokers",
+                "{} refuses to delete {name:?} ({message}); fix the broker, or annotate this resource {FORCE_DELETE_ANNOTATION}=\"true\" to remove it and leave the {} on the brokers",
                 broker.name,
-                obj.broker_name(),
                 K::KIND
             );
             set_ready(
@@ -520,7 +523,7 @@ where
         obj.object_ref(&()),
         true,
         "Deleted",
-        format!("removed {:?} from the brokers", obj.broker_name()),
+        format!("removed {name:?} from the brokers"),
     )
     .await;
     Ok(Action::await_change())

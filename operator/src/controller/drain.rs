@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
+use std::collections::{BTreeMap, BTreeSet};
+
+use mq_broker::broker::schedule::SCHEDULE_GROUP;
+use mq_broker::names::SCHEDULE_TOPIC;
 use mq_broker::remoting::body::PERM_READ;
 
 use super::brokers::{self, BrokerPod};
@@ -17,6 +21,8 @@ use kube::ResourceExt;
 
 /// Condition type reported while brokers drain.
 pub const DRAINING: &str = "Draining";
+/// Annotation on an instance: `remove` lets a timed-out drain remove the brokers.
+pub const DRAIN_OVERRIDE_ANNOTATION: &str = "mqfleet.io/drain-override";
 
 /// Where a drain stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +31,12 @@ pub enum Drain {
     Done,
     /// Backlog remains; the brokers stay.
     Waiting(String),
-    /// The bound passed with backlog left; the brokers go (their claims stay).
+    /// The bound passed with backlog left; the brokers stay, read-only, until
+    /// [`DRAIN_OVERRIDE_ANNOTATION`] says `remove`.
     TimedOut(String),
+    /// The bound passed with backlog left and the override asks for removal: the brokers
+    /// go (their claims stay, so the messages come back with a scale-up).
+    Overridden(String),
 }
 
 /// The ordinal of `broker-<n>`.
@@ -70,17 +80,22 @@ pub async fn drain(
         })
         .map(|g| g.spec.group_id.clone())
         .collect();
-    // What each group consumes, from every broker: a group that is offline and never
-    // committed on a leaving broker still has a backlog there for topics it consumes.
-    let mut consumed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        Default::default();
+    // What each group consumes, from every broker: the topics it has offsets for and
+    // those it subscribes to now. A group that never consumed anywhere counts for every
+    // topic of the instance: it will consume them from the first offset once it starts.
+    let mut consumed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for broker in leaving.iter().chain(&others) {
         let admin = brokers::connect(&key, broker).await?;
         for group in &groups {
+            let topics = consumed.entry(group.clone()).or_default();
             if let Ok(stats) = admin.consume_stats(group, None).await {
-                let topics = consumed.entry(group.clone()).or_default();
                 topics.extend(stats.offset_table.0.keys().map(|q| q.topic.clone()));
             }
+        }
+    }
+    for topics_of_group in consumed.values_mut() {
+        if topics_of_group.is_empty() {
+            topics_of_group.extend(topics.iter().map(|t| t.spec.topic.clone()));
         }
     }
     let mut waiting = Vec::new();
@@ -112,6 +127,18 @@ pub async fn drain(
                 ));
             }
         }
+        // Scheduled messages still waiting there are delivered there, to these groups.
+        let scheduled = admin
+            .consume_stats(SCHEDULE_GROUP, Some(SCHEDULE_TOPIC))
+            .await
+            .map(|s| s.total_diff())
+            .unwrap_or(0);
+        if scheduled > 0 {
+            waiting.push(format!(
+                "{}: {scheduled} scheduled message(s) not delivered yet",
+                broker.name
+            ));
+        }
     }
     if waiting.is_empty() {
         return Ok(Drain::Done);
@@ -122,10 +149,20 @@ pub async fn drain(
     );
     let elapsed = since.map(|t| Timestamp::now().duration_since(t).unsigned_abs());
     if elapsed.is_some_and(|e| e >= ctx.drain_timeout) {
-        return Ok(Drain::TimedOut(format!(
-            "drain timed out after {} s with backlog left ({message}); the brokers go, their volumes stay",
-            ctx.drain_timeout.as_secs()
-        )));
+        let overridden = instance
+            .annotations()
+            .get(DRAIN_OVERRIDE_ANNOTATION)
+            .is_some_and(|v| v == "remove");
+        let secs = ctx.drain_timeout.as_secs();
+        return Ok(if overridden {
+            Drain::Overridden(format!(
+                "drain timed out after {secs} s with backlog left ({message}); removed by {DRAIN_OVERRIDE_ANNOTATION}=remove, their volumes stay (scale up again to reach those messages)"
+            ))
+        } else {
+            Drain::TimedOut(format!(
+                "drain timed out after {secs} s with backlog left ({message}); the brokers stay, read-only: start the groups' consumers, or annotate the instance {DRAIN_OVERRIDE_ANNOTATION}=remove to remove them anyway (their volumes stay)"
+            ))
+        });
     }
     Ok(Drain::Waiting(message))
 }

@@ -169,7 +169,7 @@ async fn invalid(
             ),
         )));
     }
-    let accounts = acl::accounts(&ctx.client, &ctx.settings.namespace).await?;
+    let (accounts, _) = acl::read_accounts(&ctx.accounts.state());
     let user = grant.spec.empower_user.to_string();
     let known = accounts
         .iter()

@@ -66,6 +66,10 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         write_status(ctx, instance, status).await?;
         return Ok(Action::await_change());
     }
+    if let Some(problem) = &ctx.admin_problem {
+        refuse(ctx, instance, "PlatformKeyInvalid", problem.clone()).await?;
+        return Ok(Action::requeue(ctx.resync));
+    }
     // The instance id names every workload and every namespaced topic: it cannot move, and
     // it is this instance's alone (the ownership record, which tenants cannot write).
     let identity = identity(instance);
@@ -93,7 +97,8 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     // Before the pods, so a broker starts with its admin key and, with ACL on, its accounts.
     let admin = acl::admin_secret(instance, &names, platform, &ctx.instance_admin(&names));
     apply_object(ctx, platform, &admin).await?;
-    acl::sync(ctx, instance, &names).await?;
+    let bad_accounts = acl::sync(ctx, instance, &names).await?;
+    report_bad_accounts(ctx, &bad_accounts).await;
     apply_object(
         ctx,
         platform,
@@ -206,12 +211,64 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         );
     }
     status.conditions.retain(|c| c.type_ != conventions::PAUSED);
+    record_bad_accounts(&mut status.conditions, &bad_accounts, generation);
     write_status(ctx, instance, status).await?;
     Ok(Action::requeue(if running && !draining {
         ctx.resync
     } else {
         STARTING
     }))
+}
+
+/// Condition type shown while account Secrets that may concern the instance are unusable.
+pub const ACCOUNTS_VALID: &str = "AccountsValid";
+
+/// Shows the unusable account Secrets in an `AccountsValid=False` condition (removed once
+/// none are left).
+fn record_bad_accounts(
+    conditions: &mut Vec<Condition>,
+    bad: &[acl::BadAccount],
+    generation: Option<i64>,
+) {
+    if bad.is_empty() {
+        conditions.retain(|c| c.type_ != ACCOUNTS_VALID);
+        return;
+    }
+    let list: Vec<String> = bad
+        .iter()
+        .map(|b| format!("{}: {}", b.secret, b.reason))
+        .collect();
+    let message = format!(
+        "account Secret(s) in the platform namespace cannot be used, so their keys are in no ACL ({}); every other account works; the platform admin must fix them",
+        list.join("; ")
+    );
+    set_condition(
+        conditions,
+        condition(ACCOUNTS_VALID, false, "BadAccount", message, generation),
+    );
+}
+
+/// One Warning Event on each bad account Secret version (not one per reconcile).
+async fn report_bad_accounts(ctx: &Context, bad: &[acl::BadAccount]) {
+    for account in bad {
+        let key = format!("{}@{}", account.secret, account.version);
+        let fresh = ctx
+            .reported
+            .lock()
+            .map(|mut seen| seen.insert(key))
+            .unwrap_or(false);
+        if !fresh {
+            continue;
+        }
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            name: Some(account.secret.clone()),
+            namespace: Some(ctx.settings.namespace.clone()),
+            ..Default::default()
+        };
+        super::record(ctx, reference, false, "BadAccount", account.reason.clone()).await;
+    }
 }
 
 /// Broker replicas to run now: the spec's, except while shrinking, when the current
@@ -235,8 +292,8 @@ async fn broker_replicas(
     let since = drain::started(&status.conditions);
     let state = drain::drain(ctx, instance, &names.instance_id, wanted, since).await?;
     let replicas = match state {
-        drain::Drain::Waiting(_) => current,
-        drain::Drain::Done | drain::Drain::TimedOut(_) => wanted,
+        drain::Drain::Waiting(_) | drain::Drain::TimedOut(_) => current,
+        drain::Drain::Done | drain::Drain::Overridden(_) => wanted,
     };
     Ok((replicas, Some(state)))
 }
@@ -264,7 +321,20 @@ fn record_drain(
         Some(drain::Drain::TimedOut(message)) => {
             set_condition(
                 conditions,
-                condition(drain::DRAINING, false, "DrainTimedOut", message, generation),
+                condition(drain::DRAINING, true, "DrainTimedOut", message, generation),
+            );
+            true
+        }
+        Some(drain::Drain::Overridden(message)) => {
+            set_condition(
+                conditions,
+                condition(
+                    drain::DRAINING,
+                    false,
+                    "DrainOverridden",
+                    message,
+                    generation,
+                ),
             );
             false
         }
@@ -673,8 +743,25 @@ fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
 
 #[cfg(test)]
 mod drift_tests {
-    use super::holds;
+    use super::{foreign_owner, holds};
     use serde_json::json;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn objects_labelled_for_another_owner_are_foreign() {
+        let labels = |ns: &str, name: &str| {
+            BTreeMap::from([
+                ("mqfleet.io/owner-namespace".to_owned(), ns.to_owned()),
+                ("mqfleet.io/owner-name".to_owned(), name.to_owned()),
+            ])
+        };
+        assert_eq!(foreign_owner(&labels("a", "x"), &labels("a", "x")), None);
+        assert_eq!(
+            foreign_owner(&labels("a", "x"), &labels("b", "x")).as_deref(),
+            Some("a/x")
+        );
+        assert_eq!(foreign_owner(&BTreeMap::new(), &labels("b", "x")), None);
+    }
 
     #[test]
     fn server_defaults_are_no_drift_but_edits_of_our_fields_are() {

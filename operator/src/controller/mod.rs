@@ -55,9 +55,16 @@ pub struct Context {
     pub instances: Store<MQInstance>,
     /// The ownership records of instance ids ([`ownership`]).
     pub records: Store<ConfigMap>,
+    /// The account Secrets of the platform namespace ([`acl`]).
+    pub accounts: Store<Secret>,
+    /// Bad account Secret versions already reported in an Event (one Event each).
+    pub reported: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The platform's master key: each instance's admin key is derived from it
     /// ([`Context::instance_admin`]); it opens no broker itself.
     pub admin: mq_broker::acl::Credentials,
+    /// Why the master key Secret is unusable, if it is: then no instance is changed, and
+    /// each says so in its status.
+    pub admin_problem: Option<String>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Bound on a broker scale-down's drain.
@@ -208,6 +215,9 @@ pub enum Error {
     /// The platform's master key could not be made (no random source).
     #[error("making the platform admin key: {0}")]
     AdminKey(#[source] std::io::Error),
+    /// The platform's master key Secret is unusable; instances report it.
+    #[error("{0}")]
+    MalformedAdmin(String),
     /// Leader election failed or the lease was lost (the process exits; a replica that
     /// keeps working without the lease would fight the new leader).
     #[error("leader election: {0}")]
@@ -368,7 +378,14 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     let topic_controller = Controller::new(Api::<MQTopic>::all(client.clone()), watch_config());
     let group_controller = Controller::new(Api::<MQGroup>::all(client.clone()), watch_config());
     let empower_controller = Controller::new(Api::<MQEmpower>::all(client.clone()), watch_config());
-    let admin = acl::ensure_admin(&client, &settings.namespace).await?;
+    let (admin, admin_problem) = match acl::ensure_admin(&client, &settings.namespace).await {
+        Ok(key) => (key, None),
+        Err(Error::MalformedAdmin(problem)) => {
+            tracing::error!(%problem, "the platform admin key is unusable; instances are left as they are");
+            (mq_broker::acl::Credentials::new("", ""), Some(problem))
+        }
+        Err(e) => return Err(e),
+    };
     let reporter = Reporter {
         controller: OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -389,13 +406,29 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         empowers: empower_controller.store(),
         instances: instance_controller.store(),
         records,
+        accounts: cache(
+            Api::<Secret>::namespaced(client.clone(), &settings.namespace),
+            watch_config().labels(acl::ACCOUNT_LABEL),
+        ),
+        reported: Default::default(),
         admin,
+        admin_problem: admin_problem.clone(),
         metrics: metrics.clone(),
         drain_timeout,
         failures: Default::default(),
         pdb: disruption_budget_resource(&client).await,
     });
     metrics.set_running(true);
+    if let Some(problem) = admin_problem {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            name: Some(acl::ADMIN_SECRET.into()),
+            namespace: Some(settings.namespace.clone()),
+            ..Default::default()
+        };
+        record(&ctx, reference, false, "MalformedAdminKey", problem).await;
+    }
     tokio::spawn(count_cached(ctx.clone()));
     let workloads = watch_config().labels(&format!("{MANAGED_BY}={OPERATOR}"));
     // With ACL on, an instance's ACL follows its topics, groups, grants and the accounts.

@@ -203,3 +203,77 @@ impl<C: Extend<String> + Send> rocketmq_client_rust::MessageListenerConcurrently
         Ok(rocketmq_client_rust::ConsumeConcurrentlyStatus::ConsumeSuccess)
     }
 }
+
+/// Sends `count` messages `<prefix>-<i>` to `topic` through the name servers at `endpoint`
+/// with the real client, unsigned, and consumes them with a push consumer of `group`
+/// (from the first offset). Returns every body received; panics when a send fails or not
+/// all of this round's messages arrive within 60 s (earlier rounds may come again, which
+/// at-least-once delivery allows).
+pub fn round_trip(
+    endpoint: &str,
+    namespace: Option<&str>,
+    topic: &str,
+    group: &str,
+    prefix: &str,
+    count: usize,
+) -> std::collections::HashSet<String> {
+    use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
+    use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+    use rocketmq_model::common::message::message_single::Message;
+    let received = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let config = |name: &str| rocketmq_client_rust::ClientConfig {
+        namespace: namespace.map(|n| n.to_owned().into()),
+        ..client_config(endpoint, name)
+    };
+    let (topic, group) = (topic.to_owned(), group.to_owned());
+    Client::new().run(|rt| {
+        let received = received.clone();
+        async move {
+            let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
+                .client_config(config("rt-consumer"))
+                .consumer_group(group.clone())
+                .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+                .consume_thread_min(4)
+                .consume_thread_max(4)
+                .build();
+            consumer.subscribe(&topic, "*").await.expect("subscribe");
+            consumer.register_message_listener_concurrently(Collect(received.clone()));
+            consumer.start().await.expect("consumer starts");
+            let mut producer = DefaultMQProducer::builder(rt.clone())
+                .client_config(config("rt-producer"))
+                .producer_group(format!("{group}_PRODUCER"))
+                .build();
+            producer.start().await.expect("producer starts");
+            for i in 0..count {
+                let message = Message::builder()
+                    .topic(topic.as_str())
+                    .tags("T")
+                    .body_slice(format!("{prefix}-{i}").as_bytes())
+                    .build_unchecked();
+                if let Err(e) = producer.send(message).await {
+                    let mut why = format!("{e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        why.push_str(&format!(": {s}"));
+                        source = s.source();
+                    }
+                    panic!("send {prefix}-{i} to {topic} at {endpoint}: {why}");
+                }
+            }
+            let mine = format!("{prefix}-");
+            eventually("every message consumed", Duration::from_secs(60), || {
+                received
+                    .lock()
+                    .map(|r| r.iter().filter(|b| b.starts_with(&mine)).count() >= count)
+                    .unwrap_or(false)
+            })
+            .await;
+            consumer.shutdown().await;
+            producer.shutdown().await;
+        }
+    });
+    Arc::try_unwrap(received)
+        .ok()
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default()
+}
