@@ -9,6 +9,7 @@ pub mod conventions;
 pub mod drain;
 pub mod empower;
 pub mod failures;
+pub mod health;
 pub mod instance;
 pub mod metrics;
 pub mod relist;
@@ -82,6 +83,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Serve the admission webhook (every replica, leader or not).
     pub webhook: Option<crate::webhook::WebhookOptions>,
+    /// The leader fails liveness when a kind's reconciles make no progress this long.
+    pub stall_after: Duration,
 }
 
 impl Context {
@@ -244,7 +247,9 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
 /// Serves the ops port, takes the leader lease (if asked), then runs the controllers
 /// until SIGTERM/SIGINT or until the lease is lost.
 pub async fn run(client: Client, opts: RunOptions) -> Result<(), Error> {
-    let metrics = Arc::new(Metrics::default());
+    let health = health::Health::new(opts.stall_after, std::time::Instant::now());
+    let metrics = Arc::new(Metrics::with_health(health));
+    tokio::spawn(health::watch_api_server(client.clone(), metrics.clone()));
     if let Some(addr) = opts.http_listen {
         let server = mq_broker::ops::OpsServer::bind(addr)
             .await
@@ -468,7 +473,13 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
             async {}
         });
     tracing::info!(namespace = %settings.namespace, "mq-operator running");
-    futures::join!(instances, topics, groups, empowers);
+    let health = &metrics.health;
+    futures::join!(
+        health.until_ended("MQInstance", instances),
+        health.until_ended("MQTopic", topics),
+        health.until_ended("MQGroup", groups),
+        health.until_ended("MQEmpower", empowers),
+    );
     Ok(())
 }
 
