@@ -52,7 +52,7 @@ enum Command {
         /// Bound, in seconds, on draining brokers before a scale-down removes them.
         #[arg(long, env = "MQ_DRAIN_TIMEOUT_SECS", default_value_t = 600)]
         drain_timeout_secs: u64,
-        /// Serve /healthz, /livez and /metrics here (e.g. `$(POD_IP):8080`).
+        /// Serve /healthz, /readyz, /livez and /metrics here (e.g. `$(POD_IP):8080`).
         #[arg(long, env = "MQ_HTTP_LISTEN")]
         http_listen: Option<std::net::SocketAddr>,
         /// Serve the validating admission webhook over HTTPS here (e.g. `$(POD_IP):9443`).
@@ -68,6 +68,10 @@ enum Command {
         /// The ValidatingWebhookConfiguration to write the webhook's CA into.
         #[arg(long, env = "MQ_WEBHOOK_CONFIGURATION", default_value = "mq-operator")]
         webhook_configuration: String,
+        /// The leader fails /livez when a kind has reconciles in flight and none finished
+        /// for this many seconds.
+        #[arg(long, env = "MQ_STALL_SECS", default_value_t = 300)]
+        stall_secs: u64,
     },
     /// Print the CRDs as YAML, or write one file per CRD into --out-dir.
     Crds {
@@ -92,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             webhook_listen,
             webhook_service,
             webhook_configuration,
+            stall_secs,
         } => {
             let identity = identity.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -114,6 +119,7 @@ fn main() -> anyhow::Result<()> {
                 identity,
                 http_listen,
                 drain_timeout: std::time::Duration::from_secs(drain_timeout_secs),
+                stall_after: std::time::Duration::from_secs(stall_secs),
             })?;
         }
         Command::Crds { out_dir: None } => print!("{}", mq_operator::crd::crds_yaml()?),

@@ -261,7 +261,7 @@ async fn reconcile_topic_inner(topic: Arc<MQTopic>, ctx: &Arc<Context>) -> Resul
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(Error::from_finalizer)
 }
 
 /// The broker-side config of `topic`.
@@ -393,7 +393,7 @@ async fn reconcile_group_inner(group: Arc<MQGroup>, ctx: &Arc<Context>) -> Resul
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(Error::from_finalizer)
 }
 
 async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {

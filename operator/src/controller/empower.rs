@@ -53,7 +53,7 @@ async fn reconcile_inner(grant: Arc<MQEmpower>, ctx: &Arc<Context>) -> Result<Ac
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(Error::from_finalizer)
 }
 
 async fn instance_of(ctx: &Context, grant: &MQEmpower) -> Result<Option<MQInstance>, Error> {

@@ -46,7 +46,7 @@ async fn reconcile_inner(instance: Arc<MQInstance>, ctx: &Arc<Context>) -> Resul
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(Error::from_finalizer)
 }
 
 async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {

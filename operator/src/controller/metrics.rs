@@ -1,11 +1,14 @@
-//! The operator's `/healthz`, `/livez` and `/metrics` (Prometheus text), served by the
-//! broker library's small ops responder.
+//! The operator's `/healthz`, `/readyz`, `/livez` and `/metrics` (Prometheus text), served
+//! by the broker library's small ops responder. What the health routes say is decided in
+//! [`super::health`].
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use mq_broker::ops::Routes;
+
+use super::health::Health;
 
 /// The kinds the operator reconciles, in metric label order.
 pub const KINDS: [&str; 4] = ["MQInstance", "MQTopic", "MQGroup", "MQEmpower"];
@@ -27,9 +30,19 @@ pub struct Metrics {
     leader: AtomicBool,
     running: AtomicBool,
     cached: [AtomicU64; 4],
+    /// Liveness and readiness.
+    pub health: Health,
 }
 
 impl Metrics {
+    /// Metrics whose health routes decide with `health`.
+    pub fn with_health(health: Health) -> Self {
+        Self {
+            health,
+            ..Self::default()
+        }
+    }
+
     fn kind(&self, kind: &str) -> Option<&PerKind> {
         KINDS
             .iter()
@@ -42,6 +55,7 @@ impl Metrics {
         if let Some(k) = self.kind(kind) {
             k.in_flight.fetch_add(1, Ordering::Relaxed);
         }
+        self.health.began(kind, Instant::now());
     }
 
     /// Records one reconcile of `kind` that began at `started`.
@@ -57,6 +71,7 @@ impl Metrics {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             k.micros.fetch_add(micros, Ordering::Relaxed);
         }
+        self.health.finished(kind, Instant::now());
     }
 
     /// Counts one write to the Kubernetes API (apply, status, annotation).
@@ -74,6 +89,7 @@ impl Metrics {
     /// Marks this replica as the leader (or not).
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Relaxed);
+        self.health.set_leader(leader);
     }
 
     /// Marks the controllers as running.
@@ -174,6 +190,54 @@ impl Metrics {
             "mq_operator_leader {}",
             u8::from(self.leader.load(Ordering::Relaxed))
         );
+        let now = Instant::now();
+        for (name, help, value) in [
+            (
+                "mq_operator_live",
+                "1 when /livez answers 200 (controllers running and making progress).",
+                self.health.liveness(now).is_ok(),
+            ),
+            (
+                "mq_operator_ready",
+                "1 when /readyz answers 200 (the API server answered within 30 s).",
+                self.health.readiness(now).is_ok(),
+            ),
+            (
+                "mq_operator_apiserver_reachable",
+                "1 when the API server answered a check within the last 30 s.",
+                self.health.api_reachable(now),
+            ),
+        ] {
+            family(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {}", u8::from(value));
+        }
+        let kinds = self.health.kinds(now);
+        family(
+            &mut out,
+            "mq_operator_controller_stopped",
+            "gauge",
+            "1 when a kind's controller stream ended on the leader (liveness fails).",
+        );
+        for (kind, (stopped, _)) in KINDS.iter().zip(kinds) {
+            let _ = writeln!(
+                out,
+                "mq_operator_controller_stopped{{kind=\"{kind}\"}} {}",
+                u8::from(stopped)
+            );
+        }
+        family(
+            &mut out,
+            "mq_operator_reconcile_stalled",
+            "gauge",
+            "1 when a kind has reconciles in flight and none finished within the stall bound.",
+        );
+        for (kind, (_, stalled)) in KINDS.iter().zip(kinds) {
+            let _ = writeln!(
+                out,
+                "mq_operator_reconcile_stalled{{kind=\"{kind}\"}} {}",
+                u8::from(stalled)
+            );
+        }
         if let Some(rss) = mq_broker::ops::resident_bytes() {
             family(
                 &mut out,
@@ -191,8 +255,19 @@ impl Routes for Metrics {
     fn route(&self, path: &str) -> (u16, &'static str, String) {
         const TEXT: &str = "text/plain; charset=utf-8";
         match path {
-            // A follower waiting for the lease is healthy too: it is ready to take over.
-            "/healthz" | "/readyz" | "/livez" => (200, TEXT, "ok\n".into()),
+            // Readiness: the API server answers. `/healthz` (what the Deployment's
+            // readiness probe asks) also fails while not live, so a leader whose
+            // controllers stopped leaves the webhook Service until it restarts.
+            "/readyz" => answer(self.health.readiness(Instant::now())),
+            "/livez" => answer(self.health.liveness(Instant::now())),
+            "/healthz" => {
+                let now = Instant::now();
+                answer(
+                    self.health
+                        .readiness(now)
+                        .and_then(|()| self.health.liveness(now)),
+                )
+            }
             "/metrics" => (
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -204,6 +279,15 @@ impl Routes for Metrics {
                 "not found: try /healthz, /livez or /metrics\n".into(),
             ),
         }
+    }
+}
+
+/// 200 `ok`, or 503 with the reason.
+fn answer(health: Result<(), String>) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match health {
+        Ok(()) => (200, TEXT, "ok\n".into()),
+        Err(why) => (503, TEXT, format!("{why}\n")),
     }
 }
 
@@ -230,6 +314,28 @@ mod tests {
         assert!(text.contains("mq_operator_leader 1"));
         assert!(text.contains("mq_operator_reconciles_in_flight{kind=\"MQTopic\"} 0"));
         assert!(text.contains("mq_operator_reconciles_in_flight{kind=\"MQEmpower\"} 1"));
+        assert!(text.contains("mq_operator_live 1\n"), "{text}");
+        assert!(text.contains("mq_operator_ready 1\n"), "{text}");
+        assert!(text.contains("mq_operator_controller_stopped{kind=\"MQGroup\"} 0\n"));
         assert_eq!(m.route("/nope").0, 404);
+    }
+
+    #[test]
+    fn health_routes_answer_503_with_the_reason() {
+        let m = Metrics::default();
+        assert_eq!(m.route("/livez").0, 200);
+        assert_eq!(m.route("/healthz").0, 200);
+        m.set_leader(true);
+        m.health.ended("MQEmpower");
+        let (code, _, why) = m.route("/livez");
+        assert_eq!(
+            (code, why.as_str()),
+            (503, "the MQEmpower controller stopped\n")
+        );
+        assert_eq!(m.route("/healthz").0, 503);
+        assert_eq!(m.route("/readyz").0, 200);
+        let text = m.route("/metrics").2;
+        assert!(text.contains("mq_operator_live 0\n"), "{text}");
+        assert!(text.contains("mq_operator_controller_stopped{kind=\"MQEmpower\"} 1\n"));
     }
 }

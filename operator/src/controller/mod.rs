@@ -8,6 +8,8 @@ pub mod children;
 pub mod conventions;
 pub mod drain;
 pub mod empower;
+pub mod failures;
+pub mod health;
 pub mod instance;
 pub mod metrics;
 pub mod ownership;
@@ -70,7 +72,7 @@ pub struct Context {
     /// Bound on a broker scale-down's drain.
     pub drain_timeout: Duration,
     /// Consecutive failures per object, for exponential back-off.
-    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    pub failures: failures::Failures,
     /// The PodDisruptionBudget resource the server offers (`policy/v1`, else
     /// `policy/v1beta1` as on 1.20), if any.
     pub pdb: Option<kube::core::ApiResource>,
@@ -94,6 +96,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Serve the admission webhook (every replica, leader or not).
     pub webhook: Option<crate::webhook::WebhookOptions>,
+    /// The leader fails liveness when a kind's reconciles make no progress this long.
+    pub stall_after: Duration,
 }
 
 impl Context {
@@ -109,8 +113,9 @@ impl Context {
         let result = run.await;
         let ok = result.is_ok();
         self.metrics.reconciled(&K::kind(&()), started, ok);
-        if ok && let Ok(mut failures) = self.failures.lock() {
-            failures.remove(&failure_key(obj));
+        if ok {
+            // Also the last reconcile of a deleted object (its cleanup finished).
+            self.failures.forget(&failure_key(obj));
         }
         result
     }
@@ -131,12 +136,10 @@ impl Context {
 
     /// The next retry delay of `obj` after one more failure: 5 s, doubling to 5 min.
     fn backoff<K: kube::Resource<DynamicType = ()>>(&self, obj: &K) -> Duration {
-        let failures = self.failures.lock().map(|mut f| {
-            let n = f.entry(failure_key(obj)).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        });
-        retry_delay(failures.unwrap_or(1))
+        retry_delay(
+            self.failures
+                .failed(failure_key(obj), std::time::Instant::now()),
+        )
     }
 }
 
@@ -233,6 +236,18 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The error a reconcile failed with, out of the finalizer's wrapping (the apply or
+    /// cleanup's own error), so the error policy sees the real cause.
+    pub fn from_finalizer(error: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as F;
+        match error {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            other => Error::Finalizer(Box::new(other)),
+        }
+    }
+}
+
 /// Retries a failed reconcile soon, and says why in an Event.
 fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
@@ -240,18 +255,19 @@ where
 {
     tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, "reconcile failed");
     let (reference, note) = (obj.object_ref(&()), error.to_string());
-    let reason = match error {
-        Error::NotEmpty(_) => "InstanceNotEmpty",
-        Error::Broker { .. } => "BrokerUnavailable",
-        _ => "ReconcileFailed",
-    };
-    // A refused instance deletion waits for the user, not for a fault to clear.
-    let delay = match error {
-        Error::NotEmpty(_) => FIRST_RETRY,
-        _ => ctx.backoff(obj.as_ref()),
-    };
+    let (reason, delay) = policy(error, || ctx.backoff(obj.as_ref()));
     tokio::spawn(async move { record(&ctx, reference, false, reason, note).await });
     Action::requeue(delay)
+}
+
+/// The Event reason for `error` and the retry delay (`backoff` counts one more failure).
+fn policy(error: &Error, backoff: impl FnOnce() -> Duration) -> (&'static str, Duration) {
+    match error {
+        // A refused instance deletion waits for the user, not for a fault to clear.
+        Error::NotEmpty(_) => ("InstanceNotEmpty", FIRST_RETRY),
+        Error::Broker { .. } => ("BrokerUnavailable", backoff()),
+        _ => ("ReconcileFailed", backoff()),
+    }
 }
 
 /// Creates the platform namespace if it is missing (installed operators find it made by
@@ -271,7 +287,9 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
 /// Serves the ops port, takes the leader lease (if asked), then runs the controllers
 /// until SIGTERM/SIGINT or until the lease is lost.
 pub async fn run(client: Client, opts: RunOptions) -> Result<(), Error> {
-    let metrics = Arc::new(Metrics::default());
+    let health = health::Health::new(opts.stall_after, std::time::Instant::now());
+    let metrics = Arc::new(Metrics::with_health(health));
+    tokio::spawn(health::watch_api_server(client.clone(), metrics.clone()));
     if let Some(addr) = opts.http_listen {
         let server = mq_broker::ops::OpsServer::bind(addr)
             .await
@@ -524,7 +542,13 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
             async {}
         });
     tracing::info!(namespace = %settings.namespace, "mq-operator running");
-    futures::join!(instances, topics, groups, empowers);
+    let health = &metrics.health;
+    futures::join!(
+        health.until_ended("MQInstance", instances),
+        health.until_ended("MQTopic", topics),
+        health.until_ended("MQGroup", groups),
+        health.until_ended("MQEmpower", empowers),
+    );
     Ok(())
 }
 
@@ -623,6 +647,30 @@ fn owner_of<K: ResourceExt>(obj: &K) -> Option<ObjectRef<MQInstance>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_error_policy_sees_the_cause_inside_the_finalizer() {
+        use kube::runtime::finalizer::Error as F;
+        let refused = Error::from_finalizer(F::CleanupFailed(Error::NotEmpty("topics t".into())));
+        assert!(matches!(refused, Error::NotEmpty(_)), "{refused:?}");
+        let many_failures = || retry_delay(9);
+        assert_eq!(
+            policy(&refused, many_failures),
+            ("InstanceNotEmpty", Duration::from_secs(5)),
+            "a refused deletion is retried in 5 s however often it was refused"
+        );
+        let broker = Error::from_finalizer(F::ApplyFailed(Error::Broker {
+            broker: "b-0".into(),
+            message: "connection refused".into(),
+        }));
+        assert_eq!(
+            policy(&broker, || retry_delay(2)),
+            ("BrokerUnavailable", Duration::from_secs(10))
+        );
+        let unnamed = Error::from_finalizer(F::UnnamedObject);
+        assert!(matches!(unnamed, Error::Finalizer(_)));
+        assert_eq!(policy(&unnamed, || retry_delay(1)).0, "ReconcileFailed");
+    }
 
     #[test]
     fn failures_back_off_exponentially_up_to_five_minutes() {

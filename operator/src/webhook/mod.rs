@@ -1,9 +1,12 @@
 //! The validating admission webhook (admissionregistration/v1), served by every operator
 //! replica: the checks need no leader and no cache, only API reads.
 //!
-//! The operator makes its own CA ([`certs`]), keeps it in a Secret, and writes it into
-//! the `ValidatingWebhookConfiguration` installed with it (`deploy/30-webhook.yaml`)
-//! whenever that object lacks it (installed, re-created or renewed). The configuration
+//! The operator makes its own CA ([`certs`]) and keeps it in a Secret, the single source
+//! of truth: every replica serves the certificate the Secret holds and writes the Secret's
+//! CA bundle into the `ValidatingWebhookConfiguration` installed with it
+//! (`deploy/30-webhook.yaml`) whenever that object differs (installed, re-created, or
+//! the bundle changed), re-reading the Secret first so no replica writes a stale bundle
+//! over a newer one. The configuration
 //! uses `failurePolicy: Ignore`: while no replica answers, resources are still accepted,
 //! and the status conditions report what the webhook would have refused.
 
@@ -21,8 +24,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// How often the certificates are checked for renewal.
-const RENEW_CHECK: Duration = Duration::from_secs(6 * 3600);
+/// How often the Secret is re-read (renewal due, or another replica renewed).
+const RENEW_CHECK: Duration = Duration::from_secs(3600);
 
 /// Where and as what the webhook is served.
 #[derive(Clone, Debug)]
@@ -73,16 +76,7 @@ pub async fn run(client: Client, opts: WebhookOptions) -> Result<(), WebhookErro
     tracing::info!(addr = %opts.listen, service = %opts.service, "serving the admission webhook");
     let lookup = validate::Lookup::start(client.clone(), &opts.namespace);
     tokio::spawn(server::serve(listener, tls.clone(), lookup));
-    let ca = Arc::new(RwLock::new(cert.ca_pem.clone()));
-    tokio::spawn(renew(
-        client.clone(),
-        opts.clone(),
-        names,
-        cert,
-        tls,
-        ca.clone(),
-    ));
-    publish_ca(client, &opts.configuration, ca).await;
+    keep_current(client, &opts, &names, cert, tls).await;
     Ok(())
 }
 
@@ -96,73 +90,102 @@ fn dns_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-/// Renews the certificates before they expire and serves the new ones.
-async fn renew(
+/// Keeps the served certificate and the configuration's `caBundle` equal to the Secret:
+/// on every change of the configuration whose bundle is not the one served, and every
+/// [`RENEW_CHECK`], the Secret is re-read (renewed there when due), its bundle written
+/// into the configuration, and only then its certificate served (so after a CA change the
+/// API server already trusts the new CA when this replica presents it).
+async fn keep_current(
     client: Client,
-    opts: WebhookOptions,
-    names: Vec<String>,
-    mut current: certs::ServingCert,
+    opts: &WebhookOptions,
+    names: &[String],
+    mut served: certs::ServingCert,
     tls: server::SharedTls,
-    ca: Arc<RwLock<String>>,
 ) {
-    loop {
-        tokio::time::sleep(RENEW_CHECK).await;
-        let fresh = match certs::ensure(&client, &opts.namespace, &names).await {
-            Ok(fresh) if fresh != current => fresh,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "checking the webhook certificates failed");
-                continue;
-            }
-        };
-        match server::tls_config(&fresh) {
-            Ok(config) => {
-                *tls.write().unwrap_or_else(|p| p.into_inner()) = config;
-                *ca.write().unwrap_or_else(|p| p.into_inner()) = fresh.ca_pem.clone();
-                current = fresh;
-            }
-            Err(e) => tracing::warn!(error = %e, "renewed webhook certificate unusable"),
-        }
-    }
-}
-
-/// Watches the webhook configuration and writes the CA into it whenever it differs.
-/// A missing configuration means the webhook is not installed; nothing is written.
-async fn publish_ca(client: Client, name: &str, ca: Arc<RwLock<String>>) {
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let name = opts.configuration.as_str();
     let config = crate::controller::watch_config().fields(&format!("metadata.name={name}"));
     let mut events = watcher::watcher(api.clone(), config)
         .backoff(crate::controller::relist::WatchBackoff::default())
         .applied_objects()
         .boxed();
-    // The renewal timer nudges a re-check, since a new CA changes nothing in the watch.
     let mut tick = tokio::time::interval(RENEW_CHECK);
     loop {
-        let current = tokio::select! {
+        tokio::select! {
             event = events.next() => match event {
-                Some(Ok(obj)) => Some(obj),
+                Some(Ok(obj)) if bundle_differs(&obj, served.bundle_pem().as_bytes()) => {}
+                Some(Ok(_)) => continue,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "watching the webhook configuration");
-                    None
+                    continue;
                 }
                 None => return,
             },
-            _ = tick.tick() => api.get_opt(name).await.ok().flatten(),
-        };
-        let Some(mut obj) = current else { continue };
-        let pem = ca.read().map(|c| c.clone()).unwrap_or_default();
-        if !fill_ca_bundle(&mut obj, pem.as_bytes()) {
-            continue;
+            _ = tick.tick() => {}
         }
-        match api.replace(name, &PostParams::default(), &obj).await {
-            Ok(_) => tracing::info!(configuration = name, "wrote the webhook CA bundle"),
-            // Another replica wrote it first; the watch shows the result.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+        // The Secret, not this replica's memory, decides: another replica may have
+        // renewed since this one last read it.
+        let latest = match certs::ensure(&client, &opts.namespace, names).await {
+            Ok(latest) => latest,
             Err(e) => {
-                tracing::warn!(configuration = name, error = %e, "writing the CA bundle failed")
+                tracing::warn!(error = %e, "reading the webhook certificates failed");
+                continue;
+            }
+        };
+        publish_bundle(&api, name, latest.bundle_pem().as_bytes()).await;
+        if latest != served {
+            match server::tls_config(&latest) {
+                Ok(config) => {
+                    *tls.write().unwrap_or_else(|p| p.into_inner()) = config;
+                    tracing::info!(not_after = %latest.not_after, "serving the webhook certificate of the Secret");
+                    served = latest;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the webhook certificate in the Secret is unusable")
+                }
             }
         }
     }
+}
+
+/// Writes `bundle` into the configuration `name` if it differs, against the version just
+/// read; a conflict means another replica wrote, and the watch brings its result.
+/// A missing configuration means the webhook is not installed; nothing is written.
+async fn publish_bundle(api: &Api<ValidatingWebhookConfiguration>, name: &str, bundle: &[u8]) {
+    let mut obj = match api.get_opt(name).await {
+        Ok(Some(obj)) => obj,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(configuration = name, error = %e, "reading the webhook configuration failed");
+            return;
+        }
+    };
+    if !fill_ca_bundle(&mut obj, bundle) {
+        return;
+    }
+    match api.replace(name, &PostParams::default(), &obj).await {
+        Ok(_) => tracing::info!(configuration = name, "wrote the webhook CA bundle"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!(
+                configuration = name,
+                "the webhook configuration changed meanwhile"
+            )
+        }
+        Err(e) => {
+            tracing::warn!(configuration = name, error = %e, "writing the CA bundle failed")
+        }
+    }
+}
+
+/// Whether any webhook of `obj` lacks exactly `bundle`.
+fn bundle_differs(obj: &ValidatingWebhookConfiguration, bundle: &[u8]) -> bool {
+    obj.webhooks.iter().flatten().any(|hook| {
+        hook.client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice())
+            != Some(bundle)
+    })
 }
 
 /// Sets every webhook's `caBundle` to `ca`; whether anything changed.
@@ -195,7 +218,9 @@ mod tests {
                 "sideEffects": "None", "clientConfig": {"service": {"name": "s", "namespace": "n"}}}],
         }))
         .unwrap();
+        assert!(bundle_differs(&obj, b"CA"));
         assert!(fill_ca_bundle(&mut obj, b"CA"));
+        assert!(!bundle_differs(&obj, b"CA"));
         assert!(!fill_ca_bundle(&mut obj, b"CA"));
         assert!(fill_ca_bundle(&mut obj, b"NEW"));
     }
