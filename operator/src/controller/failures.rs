@@ -64,6 +64,11 @@ impl Failures {
         entry.0
     }
 
+    /// The failures in a row of `key` so far.
+    pub fn count(&self, key: &str) -> u32 {
+        self.lock().get(key).map_or(0, |(n, _)| *n)
+    }
+
     /// `key` reconciled (or is gone): its back-off starts over.
     pub fn forget(&self, key: &str) {
         self.lock().remove(key);

@@ -128,10 +128,7 @@ impl Context {
 
     /// The consecutive failed reconciles of `obj` so far.
     pub fn failures_of<K: kube::Resource<DynamicType = ()>>(&self, obj: &K) -> u32 {
-        self.failures
-            .lock()
-            .map(|f| f.get(&failure_key(obj)).copied().unwrap_or(0))
-            .unwrap_or(0)
+        self.failures.count(&failure_key(obj))
     }
 
     /// The next retry delay of `obj` after one more failure: 5 s, doubling to 5 min.
