@@ -9,6 +9,8 @@ pub mod conventions;
 pub mod drain;
 pub mod empower;
 pub mod failures;
+#[cfg(test)]
+mod fixtures;
 pub mod health;
 pub mod instance;
 pub mod metrics;

@@ -419,6 +419,133 @@ mod tests {
         );
     }
 
+    mod reconcile {
+        use super::super::super::fixtures::{Expect, cache, instance};
+        use super::*;
+        use std::sync::Arc;
+
+        const STATUS_B: &str =
+            "/apis/mqfleet.io/v1alpha1/namespaces/tenant-b/mqinstances/thief/status";
+
+        fn holder_record() -> ConfigMap {
+            IdRecord {
+                instance_id: "SHARED".into(),
+                owner_namespace: "tenant-a".into(),
+                owner_name: "orders".into(),
+                applied: BTreeMap::new(),
+            }
+            .to_config_map("mqfleet-system")
+        }
+
+        /// What a refused claimant writes: an Event in the platform namespace (naming the
+        /// holder, for the platform admin), its own status (not naming the holder), and the
+        /// Event of its own Ready change. Nothing else: no workload of the id is applied.
+        fn refusal_writes(thief: &MQInstance) -> Vec<Expect> {
+            let answer = serde_json::to_value(thief).unwrap();
+            vec![
+                Expect::ok(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/mqfleet-system/events",
+                    json!({}),
+                )
+                .with_body("tenant-a/orders"),
+                Expect::ok("PATCH", STATUS_B, answer)
+                    .with_body("ResourceConflict")
+                    .without("tenant-a"),
+                Expect::ok(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/tenant-b/events",
+                    json!({}),
+                )
+                .with_body("ResourceConflict")
+                .without("tenant-a"),
+            ]
+        }
+
+        #[tokio::test]
+        async fn a_younger_instance_asking_for_a_held_id_touches_nothing_of_the_holder() {
+            let (ctx, server, mut caches) = Context::test();
+            let holder = instance("tenant-a", "orders", "SHARED", "2026-01-01T00:00:00Z");
+            // Same base as the holder's id: the same StatefulSets, claims and Secrets.
+            let thief = instance("tenant-b", "thief", "shared", "2026-02-01T00:00:00Z");
+            cache(&mut caches.instances, holder);
+            cache(&mut caches.instances, thief.clone());
+            cache(&mut caches.records, holder_record());
+            let served = server.run(refusal_writes(&thief));
+            let action = super::super::super::instance::reconcile(Arc::new(thief), ctx.clone())
+                .await
+                .expect("the refusal is a status, not an error");
+            assert_eq!(
+                action,
+                kube::runtime::controller::Action::requeue(ctx.resync)
+            );
+            served
+                .await
+                .expect("the API server saw exactly the refusal");
+        }
+
+        #[tokio::test]
+        async fn a_taken_record_found_by_post_is_not_taken_over_while_its_owner_lives() {
+            let (ctx, server, mut caches) = Context::test();
+            let thief = instance("tenant-b", "thief", "Shared", "2026-02-01T00:00:00Z");
+            // The holder is not in this replica's cache yet: the POST decides.
+            cache(&mut caches.instances, thief.clone());
+            let holder = instance("tenant-a", "orders", "SHARED", "2026-01-01T00:00:00Z");
+            let mut script = vec![
+                Expect::error(
+                    "POST",
+                    "/api/v1/namespaces/mqfleet-system/configmaps",
+                    409,
+                    "AlreadyExists",
+                )
+                .with_body("\"ownerName\":\"thief\""),
+                Expect::ok(
+                    "GET",
+                    "/api/v1/namespaces/mqfleet-system/configmaps/mqfleet-id-shared",
+                    serde_json::to_value(holder_record()).unwrap(),
+                ),
+                Expect::ok(
+                    "GET",
+                    "/apis/mqfleet.io/v1alpha1/namespaces/tenant-a/mqinstances/orders",
+                    serde_json::to_value(holder).unwrap(),
+                ),
+            ];
+            script.extend(refusal_writes(&thief));
+            let served = server.run(script);
+            super::super::super::instance::reconcile(Arc::new(thief), ctx)
+                .await
+                .expect("the refusal is a status, not an error");
+            served
+                .await
+                .expect("the API server saw exactly the claim and the refusal");
+        }
+
+        #[tokio::test]
+        async fn deleting_an_instance_that_holds_no_id_deletes_nothing_but_its_finalizer() {
+            let (ctx, server, mut caches) = Context::test();
+            cache(&mut caches.records, holder_record());
+            let mut thief = instance("tenant-b", "thief", "SHARED", "2026-02-01T00:00:00Z");
+            thief.metadata.deletion_timestamp = thief.metadata.creation_timestamp.clone();
+            thief
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(crate::crd::FORCE_DELETE_ANNOTATION.into(), "true".into());
+            let served = server.run(vec![
+                Expect::ok(
+                    "PATCH",
+                    "/apis/mqfleet.io/v1alpha1/namespaces/tenant-b/mqinstances/thief",
+                    serde_json::to_value(&thief).unwrap(),
+                )
+                .with_body("finalizers"),
+            ]);
+            super::super::super::instance::reconcile(Arc::new(thief), ctx)
+                .await
+                .expect("cleanup succeeds");
+            served.await.expect("only the finalizer was removed");
+        }
+    }
+
     #[test]
     fn owner_labels_must_name_the_instance() {
         let labels = BTreeMap::from([
