@@ -8,9 +8,12 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{ImmutableFieldChange, PAUSE_ANNOTATION};
 
-/// Annotation recording the immutable fields as first applied to the brokers. Its
-/// presence also marks the resource that owns the broker-side object (a conflict loser
-/// never gets it, so deleting a loser never deletes the winner's topic).
+/// Annotation recording a topic's, group's or grant's immutable fields as first applied,
+/// so a changed field is reported (`NotSupported`) where no webhook refused it. It is
+/// tenant metadata, so it only ever changes what status says: which broker-side object a
+/// deletion may remove is decided from the caches (another live claimant keeps it), and
+/// an instance's applied fields live in its ownership record ([`super::ownership`]).
+/// Instances from before ownership records carry it too; it is read once, to migrate.
 pub const APPLIED_ANNOTATION: &str = "mqfleet.io/applied";
 
 /// Condition type shown while reconciliation is paused.
