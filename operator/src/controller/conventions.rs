@@ -9,10 +9,12 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{ImmutableFieldChange, PAUSE_ANNOTATION};
 
 /// Annotation recording a topic's, group's or grant's immutable fields as first applied,
-/// so a changed field is reported (`NotSupported`) where no webhook refused it. It is
-/// tenant metadata, so it only ever changes what status says: which broker-side object a
-/// deletion may remove is decided from the caches (another live claimant keeps it), and
-/// an instance's applied fields live in its ownership record ([`super::ownership`]).
+/// so a changed field is reported (`NotSupported`) where no webhook refused it, and which
+/// of an instance's own topics and groups count as applied (readiness, drains). It is
+/// tenant metadata, so it never decides anything beyond the tenant's own instance: which
+/// broker-side object a deletion may remove is decided from the caches (another live
+/// claimant keeps it), and an instance's applied fields live in its ownership record
+/// ([`super::ownership`]).
 /// Instances from before ownership records carry it too; it is read once, to migrate.
 pub const APPLIED_ANNOTATION: &str = "mqfleet.io/applied";
 
