@@ -1,5 +1,5 @@
 //! The validating admission webhook (admissionregistration/v1), served by every operator
-//! replica: the checks need no leader and no cache, only API reads.
+//! replica: the checks need no leader, only the API and the webhook's own watch caches.
 //!
 //! The operator makes its own CA ([`certs`]), keeps it in a Secret, and writes it into
 //! the `ValidatingWebhookConfiguration` installed with it (`deploy/30-webhook.yaml`)
@@ -35,6 +35,8 @@ pub struct WebhookOptions {
     pub service: String,
     /// The `ValidatingWebhookConfiguration` whose `caBundle` the operator fills in.
     pub configuration: String,
+    /// The cluster profiles' ConfigMap (in `namespace`): instances must name one of them.
+    pub profiles_configmap: String,
 }
 
 /// Why the webhook could not start.
@@ -71,7 +73,7 @@ pub async fn run(client: Client, opts: WebhookOptions) -> Result<(), WebhookErro
             source,
         })?;
     tracing::info!(addr = %opts.listen, service = %opts.service, "serving the admission webhook");
-    let lookup = validate::Lookup::start(client.clone());
+    let lookup = validate::Lookup::start(client.clone(), &opts.namespace, &opts.profiles_configmap);
     tokio::spawn(server::serve(listener, tls.clone(), lookup));
     let ca = Arc::new(RwLock::new(cert.ca_pem.clone()));
     tokio::spawn(renew(
