@@ -37,9 +37,14 @@ enum Command {
         /// Namespace of every instance's workloads.
         #[arg(long, env = "MQ_PLATFORM_NAMESPACE", default_value = "mqfleet-system")]
         namespace: String,
-        /// Image of brokers and name servers (an instance's `spec.image` overrides it).
-        #[arg(long, env = "MQ_BROKER_IMAGE", default_value = "mqfleet/mq-broker:dev")]
-        broker_image: String,
+        /// ConfigMap (in the platform namespace, key `profiles.yaml`) holding the cluster
+        /// profiles instances name in `spec.cluster`: images, placement and defaults.
+        #[arg(
+            long,
+            env = "MQ_PROFILES_CONFIGMAP",
+            default_value = mq_operator::controller::profiles::DEFAULT_CONFIGMAP
+        )]
+        profiles_configmap: String,
         /// Full resync period in seconds (drift correction).
         #[arg(long, env = "MQ_RESYNC_SECS", default_value_t = 600)]
         resync_secs: u64,
@@ -87,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             namespace,
-            broker_image,
+            profiles_configmap,
             resync_secs,
             leader_elect,
             identity,
@@ -107,12 +112,13 @@ fn main() -> anyhow::Result<()> {
                 namespace: namespace.clone(),
                 service: webhook_service,
                 configuration: webhook_configuration,
+                profiles_configmap: profiles_configmap.clone(),
             });
             run(mq_operator::controller::RunOptions {
                 webhook,
                 settings: mq_operator::controller::Settings {
                     namespace,
-                    broker_image,
+                    profiles_configmap,
                 },
                 resync: std::time::Duration::from_secs(resync_secs),
                 leader_elect,

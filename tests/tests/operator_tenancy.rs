@@ -22,7 +22,7 @@ use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
 use mq_broker::remoting::body::TopicConfig;
 use mq_broker::remoting::{RemotingCommand, request_code, response_code};
-use mq_operator::crd::{MQInstance, MQTopic, Phase};
+use mq_operator::crd::{MQGroup, MQInstance, MQTopic, Phase};
 use mq_testbed::Testbed;
 use mq_testbed::operator::{PLATFORM, instance_admin_key, server_pod};
 use serde_json::json;
@@ -226,6 +226,19 @@ async fn topic_names(admin: &AdminClient) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Ten messages through A's instance with the real client, unsigned (it runs its own
+/// runtime, so on a thread of its own); the bodies received.
+async fn round_trip(endpoint: &str, prefix: &'static str) -> std::collections::HashSet<String> {
+    let endpoint = endpoint.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let got = support::round_trip(&endpoint, Some(A_ID), "ORDERS", "GID_TENANCY", prefix, 10);
+        let _ = tx.send(got);
+    });
+    rx.await
+        .expect("the client round trip panicked (see above)")
+}
+
 /// A REGISTER_BROKER request for a broker `name` with no topics, signed with `key`.
 fn registration(name: &str, key: Option<&mq_broker::acl::Credentials>) -> RemotingCommand {
     let body = mq_broker::remoting::body::RegisterBrokerBody::default();
@@ -264,10 +277,19 @@ async fn tenancy() -> Result<()> {
     let endpoint = wait_running(tb, &a_api, "orders").await?;
     wait_running(tb, &b_api, "mine").await?;
     mq_testbed::operator::topics_ready(tb, &client, ns_a, 1, RUNNING).await?;
+    let groups: Api<MQGroup> = Api::namespaced(client.clone(), ns_a);
+    tb.until(&client, ns_a, "the group Ready", RUNNING, || {
+        let groups = groups.clone();
+        async move {
+            let g = groups.get("tenancy").await.map_err(|e| e.to_string())?;
+            Ok(mq_operator::crd::is_ready(g.metadata.generation, g.status.as_ref()).then_some(()))
+        }
+    })
+    .await?;
     mq_testbed::operator::webhook_in_force(tb, &client, ns_a, "orders").await?;
 
     // Clients send and consume unsigned (tenant ACL is off).
-    let got = support::round_trip(&endpoint, Some(A_ID), "ORDERS", "GID_TENANCY", "before", 10);
+    let got = round_trip(&endpoint, "before").await;
     ensure!(got.len() >= 10, "A's client received {got:?}");
 
     // The admin plane is signed whatever the tenant ACL says.
@@ -457,7 +479,7 @@ async fn tenancy() -> Result<()> {
     );
 
     // A's clients keep working.
-    let got = support::round_trip(&endpoint, Some(A_ID), "ORDERS", "GID_TENANCY", "after", 10);
+    let got = round_trip(&endpoint, "after").await;
     ensure!(
         got.iter().filter(|b| b.starts_with("after-")).count() >= 10,
         "A's client after the attack received {got:?}"
@@ -470,6 +492,7 @@ async fn tenancy() -> Result<()> {
     Api::<MQTopic>::namespaced(client.clone(), ns_a)
         .delete("orders", &DeleteParams::default())
         .await?;
+    groups.delete("tenancy", &DeleteParams::default()).await?;
     for (api, name) in [(&a_api, "orders"), (&b_api, "mine")] {
         api.patch(
             name,

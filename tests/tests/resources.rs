@@ -139,7 +139,16 @@ async fn examples_are_accepted_and_invalid_manifests_are_refused_naming_the_fiel
     let instance = Api::<MQInstance>::namespaced(client.clone(), &ns)
         .get("orders")
         .await?;
-    assert_eq!(instance.spec.brokers.storage.size.0, "20Gi");
+    assert_eq!(
+        instance
+            .spec
+            .brokers
+            .storage
+            .size
+            .as_ref()
+            .map(|q| q.0.as_str()),
+        Some("20Gi")
+    );
     assert_eq!(instance.spec.topic_capacity, 50);
 
     let invalid = manifests(&workspace().join("examples/invalid"))?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
+use mq_operator::controller::profiles::{Effective, Profiles};
 use mq_operator::controller::workloads::{self, Names, Settings};
 use mq_operator::crd::MQInstance;
 
@@ -42,15 +43,37 @@ fn objects_the_operator_builds_are_valid_kubernetes_1_33() -> Result<()> {
     instance.metadata.namespace = Some("shop".into());
     let settings = Settings {
         namespace: "mqfleet-system".into(),
-        broker_image: "mqfleet/mq-broker:dev".into(),
+        profiles_configmap: "mqfleet-cluster-profiles".into(),
     };
+    // The profile `deploy/` ships, with placement added so that is checked too.
+    let deployed: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
+        workspace().join("deploy/15-profiles.yaml"),
+    )?)?;
+    let mut text = deployed["data"]["profiles.yaml"]
+        .as_str()
+        .context("deploy/15-profiles.yaml has no profiles.yaml")?
+        .to_owned();
+    text.push_str(concat!(
+        "  nodeSelector: {mqfleet.io/pool: brokers}\n",
+        "  tolerations: [{key: dedicated, operator: Equal, value: mq, effect: NoSchedule}]\n",
+        "  affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [",
+        "{weight: 100, podAffinityTerm: {topologyKey: kubernetes.io/hostname, ",
+        "labelSelector: {matchLabels: {mqfleet.io/component: broker}}}}]}}\n",
+    ));
+    let profiles = Profiles::parse(&text)?;
+    let profile = profiles.get("default").context("no default profile")?;
+    let effective = Effective::of(&instance.spec, profile);
     let names = Names::of(&instance);
     let mut objects = vec![
-        serde_yaml::to_string(&workloads::config_map(&instance, &names, &settings))?,
-        serde_yaml::to_string(&workloads::namesrv_statefulset(
-            &instance, &names, &settings,
+        serde_yaml::to_string(&workloads::config_map(
+            &instance, &names, &settings, &effective,
         ))?,
-        serde_yaml::to_string(&workloads::broker_statefulset(&instance, &names, &settings))?,
+        serde_yaml::to_string(&workloads::namesrv_statefulset(
+            &instance, &names, &settings, &effective,
+        ))?,
+        serde_yaml::to_string(&workloads::broker_statefulset(
+            &instance, &names, &settings, &effective,
+        ))?,
     ];
     for svc in workloads::services(&instance, &names, &settings) {
         objects.push(serde_yaml::to_string(&svc)?);

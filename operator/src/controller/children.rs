@@ -158,9 +158,9 @@ async fn target(
     let mut brokers =
         brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
     if !any_phase {
-        // Brokers beyond spec.brokers.replicas are draining: the instance controller
+        // Brokers beyond the instance's count are draining: the instance controller
         // keeps them read-only, so they must not get writable topics from here.
-        let staying = instance.spec.brokers.replicas;
+        let staying = staying_brokers(ctx, &instance);
         brokers.retain(|b| super::drain::ordinal(b).is_none_or(|o| o < staying));
     }
     if brokers.is_empty() {
@@ -176,6 +176,22 @@ async fn target(
         brokers,
         namespaced,
     }))
+}
+
+/// The brokers the instance keeps: its spec's count, else its profile's (while the
+/// profile is unknown, the count last reported in status; none reported: all).
+fn staying_brokers(ctx: &Context, instance: &MQInstance) -> i32 {
+    ctx.profiles
+        .effective(&instance.spec)
+        .map(|e| e.broker_replicas)
+        .unwrap_or_else(|_| {
+            instance
+                .status
+                .as_ref()
+                .map(|s| s.brokers)
+                .filter(|b| *b > 0)
+                .unwrap_or(i32::MAX)
+        })
 }
 
 /// The conventions checked before any broker is touched; `Some(action)` ends the

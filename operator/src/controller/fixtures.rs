@@ -64,8 +64,12 @@ impl Context {
             client,
             settings: Settings {
                 namespace: "mqfleet-system".into(),
-                broker_image: "mqfleet/mq-broker:dev".into(),
+                profiles_configmap: "mqfleet-cluster-profiles".into(),
             },
+            profiles: super::profile_cache::ProfileCache::fixed(
+                super::profiles::Known::Missing,
+                "mqfleet-cluster-profiles",
+            ),
             resync: Duration::from_secs(600),
             topics,
             groups: store().0,

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::profiles::{Effective, Unresolved};
 use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
 use super::{Context, Error};
 use super::{acl, brokers, conventions, drain, ownership};
@@ -23,6 +24,7 @@ use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQGroup, MQInstance, MQInstanceStatus, MQTopic,
     OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// The instance finalizer (cleanup crosses namespaces, so owner references cannot).
@@ -93,6 +95,10 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let (settings, names) = (&ctx.settings, Names::for_id(record.instance_id.clone()));
+    let effective = match effective(ctx, instance, &names).await? {
+        Ok(effective) => effective,
+        Err(action) => return Ok(action),
+    };
     let platform = &settings.namespace;
     // Before the pods, so a broker starts with its admin key and, with ACL on, its accounts.
     let admin = acl::admin_secret(instance, &names, platform, &ctx.instance_admin(&names));
@@ -102,7 +108,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     apply_object(
         ctx,
         platform,
-        &workloads::config_map(instance, &names, settings),
+        &workloads::config_map(instance, &names, settings, &effective),
     )
     .await?;
     for svc in workloads::services(instance, &names, settings) {
@@ -111,12 +117,13 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     let namesrv = apply_object(
         ctx,
         platform,
-        &workloads::namesrv_statefulset(instance, &names, settings),
+        &workloads::namesrv_statefulset(instance, &names, settings, &effective),
     )
     .await?;
     let mut status = instance.status.clone().unwrap_or_default();
-    let (replicas, drained) = broker_replicas(ctx, instance, &names, &status).await?;
-    let mut broker_sts = workloads::broker_statefulset(instance, &names, settings);
+    let (replicas, drained) =
+        broker_replicas(ctx, instance, &names, &status, effective.broker_replicas).await?;
+    let mut broker_sts = workloads::broker_statefulset(instance, &names, settings, &effective);
     if let Some(spec) = broker_sts.spec.as_mut() {
         spec.replicas = Some(replicas);
     }
@@ -144,10 +151,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     // instance, so a new broker (scale-up, empty store) is not counted half-configured.
     let (ready_brokers, missing) = serving_brokers(ctx, instance, &names).await?;
     let ready_brokers = ready_brokers.min(ready(&brokers));
-    let (want_ns, want_brokers) = (
-        instance.spec.name_servers.replicas,
-        instance.spec.brokers.replicas,
-    );
+    let (want_ns, want_brokers) = (effective.name_server_replicas, effective.broker_replicas);
     let (topics, groups) = children_of(&ctx.topics, &ctx.groups, instance);
 
     status.observed_generation = generation;
@@ -159,6 +163,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         workloads::NAMESRV_PORT
     ));
     status.brokers = want_brokers;
+    status.effective = Some(effective.status());
     status.ready_brokers = ready_brokers;
     status.topics = i32::try_from(topics.len()).unwrap_or(i32::MAX);
     status.groups = i32::try_from(groups.len()).unwrap_or(i32::MAX);
@@ -271,15 +276,16 @@ async fn report_bad_accounts(ctx: &Context, bad: &[acl::BadAccount]) {
     }
 }
 
-/// Broker replicas to run now: the spec's, except while shrinking, when the current
-/// count stays until the leaving brokers are drained. Returns the drain's state too.
+/// Broker replicas to run now: the `wanted` ones, except while shrinking, when the
+/// current count stays until the leaving brokers are drained. Returns the drain's state
+/// too.
 async fn broker_replicas(
     ctx: &Context,
     instance: &MQInstance,
     names: &Names,
     status: &MQInstanceStatus,
+    wanted: i32,
 ) -> Result<(i32, Option<drain::Drain>), Error> {
-    let wanted = instance.spec.brokers.replicas;
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
     let current = api
         .get_opt(&names.broker())
@@ -296,6 +302,67 @@ async fn broker_replicas(
         drain::Drain::Done | drain::Drain::Overridden(_) => wanted,
     };
     Ok((replicas, Some(state)))
+}
+
+/// What the instance runs (its spec over its cluster profile), with the storage its
+/// brokers were created with (claim templates cannot change). `Err(action)` when the
+/// profile is unknown (status says `UnknownCluster` and which profiles exist; an edit
+/// of the profiles ConfigMap reconciles again) or still loading.
+async fn effective(
+    ctx: &Context,
+    instance: &MQInstance,
+    names: &Names,
+) -> Result<Result<Effective, Action>, Error> {
+    let message = match ctx.profiles.effective(&instance.spec) {
+        Ok(mut effective) => {
+            let api: Api<StatefulSet> =
+                Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+            if let Some((size, class)) = api
+                .get_opt(&names.broker())
+                .await?
+                .as_ref()
+                .and_then(claimed_storage)
+            {
+                effective.pin_storage(size, class);
+            }
+            return Ok(Ok(effective));
+        }
+        Err(Unresolved::Loading) => return Ok(Err(Action::requeue(STARTING))),
+        Err(Unresolved::Unknown(message)) => message,
+    };
+    let generation = instance.metadata.generation;
+    let mut status = instance.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    if matches!(status.phase, None | Some(Phase::Creating)) {
+        status.phase = Some(Phase::Failed);
+    }
+    set_condition(
+        &mut status.conditions,
+        condition(READY, false, "UnknownCluster", message, generation),
+    );
+    status.conditions.retain(|c| c.type_ != conventions::PAUSED);
+    write_status(ctx, instance, status).await?;
+    Ok(Err(Action::await_change()))
+}
+
+/// The size and class of the store claims a broker StatefulSet was created with.
+fn claimed_storage(sts: &StatefulSet) -> Option<(Quantity, Option<String>)> {
+    let claim = sts
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("store"))?
+        .spec
+        .as_ref()?;
+    let size = claim
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")?;
+    Some((size.clone(), claim.storage_class_name.clone()))
 }
 
 /// Keeps the Draining condition in step with the drain; true while brokers drain.

@@ -15,6 +15,8 @@ pub mod health;
 pub mod instance;
 pub mod metrics;
 pub mod ownership;
+pub mod profile_cache;
+pub mod profiles;
 pub mod relist;
 pub mod workloads;
 
@@ -78,6 +80,8 @@ pub struct Context {
     /// The PodDisruptionBudget resource the server offers (`policy/v1`, else
     /// `policy/v1beta1` as on 1.20), if any.
     pub pdb: Option<kube::core::ApiResource>,
+    /// The cluster profiles (a watch of their ConfigMap).
+    pub profiles: profile_cache::ProfileCache,
 }
 
 /// How to run the operator.
@@ -407,6 +411,11 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         controller: OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let (profiles, profile_changes) = profile_cache::ProfileCache::start(
+        client.clone(),
+        &settings.namespace,
+        &settings.profiles_configmap,
+    );
     let instance_controller =
         Controller::new(Api::<MQInstance>::all(client.clone()), watch_config());
     let records = cache(
@@ -434,6 +443,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         drain_timeout,
         failures: Default::default(),
         pdb: disruption_budget_resource(&client).await,
+        profiles,
     });
     metrics.set_running(true);
     if let Some(problem) = admin_problem {
@@ -450,6 +460,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     let workloads = watch_config().labels(&format!("{MANAGED_BY}={OPERATOR}"));
     // With ACL on, an instance's ACL follows its topics, groups, grants and the accounts.
     let acl_on = instance_controller.store();
+    let on_profile = acl_on.clone();
     let (on_topic, on_group, on_grant, on_account) =
         (acl_on.clone(), acl_on.clone(), acl_on.clone(), acl_on);
     let accounts = watch_config().labels(acl::ACCOUNT_LABEL);
@@ -487,6 +498,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_on(profile_users(on_profile, profile_changes))
         .reconcile_all_on(instance_relist)
         .trigger_backoff(relist::WatchBackoff::default())
         .shutdown_on_signal()
@@ -633,6 +645,27 @@ fn acl_instance(
         .get(&reference)
         .filter(|i| i.spec.acl_enabled)
         .map(|_| reference)
+}
+
+/// The instances using the profiles each change of the profiles ConfigMap touched: an
+/// edit rolls their images, resources and placement; a removed profile shows as
+/// `UnknownCluster`, a restored one heals.
+fn profile_users(
+    instances: Store<MQInstance>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+) -> impl futures::Stream<Item = ObjectRef<MQInstance>> + Send + 'static {
+    futures::stream::unfold(changes, |mut rx| async move {
+        rx.recv().await.map(|names| (names, rx))
+    })
+    .flat_map(move |names| {
+        let users: Vec<ObjectRef<MQInstance>> = instances
+            .state()
+            .iter()
+            .filter(|i| names.contains(&i.spec.cluster))
+            .map(|i| ObjectRef::from_obj(i.as_ref()))
+            .collect();
+        futures::stream::iter(users)
+    })
 }
 
 /// The `MQInstance` a workload object belongs to, from its labels.

@@ -1,6 +1,7 @@
-//! The Kubernetes objects an `MQInstance` becomes, as pure functions of the resource and
-//! the operator's settings: name-server and broker StatefulSets, their Services and the
-//! broker ConfigMap. The reconciler applies them with server-side apply.
+//! The Kubernetes objects an `MQInstance` becomes, as pure functions of the resource,
+//! what it runs ([`Effective`]: its spec over its cluster profile) and the operator's
+//! settings: name-server and broker StatefulSets, their Services and the broker
+//! ConfigMap. The reconciler applies them with server-side apply.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::{Value, json};
 
+use super::profiles::Effective;
 use crate::crd::{FlushMode, MQInstance};
 
 /// Port of the name servers.
@@ -39,8 +41,8 @@ pub const OPERATOR: &str = "mq-operator";
 pub struct Settings {
     /// Namespace of every instance's workloads.
     pub namespace: String,
-    /// Image of brokers and name servers unless the instance overrides it.
-    pub broker_image: String,
+    /// Name of the ConfigMap (in `namespace`) holding the cluster profiles.
+    pub profiles_configmap: String,
 }
 
 /// Names of one instance's objects, all derived from its id.
@@ -130,8 +132,8 @@ fn selector(names: &Names, component: &str) -> Value {
 }
 
 /// The name-server list brokers use: each name-server pod's stable DNS name.
-pub fn namesrv_addrs(instance: &MQInstance, names: &Names, settings: &Settings) -> String {
-    (0..instance.spec.name_servers.replicas)
+pub fn namesrv_addrs(effective: &Effective, names: &Names, settings: &Settings) -> String {
+    (0..effective.name_server_replicas)
         .map(|i| {
             format!(
                 "{}-{i}.{}.{}.svc.cluster.local:{NAMESRV_PORT}",
@@ -145,7 +147,12 @@ pub fn namesrv_addrs(instance: &MQInstance, names: &Names, settings: &Settings) 
 }
 
 /// The broker ConfigMap (`broker.conf`, RocketMQ's properties format).
-pub fn config_map(instance: &MQInstance, names: &Names, settings: &Settings) -> ConfigMap {
+pub fn config_map(
+    instance: &MQInstance,
+    names: &Names,
+    settings: &Settings,
+    effective: &Effective,
+) -> ConfigMap {
     let header = format!(
         "# Written by mq-operator for MQInstance {}/{}; edits are overwritten.\n",
         instance.metadata.namespace.as_deref().unwrap_or_default(),
@@ -157,12 +164,12 @@ pub fn config_map(instance: &MQInstance, names: &Names, settings: &Settings) -> 
         super::acl::ACL_FILE_KEY
     );
     // The instance's limits, shared evenly by its brokers; read live.
-    let brokers = i64::from(instance.spec.brokers.replicas.max(1));
+    let brokers = i64::from(effective.broker_replicas.max(1));
     let per_broker = |tps: i64| (tps + brokers - 1) / brokers;
     let broker = format!(
         "{header}{}namesrvAddr={}\n{acl}maxSendTps={}\nmaxReceiveTps={}\n",
-        restart_settings(instance),
-        namesrv_addrs(instance, names, settings),
+        restart_settings(effective),
+        namesrv_addrs(effective, names, settings),
         per_broker(instance.spec.max_send_tps),
         per_broker(instance.spec.max_receive_tps),
     );
@@ -194,14 +201,14 @@ fn config_mounts() -> Value {
 /// The part of `broker.conf` a broker reads only at start. Its hash is on the pod
 /// template, so changing it rolls the brokers one at a time; the rest (`namesrvAddr`) is
 /// re-read live and changes without restarts.
-fn restart_settings(instance: &MQInstance) -> String {
-    let flush = match instance.spec.brokers.flush_mode {
+fn restart_settings(effective: &Effective) -> String {
+    let flush = match effective.flush_mode {
         FlushMode::Sync => "SYNC_FLUSH",
         FlushMode::Async => "ASYNC_FLUSH",
     };
     format!(
         "brokerClusterName={}\nbrokerName=broker-{{ordinal}}\nflushDiskType={flush}\nstorePathRootDir={STORE_DIR}\n",
-        instance.spec.cluster
+        effective.cluster
     )
 }
 
@@ -225,14 +232,6 @@ fn meta(
     component: Option<&str>,
 ) -> Value {
     json!({"name": name, "namespace": settings.namespace, "labels": labels(instance, names, component)})
-}
-
-fn image(instance: &MQInstance, settings: &Settings) -> String {
-    instance
-        .spec
-        .image
-        .clone()
-        .unwrap_or_else(|| settings.broker_image.clone())
 }
 
 /// Variables every server container gets: its pod's address and name (downward API), and
@@ -261,15 +260,56 @@ fn resources(value: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -
         .unwrap_or_else(|| json!({}))
 }
 
+/// User and group the servers run as (not root); the store volume is group-writable by
+/// it through `fsGroup`.
+pub const RUN_AS: i64 = 10001;
+
+/// The pod-level part every server pod gets: no API token (the servers never call the
+/// API), a non-root user owning the volumes, and the profile's placement.
+fn pod_hardening_and_placement(effective: &Effective) -> Value {
+    let placement = &effective.placement;
+    let mut spec = json!({
+        "automountServiceAccountToken": false,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    });
+    if !placement.node_selector.is_empty() {
+        spec["nodeSelector"] = json!(placement.node_selector);
+    }
+    if !placement.tolerations.is_empty() {
+        spec["tolerations"] = serde_json::to_value(&placement.tolerations).unwrap_or_default();
+    }
+    if let Some(affinity) = &placement.affinity {
+        spec["affinity"] = serde_json::to_value(affinity).unwrap_or_default();
+    }
+    spec
+}
+
+/// Every server container: no privilege escalation, a read-only root filesystem (the
+/// store and the config are volumes), no capabilities.
+fn container_security() -> Value {
+    json!({"securityContext": {
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+    }})
+}
+
 /// The name servers: a StatefulSet binding each pod's own address.
 pub fn namesrv_statefulset(
     instance: &MQInstance,
     names: &Names,
     settings: &Settings,
+    effective: &Effective,
 ) -> StatefulSet {
     let mut container = json!({
         "name": "namesrv",
-        "image": image(instance, settings),
+        "image": effective.name_server_image,
         "args": [
             "namesrv",
             format!("--listen=$(POD_IP):{NAMESRV_PORT}"),
@@ -280,24 +320,27 @@ pub fn namesrv_statefulset(
         "env": pod_env(names),
         "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
         "volumeMounts": config_mounts(),
-        "resources": resources(instance.spec.name_servers.resources.as_ref()),
+        "resources": resources(effective.name_server_resources.as_ref()),
     });
     merge(&mut container, probes());
+    merge(&mut container, container_security());
+    let mut pod = json!({
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": config_volumes(names),
+    });
+    merge(&mut pod, pod_hardening_and_placement(effective));
     from_json(json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": meta(instance, names, &names.namesrv(), settings, Some("namesrv")),
         "spec": {
             "serviceName": names.namesrv_headless(),
-            "replicas": instance.spec.name_servers.replicas,
+            "replicas": effective.name_server_replicas,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector(names, "namesrv")},
             "template": {
                 "metadata": {"labels": labels(instance, names, Some("namesrv"))},
-                "spec": {
-                    "terminationGracePeriodSeconds": 30,
-                    "containers": [container],
-                    "volumes": config_volumes(names),
-                },
+                "spec": pod,
             },
         },
     }))
@@ -309,8 +352,8 @@ pub fn broker_statefulset(
     instance: &MQInstance,
     names: &Names,
     settings: &Settings,
+    effective: &Effective,
 ) -> StatefulSet {
-    let brokers = &instance.spec.brokers;
     let mut args = vec![
         "broker".to_owned(),
         format!("--listen=$(POD_IP):{BROKER_PORT}"),
@@ -324,30 +367,37 @@ pub fn broker_statefulset(
     }
     let mut container = json!({
         "name": "broker",
-        "image": image(instance, settings),
+        "image": effective.broker_image,
         "args": args,
         "env": pod_env(names),
         "ports": [{"name": "remoting", "containerPort": BROKER_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
         "volumeMounts": [{"name": "store", "mountPath": STORE_DIR}],
-        "resources": resources(brokers.resources.as_ref()),
+        "resources": resources(effective.broker_resources.as_ref()),
     });
     merge(&mut container, probes());
+    merge(&mut container, container_security());
     if let Some(mounts) = container["volumeMounts"].as_array_mut() {
         mounts.extend(config_mounts().as_array().cloned().unwrap_or_default());
     }
     let mut claim = json!({
         "metadata": {"name": "store", "labels": labels(instance, names, Some("broker"))},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": brokers.storage.size.0}}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": effective.storage_size.0}}},
     });
-    if let Some(class) = &brokers.storage.storage_class_name {
+    if let Some(class) = &effective.storage_class_name {
         claim["spec"]["storageClassName"] = json!(class);
     }
+    let mut pod = json!({
+        "terminationGracePeriodSeconds": 60,
+        "containers": [container],
+        "volumes": config_volumes(names),
+    });
+    merge(&mut pod, pod_hardening_and_placement(effective));
     from_json(json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": meta(instance, names, &names.broker(), settings, Some("broker")),
         "spec": {
             "serviceName": names.broker_headless(),
-            "replicas": brokers.replicas,
+            "replicas": effective.broker_replicas,
             "podManagementPolicy": "Parallel",
             // One broker at a time, each Ready before the next goes: the others serve.
             "updateStrategy": {"type": "RollingUpdate"},
@@ -355,13 +405,9 @@ pub fn broker_statefulset(
             "template": {
                 "metadata": {
                     "labels": labels(instance, names, Some("broker")),
-                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(restart_settings(instance).as_bytes())},
+                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(restart_settings(effective).as_bytes())},
                 },
-                "spec": {
-                    "terminationGracePeriodSeconds": 60,
-                    "containers": [container],
-                    "volumes": config_volumes(names),
-                },
+                "spec": pod,
             },
             "volumeClaimTemplates": [claim],
         },
@@ -449,8 +495,39 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             namespace: "mqfleet-system".into(),
-            broker_image: "mqfleet/mq-broker:dev".into(),
+            profiles_configmap: "mqfleet-cluster-profiles".into(),
         }
+    }
+
+    const PROFILES: &str = r#"
+default:
+  brokers:
+    image: mqfleet/mq-broker:dev
+    replicas: 3
+    storage: {size: 1Gi}
+    resources: {requests: {cpu: 100m, memory: 128Mi}}
+  nameServers:
+    image: mqfleet/mq-namesrv:dev
+    replicas: 1
+    resources: {requests: {cpu: 50m, memory: 64Mi}}
+  nodeSelector: {mqfleet.io/pool: brokers}
+  tolerations: [{key: dedicated, operator: Equal, value: mq, effect: NoSchedule}]
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector: {matchLabels: {mqfleet.io/component: broker}}
+"#;
+
+    fn effective(i: &MQInstance) -> Effective {
+        let profiles = crate::controller::profiles::Profiles::parse(PROFILES).unwrap();
+        Effective::of(&i.spec, profiles.get("default").unwrap())
+    }
+
+    fn pod_spec(sts: &StatefulSet) -> k8s_openapi::api::core::v1::PodSpec {
+        sts.spec.clone().unwrap().template.spec.unwrap()
     }
 
     #[test]
@@ -466,7 +543,7 @@ mod tests {
     fn brokers_find_name_servers_by_stable_dns_names() {
         let (i, s) = (instance(true), settings());
         let names = Names::of(&i);
-        let cm = config_map(&i, &names, &s);
+        let cm = config_map(&i, &names, &s, &effective(&i));
         let conf = &cm.data.unwrap()["broker.conf"];
         let ns = names.namesrv();
         let hl = names.namesrv_headless();
@@ -484,14 +561,14 @@ mod tests {
         i.spec.max_receive_tps = 100;
         i.spec.acl_enabled = true;
         let names = Names::of(&i);
-        let data = config_map(&i, &names, &s).data.unwrap();
+        let data = config_map(&i, &names, &s, &effective(&i)).data.unwrap();
         let conf = &data["broker.conf"];
         assert!(conf.contains("maxSendTps=2501\n"), "{conf}");
         assert!(conf.contains("maxReceiveTps=50\n"), "{conf}");
         assert!(conf.contains("aclEnable=true\naclFile=/etc/mqfleet/acl/plain_acl.yml\n"));
         assert!(data["namesrv.conf"].contains("aclEnable=true"));
         let hash = |i: &MQInstance| {
-            broker_statefulset(i, &names, &s)
+            broker_statefulset(i, &names, &s, &effective(i))
                 .spec
                 .unwrap()
                 .template
@@ -505,7 +582,7 @@ mod tests {
         i.spec.acl_enabled = false;
         i.spec.max_send_tps = 10;
         assert_eq!(hash(&i), before, "live settings must not restart brokers");
-        i.spec.brokers.flush_mode = FlushMode::Async;
+        i.spec.brokers.flush_mode = Some(FlushMode::Async);
         assert_ne!(hash(&i), before, "the flush mode is read at start only");
     }
 
@@ -513,7 +590,7 @@ mod tests {
     fn the_broker_statefulset_binds_its_pod_ip_and_claims_its_store() {
         let (i, s) = (instance(true), settings());
         let names = Names::of(&i);
-        let sts = broker_statefulset(&i, &names, &s);
+        let sts = broker_statefulset(&i, &names, &s, &effective(&i));
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));
         let c = &spec.template.spec.unwrap().containers[0];
@@ -534,7 +611,7 @@ mod tests {
                 .0,
             "5Gi"
         );
-        let shared = broker_statefulset(&instance(false), &names, &s);
+        let shared = broker_statefulset(&instance(false), &names, &s, &effective(&i));
         let args = shared.spec.unwrap().template.spec.unwrap().containers[0]
             .args
             .clone()
@@ -550,5 +627,127 @@ mod tests {
                 assert_eq!(port.protocol.as_deref(), Some("TCP"));
             }
         }
+    }
+
+    #[test]
+    fn images_resources_and_placement_come_from_the_profile() {
+        let (mut i, s) = (instance(true), settings());
+        i.spec.brokers = Default::default();
+        i.spec.name_servers = Default::default();
+        let names = Names::of(&i);
+        let e = effective(&i);
+        let brokers = broker_statefulset(&i, &names, &s, &e);
+        assert_eq!(brokers.spec.as_ref().unwrap().replicas, Some(3));
+        let pod = pod_spec(&brokers);
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("mqfleet/mq-broker:dev"));
+        let requests = c.resources.as_ref().unwrap().requests.clone().unwrap();
+        assert_eq!(requests["cpu"].0, "100m");
+        assert_eq!(requests["memory"].0, "128Mi");
+        assert_eq!(
+            pod.node_selector.as_ref().unwrap()["mqfleet.io/pool"],
+            "brokers"
+        );
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+        let claim = &brokers
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_claim_templates
+            .clone()
+            .unwrap()[0];
+        let claim = claim.spec.as_ref().unwrap();
+        assert_eq!(
+            claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "1Gi"
+        );
+        assert_eq!(claim.storage_class_name, None);
+
+        let namesrv = namesrv_statefulset(&i, &names, &s, &e);
+        assert_eq!(namesrv.spec.as_ref().unwrap().replicas, Some(1));
+        let pod = pod_spec(&namesrv);
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("mqfleet/mq-namesrv:dev"));
+        let requests = c.resources.as_ref().unwrap().requests.clone().unwrap();
+        assert_eq!(requests["cpu"].0, "50m");
+        assert!(pod.tolerations.is_some() && pod.node_selector.is_some());
+        let conf = config_map(&i, &names, &s, &e).data.unwrap()["broker.conf"].clone();
+        assert_eq!(conf.matches(".svc.cluster.local:9876").count(), 1, "{conf}");
+        assert!(conf.contains("flushDiskType=ASYNC_FLUSH"), "{conf}");
+    }
+
+    #[test]
+    fn the_spec_overrides_the_profile_where_allowed() {
+        let (mut i, s) = (instance(true), settings());
+        i.spec.brokers.resources = Some(
+            serde_json::from_value(json!({"requests": {"cpu": "2", "memory": "4Gi"}})).unwrap(),
+        );
+        let names = Names::of(&i);
+        let sts = broker_statefulset(&i, &names, &s, &effective(&i));
+        assert_eq!(
+            sts.spec.as_ref().unwrap().replicas,
+            Some(2),
+            "spec replicas"
+        );
+        let c = &pod_spec(&sts).containers[0];
+        assert_eq!(
+            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
+            "2"
+        );
+        // The image is never the tenant's.
+        assert_eq!(c.image.as_deref(), Some("mqfleet/mq-broker:dev"));
+        let claim = &sts
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_claim_templates
+            .clone()
+            .unwrap()[0];
+        assert_eq!(
+            claim.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("fast")
+        );
+    }
+
+    #[test]
+    fn server_pods_are_hardened_and_get_no_api_token() {
+        let (i, s) = (instance(true), settings());
+        let names = Names::of(&i);
+        let e = effective(&i);
+        for sts in [
+            broker_statefulset(&i, &names, &s, &e),
+            namesrv_statefulset(&i, &names, &s, &e),
+        ] {
+            let pod = pod_spec(&sts);
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            let psc = pod.security_context.clone().unwrap();
+            assert_eq!(psc.run_as_non_root, Some(true));
+            assert_eq!(psc.run_as_user, Some(RUN_AS));
+            assert_eq!(psc.fs_group, Some(RUN_AS), "the store stays writable");
+            let csc = pod.containers[0].security_context.clone().unwrap();
+            assert_eq!(csc.allow_privilege_escalation, Some(false));
+            assert_eq!(csc.read_only_root_filesystem, Some(true));
+            assert_eq!(csc.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+        }
+    }
+
+    #[test]
+    fn a_profile_edit_changes_the_pod_templates() {
+        let (i, s) = (instance(true), settings());
+        let names = Names::of(&i);
+        let before = broker_statefulset(&i, &names, &s, &effective(&i));
+        let mut e = effective(&i);
+        e.broker_resources =
+            Some(serde_json::from_value(json!({"requests": {"cpu": "300m"}})).unwrap());
+        let after = broker_statefulset(&i, &names, &s, &e);
+        assert_ne!(
+            before.spec.unwrap().template,
+            after.spec.unwrap().template,
+            "a new template rolls the brokers"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub const INSTANCE_ID_PATTERN: &str = crate::domain::ids::PATTERN;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Ready Brokers","type":"integer","jsonPath":".status.readyBrokers","description":"Brokers serving every topic and group of the instance"}"#,
-    printcolumn = r#"{"name":"Brokers","type":"integer","jsonPath":".spec.brokers.replicas","description":"Desired brokers"}"#,
+    printcolumn = r#"{"name":"Brokers","type":"integer","jsonPath":".status.brokers","description":"Desired brokers (the spec's, else the cluster profile's)"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","description":"NAMESRV_ADDR for clients"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -50,7 +50,10 @@ pub struct MQInstanceSpec {
     #[schemars(length(min = 3, max = 44), pattern(INSTANCE_ID_PATTERN))]
     pub instance_id: Option<String>,
 
-    /// Cluster profile the instance runs on (console `/json/cluster/list`).
+    /// Cluster profile the instance runs on (console `/json/cluster/list`): the platform's
+    /// images, placement and defaults for whatever `brokers` and `nameServers` leave unset.
+    /// It must be a profile the platform offers (ConfigMap `mqfleet-cluster-profiles` in
+    /// the platform namespace). Immutable (the brokers' volumes are made from it).
     #[serde(default = "default_cluster")]
     #[schemars(length(min = 1, max = 64), pattern(OBJECT_NAME_PATTERN))]
     pub cluster: String,
@@ -92,67 +95,71 @@ pub struct MQInstanceSpec {
     #[schemars(pattern(USER_ID_PATTERN))]
     pub owner: Option<String>,
 
-    /// Container image for this instance's name servers and brokers; defaults to the operator's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
-    pub image: Option<String>,
-
-    /// The brokers: how many, their storage and flush policy.
+    /// The brokers: how many, their storage and flush policy. What is left unset comes
+    /// from the cluster profile.
     #[serde(default)]
     pub brokers: BrokerSpec,
 
-    /// The name servers clients and brokers meet at.
+    /// The name servers clients and brokers meet at. What is left unset comes from the
+    /// cluster profile.
     #[serde(default)]
     pub name_servers: NameServerSpec,
 }
 
-/// The brokers of an instance.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The brokers of an instance. Unset fields take the cluster profile's values.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerSpec {
-    /// Number of brokers (`broker-<ordinal>`); scaling down drains the leaving brokers first.
-    #[serde(default = "default_broker_replicas")]
+    /// Number of brokers (`broker-<ordinal>`); scaling down drains the leaving brokers
+    /// first. Unset: the cluster profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
 
     /// Persistent volume for each broker's store.
     #[serde(default)]
     pub storage: StorageSpec,
 
     /// `async` acknowledges once the message is in the page cache (flushed periodically);
-    /// `sync` acknowledges only after fsync.
-    #[serde(default)]
-    pub flush_mode: FlushMode,
+    /// `sync` acknowledges only after fsync. Changing it restarts the brokers one at a
+    /// time. Unset: the cluster profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_mode: Option<FlushMode>,
 
-    /// CPU and memory for each broker container.
+    /// CPU and memory for each broker container; when set it replaces the cluster
+    /// profile's as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
 
-/// The name servers of an instance.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The name servers of an instance. Unset fields take the cluster profile's values.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NameServerSpec {
-    /// Number of name servers.
-    #[serde(default = "default_name_server_replicas")]
+    /// Number of name servers. Unset: the cluster profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 5))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
 
-    /// CPU and memory for each name-server container.
+    /// CPU and memory for each name-server container; when set it replaces the cluster
+    /// profile's as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
 
-/// Store volume of each broker.
+/// Store volume of each broker. Size and class apply when the brokers are created
+/// (volume claims cannot change afterwards).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`).
-    #[serde(default = "default_storage_size")]
+    /// Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`). Unset: the
+    /// cluster profile's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "storage_size_schema")]
-    pub size: Quantity,
+    pub size: Option<Quantity>,
 
-    /// StorageClass of the volumes; empty uses the cluster's default.
+    /// StorageClass of the volumes. Unset: the cluster profile's, else the cluster's
+    /// default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub storage_class_name: Option<String>,
@@ -162,7 +169,9 @@ pub struct StorageSpec {
     pub retain_on_delete: bool,
 }
 
-/// When a broker acknowledges a send.
+/// When a broker acknowledges a send: `async` once the message is in the page cache
+/// (flushed periodically), `sync` only after fsync. Unset in an instance: its cluster
+/// profile's.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushMode {
@@ -171,6 +180,34 @@ pub enum FlushMode {
     Async,
     /// Acknowledge only after fsync (group commit).
     Sync,
+}
+
+/// What an instance runs: its spec, with the cluster profile's values for what the spec
+/// leaves unset.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveSettings {
+    /// Name servers.
+    pub name_servers: i32,
+    /// Flush mode of the brokers.
+    pub flush_mode: FlushMode,
+    /// Size of each broker's volume (fixed when the brokers were created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<Quantity>,
+    /// StorageClass of the brokers' volumes (fixed when the brokers were created; unset:
+    /// the cluster's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Image of the brokers.
+    pub broker_image: String,
+    /// Image of the name servers.
+    pub name_server_image: String,
+    /// CPU and memory of each broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_resources: Option<ResourceRequirements>,
+    /// CPU and memory of each name-server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_server_resources: Option<ResourceRequirements>,
 }
 
 /// Observed state of an `MQInstance`.
@@ -199,9 +236,12 @@ pub struct MQInstanceStatus {
     /// Brokers that are up and hold every topic and group of the instance.
     #[serde(default)]
     pub ready_brokers: i32,
-    /// Brokers that exist (ready or not).
+    /// Brokers the instance runs: `spec.brokers.replicas`, else its cluster profile's.
     #[serde(default)]
     pub brokers: i32,
+    /// The rest of what the instance runs (spec over cluster profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective: Option<EffectiveSettings>,
     /// Topics of the instance.
     #[serde(default)]
     pub topics: i32,
@@ -223,50 +263,30 @@ impl ImmutableFields for MQInstanceSpec {
                 "spec.independentNaming",
                 self.independent_naming.to_string(),
             ),
+            ("spec.cluster", self.cluster.clone()),
         ]
-    }
-}
-
-impl Default for BrokerSpec {
-    fn default() -> Self {
-        Self {
-            replicas: default_broker_replicas(),
-            storage: StorageSpec::default(),
-            flush_mode: FlushMode::default(),
-            resources: None,
-        }
-    }
-}
-
-impl Default for NameServerSpec {
-    fn default() -> Self {
-        Self {
-            replicas: default_name_server_replicas(),
-            resources: None,
-        }
     }
 }
 
 impl Default for StorageSpec {
     fn default() -> Self {
         Self {
-            size: default_storage_size(),
+            size: None,
             storage_class_name: None,
             retain_on_delete: true,
         }
     }
 }
 
-/// Kubernetes' quantity grammar, so a size like `10 GB` is refused at admission rather than
+/// Kubernetes' quantity grammar (also checked in cluster profiles), so a size like `10 GB` is refused at admission rather than
 /// when the operator creates the PVC.
-const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
 fn storage_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "description": "Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`).",
         "x-kubernetes-int-or-string": true,
         "pattern": QUANTITY_PATTERN,
-        "default": "10Gi",
     })
 }
 
@@ -281,15 +301,6 @@ fn default_tps() -> i64 {
 }
 fn default_topic_capacity() -> i32 {
     100
-}
-fn default_broker_replicas() -> i32 {
-    2
-}
-fn default_name_server_replicas() -> i32 {
-    2
-}
-fn default_storage_size() -> Quantity {
-    Quantity("10Gi".to_owned())
 }
 
 /// Derives the instance id of a resource that does not set one, in Aliyun's
@@ -340,14 +351,40 @@ mod tests {
     }
 
     #[test]
-    fn a_minimal_spec_gets_the_documented_defaults() {
+    fn a_minimal_spec_gets_the_documented_defaults_and_leaves_the_rest_to_the_profile() {
         let spec: MQInstanceSpec = serde_json::from_str(r#"{"instanceName":"orders"}"#).unwrap();
         assert_eq!(spec.cluster, "default");
         assert!(spec.independent_naming);
-        assert_eq!(spec.brokers.replicas, 2);
-        assert_eq!(spec.brokers.flush_mode, FlushMode::Async);
-        assert_eq!(spec.brokers.storage.size.0, "10Gi");
+        assert_eq!(spec.brokers.replicas, None);
+        assert_eq!(spec.brokers.flush_mode, None);
+        assert_eq!(spec.brokers.storage.size, None);
         assert!(spec.brokers.storage.retain_on_delete);
-        assert_eq!(spec.name_servers.replicas, 2);
+        assert_eq!(spec.name_servers.replicas, None);
+    }
+
+    #[test]
+    fn the_cluster_is_immutable() {
+        let spec: MQInstanceSpec = serde_json::from_str(r#"{"instanceName":"orders"}"#).unwrap();
+        assert!(
+            spec.immutable_fields()
+                .contains(&("spec.cluster", "default".to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_schema_has_no_image_and_no_profile_defaults() {
+        let crd = serde_json::to_value(<MQInstance as kube::CustomResourceExt>::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert!(spec["properties"].get("image").is_none(), "{spec}");
+        let brokers = &spec["properties"]["brokers"]["properties"];
+        assert!(brokers["replicas"].get("default").is_none(), "{brokers}");
+        assert!(brokers["flushMode"].get("default").is_none(), "{brokers}");
+        assert!(
+            brokers["storage"]["properties"]["size"]
+                .get("default")
+                .is_none()
+        );
+        let ns = &spec["properties"]["nameServers"]["properties"];
+        assert!(ns["replicas"].get("default").is_none(), "{ns}");
     }
 }

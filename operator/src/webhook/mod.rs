@@ -1,5 +1,5 @@
 //! The validating admission webhook (admissionregistration/v1), served by every operator
-//! replica: the checks need no leader and no cache, only API reads.
+//! replica: the checks need no leader, only the API and the webhook's own watch caches.
 //!
 //! The operator makes its own CA ([`certs`]) and keeps it in a Secret, the single source
 //! of truth: every replica serves the certificate the Secret holds and writes the Secret's
@@ -38,6 +38,8 @@ pub struct WebhookOptions {
     pub service: String,
     /// The `ValidatingWebhookConfiguration` whose `caBundle` the operator fills in.
     pub configuration: String,
+    /// The cluster profiles' ConfigMap (in `namespace`): instances must name one of them.
+    pub profiles_configmap: String,
 }
 
 /// Why the webhook could not start.
@@ -74,7 +76,7 @@ pub async fn run(client: Client, opts: WebhookOptions) -> Result<(), WebhookErro
             source,
         })?;
     tracing::info!(addr = %opts.listen, service = %opts.service, "serving the admission webhook");
-    let lookup = validate::Lookup::start(client.clone(), &opts.namespace);
+    let lookup = validate::Lookup::start(client.clone(), &opts.namespace, &opts.profiles_configmap);
     tokio::spawn(server::serve(listener, tls.clone(), lookup));
     keep_current(client, &opts, &names, cert, tls).await;
     Ok(())

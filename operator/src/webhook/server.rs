@@ -244,8 +244,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-        let lookup =
-            validate::Lookup::start(kube::Client::try_from(config).unwrap(), "mqfleet-system");
+        let lookup = validate::Lookup::start(
+            kube::Client::try_from(config).unwrap(),
+            "mqfleet-system",
+            "mqfleet-cluster-profiles",
+        );
         tokio::spawn(serve_with(listener, tls, lookup, LIMITS));
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;

@@ -1,13 +1,16 @@
 //! What the admission webhook refuses before it is stored (DESIGN.md "Resource model"):
 //! a change to an immutable field, a second topic or group claiming a name its instance
 //! already gave out, and deleting an instance that still has topics or groups (unless
-//! annotated `mqfleet.io/force-delete: "true"`). The operator reports the same cases in
-//! status for clusters without the webhook.
+//! annotated `mqfleet.io/force-delete: "true"`), and an instance naming a cluster profile
+//! the platform does not offer. The operator reports the same cases in status for
+//! clusters without the webhook.
 
 use crate::controller::children::Child;
 use crate::controller::conventions::describe_changes;
 use crate::controller::instance::{children_of, identity};
 use crate::controller::ownership;
+use crate::controller::profile_cache::ProfileCache;
+use crate::controller::profiles::Unresolved;
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
 };
@@ -37,11 +40,14 @@ pub struct Lookup {
     topics: Store<MQTopic>,
     groups: Store<MQGroup>,
     empowers: Store<MQEmpower>,
+    profiles: ProfileCache,
 }
 
 impl Lookup {
-    /// Starts the caches (watches of every namespace).
-    pub fn start(client: Client, platform: &str) -> Self {
+    /// Starts the caches (watches of every namespace, and of the profiles ConfigMap
+    /// `profiles_configmap` in the platform namespace `platform`).
+    pub fn start(client: Client, platform: &str, profiles_configmap: &str) -> Self {
+        let (profiles, _) = ProfileCache::start(client.clone(), platform, profiles_configmap);
         let reporter = Reporter {
             controller: "mq-operator-webhook".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -52,6 +58,7 @@ impl Lookup {
             empowers: cache(&client),
             recorder: Recorder::new(client.clone(), reporter),
             platform: platform.to_owned(),
+            profiles,
             client,
         }
     }
@@ -91,10 +98,19 @@ pub async fn review(
 ) -> Result<Option<String>, ReviewError> {
     let kind = req.kind.kind.as_str();
     match (kind, &req.operation) {
-        ("MQInstance", Operation::Create) => instance_create(lookup, &new(req)?).await,
+        ("MQInstance", Operation::Create) => {
+            let instance: MQInstance = new(req)?;
+            match unknown_cluster(&lookup.profiles, None, &instance).await? {
+                Some(refusal) => Ok(Some(refusal)),
+                None => instance_create(lookup, &instance).await,
+            }
+        }
         ("MQInstance", Operation::Update) => {
             let (old, new): (MQInstance, MQInstance) = (old(req)?, new(req)?);
-            Ok(changed(kind, identity(&old), identity(&new)))
+            match changed(kind, identity(&old), identity(&new)) {
+                Some(refusal) => Ok(Some(refusal)),
+                None => unknown_cluster(&lookup.profiles, Some(&old), &new).await,
+            }
         }
         ("MQInstance", Operation::Delete) => {
             let instance: MQInstance = old(req)?;
@@ -292,6 +308,28 @@ async fn instance_create(
     )))
 }
 
+/// The refusal of an instance naming a cluster profile the platform does not offer. An
+/// update is checked only when it changes the spec of an instance not being deleted
+/// (metadata updates such as removing the finalizer always pass, even after its profile
+/// was withdrawn).
+async fn unknown_cluster(
+    profiles: &ProfileCache,
+    old: Option<&MQInstance>,
+    new: &MQInstance,
+) -> Result<Option<String>, ReviewError> {
+    if old.is_some_and(|old| old.spec == new.spec) || new.metadata.deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    if !profiles.wait_loaded(Duration::from_secs(2)).await {
+        return Err("the webhook's cluster profiles are still loading".into());
+    }
+    Ok(match profiles.resolve(&new.spec.cluster) {
+        Ok(_) => None,
+        Err(Unresolved::Loading) => return Err("the cluster profiles are still loading".into()),
+        Err(Unresolved::Unknown(message)) => Some(format!("MQInstance: {message}")),
+    })
+}
+
 async fn instance_delete(
     topics: &Store<MQTopic>,
     groups: &Store<MQGroup>,
@@ -360,6 +398,59 @@ mod tests {
         );
         assert!(duplicate_grant(&grant("b", 8), std::slice::from_ref(&first)).is_none());
         assert!(duplicate_grant(&first, std::slice::from_ref(&first)).is_none());
+    }
+
+    fn instance(cluster: &str) -> MQInstance {
+        serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": "orders", "namespace": "t"},
+            "spec": {"instanceName": "orders", "cluster": cluster},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_cluster_is_refused_naming_the_profiles() {
+        use crate::controller::profiles::{Known, Profiles};
+        let yaml = "default:\n  brokers: {image: x}\n  nameServers: {image: x}\nlarge:\n  brokers: {image: x}\n  nameServers: {image: x}\n";
+        let known = Known::Read(Profiles::parse(yaml).unwrap(), None);
+        let profiles = ProfileCache::fixed(known, "mqfleet-system/mqfleet-cluster-profiles");
+        assert_eq!(
+            unknown_cluster(&profiles, None, &instance("default"))
+                .await
+                .unwrap(),
+            None
+        );
+        let refusal = unknown_cluster(&profiles, None, &instance("huge"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(refusal.contains("spec.cluster \"huge\""), "{refusal}");
+        assert!(refusal.contains("profiles: default, large"), "{refusal}");
+        // An update that leaves the spec alone (e.g. the finalizer's removal) passes.
+        let old = instance("huge");
+        let mut relabelled = old.clone();
+        relabelled.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+        assert_eq!(
+            unknown_cluster(&profiles, Some(&old), &relabelled)
+                .await
+                .unwrap(),
+            None
+        );
+        let mut edited = old.clone();
+        edited.spec.max_send_tps = 10;
+        assert!(
+            unknown_cluster(&profiles, Some(&old), &edited)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let none = ProfileCache::fixed(Known::Missing, "mqfleet-system/mqfleet-cluster-profiles");
+        let refusal = unknown_cluster(&none, None, &instance("default"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(refusal.contains("create ConfigMap"), "{refusal}");
     }
 
     #[test]
