@@ -42,7 +42,7 @@ enum Command {
         #[arg(
             long,
             env = "MQ_PROFILES_CONFIGMAP",
-            default_value = mq_operator::controller::profiles::DEFAULT_CONFIGMAP
+            default_value = mq_operator::domain::profiles::DEFAULT_CONFIGMAP
         )]
         profiles_configmap: String,
         /// Full resync period in seconds (drift correction).

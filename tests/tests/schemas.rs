@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use mq_operator::controller::profiles::{Effective, Profiles};
+use mq_operator::domain::profiles::{Effective, Profiles};
 use mq_operator::controller::workloads::{self, Names, Settings};
 use mq_operator::crd::MQInstance;
 

@@ -66,8 +66,8 @@ impl Context {
                 namespace: "mqfleet-system".into(),
                 profiles_configmap: "mqfleet-cluster-profiles".into(),
             },
-            profiles: super::profile_cache::ProfileCache::fixed(
-                super::profiles::Known::Missing,
+            profiles: crate::watch::profiles::ProfileCache::fixed(
+                crate::domain::profiles::Known::Missing,
                 "mqfleet-cluster-profiles",
             ),
             resync: Duration::from_secs(600),

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::profiles::{Effective, Unresolved};
+use crate::domain::profiles::{Effective, Unresolved};
 use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
 use super::{Context, Error};
 use super::{acl, brokers, conventions, drain, ownership};

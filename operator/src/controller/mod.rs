@@ -15,9 +15,6 @@ pub mod health;
 pub mod instance;
 pub mod metrics;
 pub mod ownership;
-pub mod profile_cache;
-pub mod profiles;
-pub mod relist;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -31,13 +28,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::Controller;
 use kube::{Api, Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use metrics::Metrics;
 use serde_json::json;
 
 use crate::crd::{MQEmpower, MQGroup, MQInstance, MQTopic};
+use crate::watch::profiles::ProfileCache;
+use crate::watch::{cache, watch_config};
 pub use workloads::Settings;
 use workloads::{MANAGED_BY, OPERATOR, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL};
 
@@ -81,7 +80,7 @@ pub struct Context {
     /// `policy/v1beta1` as on 1.20), if any.
     pub pdb: Option<kube::core::ApiResource>,
     /// The cluster profiles (a watch of their ConfigMap).
-    pub profiles: profile_cache::ProfileCache,
+    pub profiles: ProfileCache,
 }
 
 /// How to run the operator.
@@ -411,7 +410,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         controller: OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let (profiles, profile_changes) = profile_cache::ProfileCache::start(
+    let (profiles, profile_changes) = ProfileCache::start(
         client.clone(),
         &settings.namespace,
         &settings.profiles_configmap,
@@ -464,7 +463,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     let (on_topic, on_group, on_grant, on_account) =
         (acl_on.clone(), acl_on.clone(), acl_on.clone(), acl_on);
     let accounts = watch_config().labels(acl::ACCOUNT_LABEL);
-    let (instance_retry, instance_relist) = relist::Relisted::new();
+    let (instance_retry, instance_relist) = crate::watch::relist::Relisted::new();
     let instances = instance_controller
         .watches(
             Api::<StatefulSet>::namespaced(client.clone(), &settings.namespace),
@@ -500,7 +499,7 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         )
         .reconcile_on(profile_users(on_profile, profile_changes))
         .reconcile_all_on(instance_relist)
-        .trigger_backoff(relist::WatchBackoff::default())
+        .trigger_backoff(crate::watch::relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(instance::reconcile, error_policy, ctx.clone())
         .for_each(move |result| {
@@ -515,13 +514,13 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     ));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &settings.namespace);
     let topic_store = topic_controller.store();
-    let (topic_retry, topic_relist) = relist::Relisted::new();
+    let (topic_retry, topic_relist) = crate::watch::relist::Relisted::new();
     let topics = topic_controller
         .watches(pods.clone(), broker_pods.clone(), move |pod| {
             children_of(&topic_store, &pod, |t: &MQTopic| t.spec.instance.clone())
         })
         .reconcile_all_on(topic_relist)
-        .trigger_backoff(relist::WatchBackoff::default())
+        .trigger_backoff(crate::watch::relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(children::reconcile_topic, error_policy, ctx.clone())
         .for_each(move |result| {
@@ -529,23 +528,23 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
             async {}
         });
     let group_store = group_controller.store();
-    let (group_retry, group_relist) = relist::Relisted::new();
+    let (group_retry, group_relist) = crate::watch::relist::Relisted::new();
     let groups = group_controller
         .watches(pods, broker_pods, move |pod| {
             children_of(&group_store, &pod, |g: &MQGroup| g.spec.instance.clone())
         })
         .reconcile_all_on(group_relist)
-        .trigger_backoff(relist::WatchBackoff::default())
+        .trigger_backoff(crate::watch::relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(children::reconcile_group, error_policy, ctx.clone())
         .for_each(move |result| {
             group_retry.note(&result, "MQGroup");
             async {}
         });
-    let (empower_retry, empower_relist) = relist::Relisted::new();
+    let (empower_retry, empower_relist) = crate::watch::relist::Relisted::new();
     let empowers = empower_controller
         .reconcile_all_on(empower_relist)
-        .trigger_backoff(relist::WatchBackoff::default())
+        .trigger_backoff(crate::watch::relist::WatchBackoff::default())
         .shutdown_on_signal()
         .run(empower::reconcile, error_policy, ctx.clone())
         .for_each(move |result| {
@@ -561,34 +560,6 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         health.until_ended("MQEmpower", empowers),
     );
     Ok(())
-}
-
-/// How every watch of the operator is set up.
-pub fn watch_config() -> watcher::Config {
-    watcher::Config::default()
-}
-
-/// A store of `api` kept current by a watch for the life of the process (managed fields
-/// dropped: nothing reads them, and they would double what is kept).
-pub fn cache<K>(api: Api<K>, config: watcher::Config) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    use kube::runtime::WatchStreamExt;
-    let (store, writer) = kube::runtime::reflector::store();
-    let stream = watcher(api, config)
-        .backoff(relist::WatchBackoff::default())
-        .modify(|obj| obj.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .for_each(|_| async {});
-    tokio::spawn(stream);
-    store
 }
 
 /// The newest PodDisruptionBudget version the server serves.

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::{Value, json};
 
-use super::profiles::Effective;
+use crate::domain::profiles::Effective;
 use crate::crd::{FlushMode, MQInstance};
 
 /// Port of the name servers.
@@ -522,7 +522,7 @@ default:
 "#;
 
     fn effective(i: &MQInstance) -> Effective {
-        let profiles = crate::controller::profiles::Profiles::parse(PROFILES).unwrap();
+        let profiles = crate::domain::profiles::Profiles::parse(PROFILES).unwrap();
         Effective::of(&i.spec, profiles.get("default").unwrap())
     }
 

@@ -5,3 +5,4 @@
 
 pub mod ids;
 pub mod keys;
+pub mod profiles;

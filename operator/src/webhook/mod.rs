@@ -106,9 +106,9 @@ async fn keep_current(
 ) {
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let name = opts.configuration.as_str();
-    let config = crate::controller::watch_config().fields(&format!("metadata.name={name}"));
+    let config = crate::watch::watch_config().fields(&format!("metadata.name={name}"));
     let mut events = watcher::watcher(api.clone(), config)
-        .backoff(crate::controller::relist::WatchBackoff::default())
+        .backoff(crate::watch::relist::WatchBackoff::default())
         .applied_objects()
         .boxed();
     let mut tick = tokio::time::interval(RENEW_CHECK);

@@ -9,8 +9,8 @@ use crate::controller::children::Child;
 use crate::controller::conventions::describe_changes;
 use crate::controller::instance::{children_of, identity};
 use crate::controller::ownership;
-use crate::controller::profile_cache::ProfileCache;
-use crate::controller::profiles::Unresolved;
+use crate::watch::profiles::ProfileCache;
+use crate::domain::profiles::Unresolved;
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
 };
@@ -70,9 +70,9 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
 {
-    crate::controller::cache(
+    crate::watch::cache(
         Api::<K>::all(client.clone()),
-        crate::controller::watch_config(),
+        crate::watch::watch_config(),
     )
 }
 
@@ -411,7 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_cluster_is_refused_naming_the_profiles() {
-        use crate::controller::profiles::{Known, Profiles};
+        use crate::domain::profiles::{Known, Profiles};
         let yaml = "default:\n  brokers: {image: x}\n  nameServers: {image: x}\nlarge:\n  brokers: {image: x}\n  nameServers: {image: x}\n";
         let known = Known::Read(Profiles::parse(yaml).unwrap(), None);
         let profiles = ProfileCache::fixed(known, "mqfleet-system/mqfleet-cluster-profiles");

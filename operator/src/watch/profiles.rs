@@ -12,7 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 
-use super::profiles::{Effective, Known, PROFILES_KEY, Profile, Unresolved};
+use crate::domain::profiles::{Effective, Known, PROFILES_KEY, Profile, Unresolved};
 use crate::crd::MQInstanceSpec;
 
 /// The profiles in force, kept current by a watch.
