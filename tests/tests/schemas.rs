@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use mq_operator::domain::profiles::{Effective, Profiles};
 use mq_operator::controller::workloads::{self, Names, Settings};
 use mq_operator::crd::MQInstance;
+use mq_operator::domain::profiles::{Effective, Profiles};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -353,32 +353,18 @@ pub async fn sync(
             .map(AsRef::as_ref)
             .filter(|g: &&MQGroup| live(&g.metadata) && mine(g.namespace(), &g.spec.instance))
             .collect(),
-        empowers: standing_grants(
-            empowers
+        empowers: crate::domain::claims::standing_grants(
+            &empowers
                 .iter()
                 .map(AsRef::as_ref)
                 .filter(|e: &&MQEmpower| live(&e.metadata) && mine(e.namespace(), &e.spec.instance))
-                .collect(),
+                .collect::<Vec<_>>(),
         ),
         accounts: &accounts,
         admin: &ctx.instance_admin(names),
     });
     super::instance::apply_object(ctx, platform, &secret(instance, names, platform, file)).await?;
     Ok(bad)
-}
-
-/// Of grants to one user on one topic only the oldest counts (the others report
-/// `ResourceConflict`), so a later duplicate cannot widen the rights.
-fn standing_grants(grants: Vec<&MQEmpower>) -> Vec<&MQEmpower> {
-    use crate::webhook::validate::same_grantee;
-    grants
-        .iter()
-        .filter(|g| {
-            let rivals = grants.iter().copied().filter(|o| same_grantee(o, g));
-            super::conventions::winner(rivals).map(ResourceExt::name_any) == Some(g.name_any())
-        })
-        .copied()
-        .collect()
 }
 
 #[cfg(test)]

@@ -21,10 +21,11 @@ use super::conventions;
 use super::workloads::Names;
 use super::{Context, Error};
 use crate::crd::{
-    CommonStatus, DeletionPolicy, FORCE_DELETE_ANNOTATION, ImmutableFields, MQGroup, MQGroupStatus,
-    MQInstance, MQTopic, MQTopicStatus, OrderType, PAUSE_ANNOTATION, Phase, READY, condition,
-    set_condition,
+    CommonStatus, DeletionPolicy, FORCE_DELETE_ANNOTATION, MQGroup, MQGroupStatus, MQInstance,
+    MQTopic, MQTopicStatus, OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
 };
+use crate::domain::claims::{self, Claim, same_claim};
+use crate::domain::immutable::describe_changes;
 
 /// Finalizer of topics.
 pub const TOPIC_FINALIZER: &str = "mqfleet.io/topic";
@@ -50,18 +51,8 @@ pub trait Reported:
     fn status(&self) -> Option<&Self::Status>;
 }
 
-/// A topic or group: what the shared steps need to know about it.
-pub trait Child: Reported {
-    /// `MQTopic` or `MQGroup`.
-    const KIND: &'static str;
-    /// The spec field holding its broker-side name.
-    const NAME_FIELD: &'static str;
-    /// The `MQInstance` it belongs to.
-    fn instance(&self) -> &str;
-    /// Its name on the brokers (topic name or group id).
-    fn broker_name(&self) -> &str;
-    /// Its immutable fields.
-    fn identity(&self) -> Vec<(&'static str, String)>;
+/// A topic or group: what the shared steps need to know about it beyond its claim.
+pub trait Child: Reported + Claim {
     /// The deletion policy.
     fn deletion_policy(&self) -> DeletionPolicy;
 }
@@ -74,17 +65,6 @@ impl Reported for MQTopic {
 }
 
 impl Child for MQTopic {
-    const KIND: &'static str = "MQTopic";
-    const NAME_FIELD: &'static str = "spec.topic";
-    fn instance(&self) -> &str {
-        &self.spec.instance
-    }
-    fn broker_name(&self) -> &str {
-        &self.spec.topic
-    }
-    fn identity(&self) -> Vec<(&'static str, String)> {
-        self.spec.immutable_fields()
-    }
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }
@@ -98,17 +78,6 @@ impl Reported for MQGroup {
 }
 
 impl Child for MQGroup {
-    const KIND: &'static str = "MQGroup";
-    const NAME_FIELD: &'static str = "spec.groupId";
-    fn instance(&self) -> &str {
-        &self.spec.instance
-    }
-    fn broker_name(&self) -> &str {
-        &self.spec.group_id
-    }
-    fn identity(&self) -> Vec<(&'static str, String)> {
-        self.spec.immutable_fields()
-    }
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }
@@ -214,7 +183,7 @@ async fn gate<K: Child>(
     }
     let changes = conventions::changes(obj, obj.identity());
     if !changes.is_empty() {
-        let message = conventions::describe_changes(&changes);
+        let message = describe_changes(&changes);
         set_ready(
             ctx,
             obj,
@@ -231,7 +200,7 @@ async fn gate<K: Child>(
         .iter()
         .map(AsRef::as_ref)
         .filter(|k: &&K| same_claim(*k, obj));
-    if let Some(winner) = conventions::winner(claimants)
+    if let Some(winner) = claims::winner(claimants)
         && winner.name_any() != obj.name_any()
     {
         let message = format!(
@@ -480,7 +449,7 @@ where
                 || conventions::applied_field(*k, K::NAME_FIELD).as_deref() == Some(name.as_str()))
     });
     if obj.deletion_policy() == DeletionPolicy::Retain
-        || conventions::shared_with_another(obj, claimants)
+        || claims::shared_with_another(obj, claimants)
     {
         return Ok(Action::await_change());
     }
@@ -547,13 +516,6 @@ where
 
 /// Failed deletion attempts after which the resource's status says what to do.
 const DELETE_ATTEMPTS_BEFORE_REPORT: u32 = 3;
-
-/// Whether `a` and `b` claim the same broker-side object (same namespace, instance, name).
-fn same_claim<K: Child>(a: &K, b: &K) -> bool {
-    a.namespace() == b.namespace()
-        && a.instance() == b.instance()
-        && a.broker_name() == b.broker_name()
-}
 
 /// Records the applied immutable fields once.
 async fn mark_applied<K: Child>(ctx: &Context, obj: &K) -> Result<(), Error> {

@@ -47,35 +47,7 @@ pub fn changes<K: Resource>(
     else {
         return Vec::new();
     };
-    changes_from(&applied, requested)
-}
-
-/// Immutable fields whose requested value differs from the `applied` one (fields not
-/// recorded are no change).
-pub fn changes_from(
-    applied: &BTreeMap<String, String>,
-    requested: Vec<(&'static str, String)>,
-) -> Vec<ImmutableFieldChange> {
-    requested
-        .into_iter()
-        .filter_map(|(field, value)| {
-            let old = applied.get(field)?;
-            (*old != value).then(|| ImmutableFieldChange {
-                field,
-                accepted: old.clone(),
-                requested: value,
-            })
-        })
-        .collect()
-}
-
-/// One message naming every refused change, for a condition or an admission refusal.
-pub fn describe_changes(changes: &[ImmutableFieldChange]) -> String {
-    changes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    crate::domain::immutable::changes_from(&applied, requested)
 }
 
 /// Records `identity` (the immutable fields as applied) on `obj` once: the only metadata
@@ -119,35 +91,6 @@ pub fn owns_broker_object<K: Resource>(obj: &K) -> bool {
     obj.annotations().contains_key(APPLIED_ANNOTATION)
 }
 
-/// Whether a live resource other than `obj` claims the same broker-side object (then
-/// deleting `obj` must not remove it: the other holds it or takes it over). Decided from
-/// the cache, never from an annotation a tenant could edit.
-pub fn shared_with_another<'a, K: Resource + 'a>(
-    obj: &K,
-    claimants: impl IntoIterator<Item = &'a K>,
-) -> bool {
-    claimants
-        .into_iter()
-        .any(|k| k.meta().deletion_timestamp.is_none() && k.meta().name != obj.meta().name)
-}
-
-/// Of the resources claiming one broker-side name, the one that keeps it: the oldest
-/// (creation time, then name), ignoring those being deleted.
-pub fn winner<'a, K: Resource + 'a>(claimants: impl IntoIterator<Item = &'a K>) -> Option<&'a K> {
-    claimants
-        .into_iter()
-        .filter(|k| k.meta().deletion_timestamp.is_none())
-        .min_by(|a, b| {
-            let key = |k: &K| {
-                (
-                    k.meta().creation_timestamp.as_ref().map(|t| t.0),
-                    k.meta().name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,18 +128,6 @@ mod tests {
                 .to_string()
                 .contains("\"ORDERS\" and cannot become \"PAYMENTS\"")
         );
-    }
-
-    #[test]
-    fn the_oldest_claimant_wins_and_deleting_ones_do_not_count() {
-        let old = topic("zeta", "2026-01-01T00:00:00Z", json!({}));
-        let new = topic("alpha", "2026-02-01T00:00:00Z", json!({}));
-        let same_time = topic("beta", "2026-01-01T00:00:00Z", json!({}));
-        assert_eq!(winner([&new, &old]).unwrap().name_any(), "zeta");
-        assert_eq!(winner([&old, &same_time]).unwrap().name_any(), "beta");
-        let mut deleting = old.clone();
-        deleting.metadata.deletion_timestamp = new.metadata.creation_timestamp.clone();
-        assert_eq!(winner([&deleting, &new]).unwrap().name_any(), "alpha");
     }
 
     #[test]

@@ -74,7 +74,7 @@ async fn apply(grant: &MQEmpower, ctx: &Context) -> Result<Action, Error> {
     }
     let changes = conventions::changes(grant, grant.spec.immutable_fields());
     if !changes.is_empty() {
-        let message = conventions::describe_changes(&changes);
+        let message = crate::domain::immutable::describe_changes(&changes);
         set_ready(
             ctx,
             grant,
@@ -89,9 +89,9 @@ async fn apply(grant: &MQEmpower, ctx: &Context) -> Result<Action, Error> {
     // Two grants to one user on one topic: the older one stands (webhook backstop).
     let grants = ctx.empowers.state();
     let claimants = grants.iter().map(AsRef::as_ref).filter(|g: &&MQEmpower| {
-        g.namespace() == grant.namespace() && crate::webhook::validate::same_grantee(g, grant)
+        g.namespace() == grant.namespace() && crate::domain::claims::same_grantee(g, grant)
     });
-    if let Some(winner) = conventions::winner(claimants)
+    if let Some(winner) = crate::domain::claims::winner(claimants)
         && winner.name_any() != grant.name_any()
     {
         let message = format!(

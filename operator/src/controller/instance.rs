@@ -16,14 +16,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::domain::profiles::{Effective, Unresolved};
 use super::workloads::{self, INSTANCE_ID_LABEL, Names, OPERATOR};
 use super::{Context, Error};
 use super::{acl, brokers, conventions, drain, ownership};
 use crate::crd::{
-    FORCE_DELETE_ANNOTATION, ImmutableFields, MQGroup, MQInstance, MQInstanceStatus, MQTopic,
-    OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
+    FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQInstanceStatus, MQTopic, OrderType,
+    PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
 };
+use crate::domain::immutable::instance_identity;
+use crate::domain::profiles::{Effective, Unresolved};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
@@ -74,7 +75,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     }
     // The instance id names every workload and every namespaced topic: it cannot move, and
     // it is this instance's alone (the ownership record, which tenants cannot write).
-    let identity = identity(instance);
+    let identity = instance_identity(instance);
     let record = match ownership::claim(ctx, instance, &identity).await? {
         ownership::Claim::Held(record) => record,
         ownership::Claim::Taken(message) => {
@@ -88,9 +89,9 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         }
     };
     ownership::complete(ctx, &record, &identity).await?;
-    let changes = conventions::changes_from(&record.applied, identity);
+    let changes = crate::domain::immutable::changes_from(&record.applied, identity);
     if !changes.is_empty() {
-        let message = conventions::describe_changes(&changes);
+        let message = crate::domain::immutable::describe_changes(&changes);
         refuse(ctx, instance, "NotSupported", message).await?;
         return Ok(Action::await_change());
     }
@@ -595,18 +596,6 @@ async fn refuse(
     write_status(ctx, instance, status).await
 }
 
-/// The instance's immutable fields as they take effect: the *effective* instance id, so
-/// writing the derived id into an instance that had none is no change.
-pub fn identity(instance: &MQInstance) -> Vec<(&'static str, String)> {
-    let mut fields = instance.spec.immutable_fields();
-    for (field, value) in &mut fields {
-        if *field == "spec.instanceId" {
-            *value = instance.effective_instance_id();
-        }
-    }
-    fields
-}
-
 /// Annotation holding the hash of what the operator last applied to an object.
 pub const HASH_ANNOTATION: &str = "mqfleet.io/desired-hash";
 
@@ -681,23 +670,12 @@ pub fn children_of(
     groups: &Store<MQGroup>,
     instance: &MQInstance,
 ) -> (Vec<String>, Vec<String>) {
-    let (ns, name) = (instance.namespace(), instance.name_any());
-    let mine = |k_ns: Option<String>, k_instance: &str| k_ns == ns && k_instance == name;
-    let mut topics: Vec<String> = topics
-        .state()
-        .iter()
-        .filter(|t| mine(t.namespace(), &t.spec.instance))
-        .map(|t| format!("MQTopic/{}", t.name_any()))
-        .collect();
-    let mut groups: Vec<String> = groups
-        .state()
-        .iter()
-        .filter(|g| mine(g.namespace(), &g.spec.instance))
-        .map(|g| format!("MQGroup/{}", g.name_any()))
-        .collect();
-    topics.sort();
-    groups.sort();
-    (topics, groups)
+    let (topics, groups) = (topics.state(), groups.state());
+    crate::domain::claims::children_of(
+        topics.iter().map(AsRef::as_ref),
+        groups.iter().map(AsRef::as_ref),
+        instance,
+    )
 }
 
 /// Refuses (in status) while topics or groups remain, unless forced; then removes the

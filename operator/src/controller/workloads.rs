@@ -9,8 +9,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use serde_json::{Value, json};
 
-use crate::domain::profiles::Effective;
 use crate::crd::{FlushMode, MQInstance};
+use crate::domain::profiles::Effective;
 
 /// Port of the name servers.
 pub const NAMESRV_PORT: u16 = 9876;

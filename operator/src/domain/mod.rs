@@ -1,8 +1,12 @@
 //! The domain rules of mqfleet that the admission webhook, the controllers and the
-//! console must apply identically, so they can never disagree: what an instance id may
-//! be and the object names it gives, and the keys that open an instance's brokers.
+//! console must apply identically, so they can never disagree: who holds a topic, group or
+//! grant ([`claims`]), what may not change ([`immutable`]), what an instance id may be and
+//! the object names it gives ([`ids`]), the keys that open an instance's brokers
+//! ([`keys`]) and the cluster profiles an instance runs on ([`profiles`]).
 //! Pure functions only: nothing here talks to the API server or a broker.
 
+pub mod claims;
 pub mod ids;
+pub mod immutable;
 pub mod keys;
 pub mod profiles;

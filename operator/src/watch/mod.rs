@@ -38,4 +38,3 @@ where
     tokio::spawn(stream);
     store
 }
-

@@ -12,8 +12,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 
-use crate::domain::profiles::{Effective, Known, PROFILES_KEY, Profile, Unresolved};
 use crate::crd::MQInstanceSpec;
+use crate::domain::profiles::{Effective, Known, PROFILES_KEY, Profile, Unresolved};
 
 /// The profiles in force, kept current by a watch.
 #[derive(Clone, Debug)]

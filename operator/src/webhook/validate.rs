@@ -5,16 +5,16 @@
 //! the platform does not offer. The operator reports the same cases in status for
 //! clusters without the webhook.
 
-use crate::controller::children::Child;
-use crate::controller::conventions::describe_changes;
-use crate::controller::instance::{children_of, identity};
+use crate::controller::instance::children_of;
 use crate::controller::ownership;
-use crate::watch::profiles::ProfileCache;
-use crate::domain::profiles::Unresolved;
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
 };
+use crate::domain::claims::{Claim, duplicate_grant, taken_by};
 use crate::domain::ids;
+use crate::domain::immutable::{changes_between, describe_changes, instance_identity};
+use crate::domain::profiles::Unresolved;
+use crate::watch::profiles::ProfileCache;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -70,10 +70,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
     K: 'static,
 {
-    crate::watch::cache(
-        Api::<K>::all(client.clone()),
-        crate::watch::watch_config(),
-    )
+    crate::watch::cache(Api::<K>::all(client.clone()), crate::watch::watch_config())
 }
 
 /// The cached objects of namespace `ns` (an error until the first list arrived).
@@ -107,7 +104,7 @@ pub async fn review(
         }
         ("MQInstance", Operation::Update) => {
             let (old, new): (MQInstance, MQInstance) = (old(req)?, new(req)?);
-            match changed(kind, identity(&old), identity(&new)) {
+            match changed(kind, instance_identity(&old), instance_identity(&new)) {
                 Some(refusal) => Ok(Some(refusal)),
                 None => unknown_cluster(&lookup.profiles, Some(&old), &new).await,
             }
@@ -170,25 +167,19 @@ fn changed(
     old: Vec<(&'static str, String)>,
     new: Vec<(&'static str, String)>,
 ) -> Option<String> {
-    let changes: Vec<_> = old
-        .into_iter()
-        .zip(new)
-        .filter(|((_, a), (_, b))| a != b)
-        .map(|((field, a), (_, b))| crate::crd::ImmutableFieldChange {
-            field,
-            accepted: a,
-            requested: b,
-        })
-        .collect();
+    let changes = changes_between(old, new);
     (!changes.is_empty()).then(|| format!("{kind}: {}", describe_changes(&changes)))
 }
 
 /// A topic or group: immutable fields on update, and its name not taken in its instance.
-async fn child<K: Child>(
+async fn child<K>(
     store: &Store<K>,
     req: &AdmissionRequest<DynamicObject>,
     fields: impl Fn(&K) -> Vec<(&'static str, String)>,
-) -> Result<Option<String>, ReviewError> {
+) -> Result<Option<String>, ReviewError>
+where
+    K: Claim + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
     let new: K = new(req)?;
     if matches!(req.operation, Operation::Update) {
         let old: K = old(req)?;
@@ -211,37 +202,6 @@ async fn child<K: Child>(
             )
         }),
     )
-}
-
-/// The existing resource (not being deleted, not `obj` itself) holding `obj`'s name.
-fn taken_by<'a, K: Child>(obj: &K, others: impl IntoIterator<Item = &'a K>) -> Option<&'a K> {
-    others.into_iter().find(|k| {
-        k.name_any() != obj.name_any()
-            && k.meta().deletion_timestamp.is_none()
-            && k.instance() == obj.instance()
-            && k.broker_name() == obj.broker_name()
-    })
-}
-
-/// The existing grant (not being deleted, not `grant` itself) to the same user on the
-/// same topic.
-pub fn duplicate_grant<'a>(
-    grant: &MQEmpower,
-    others: impl IntoIterator<Item = &'a MQEmpower>,
-) -> Option<&'a MQEmpower> {
-    others.into_iter().find(|g| {
-        g.name_any() != grant.name_any()
-            && g.metadata.deletion_timestamp.is_none()
-            && same_grantee(g, grant)
-    })
-}
-
-/// Whether two grants give the same user rights on the same topic.
-pub fn same_grantee(a: &MQEmpower, b: &MQEmpower) -> bool {
-    a.spec.instance == b.spec.instance
-        && a.spec.topic == b.spec.topic
-        && a.spec.empower_user == b.spec.empower_user
-        && a.spec.sub_account == b.spec.sub_account
 }
 
 /// A new instance: its id must be allowed, and not held by another instance (ids with one
@@ -368,89 +328,6 @@ mod tests {
             "spec": {"instance": "i", "topic": topic, "orderType": 0},
         }))
         .unwrap()
-    }
-
-    #[test]
-    fn a_name_is_taken_by_another_live_resource_of_the_instance() {
-        let new = topic("b", "ORDERS", false);
-        let others = [topic("b", "ORDERS", false), topic("c", "OTHER", false)];
-        assert!(taken_by(&new, &others).is_none(), "itself or another name");
-        let others = [topic("a", "ORDERS", true)];
-        assert!(taken_by(&new, &others).is_none(), "one being deleted");
-        let others = [topic("a", "ORDERS", false)];
-        assert_eq!(taken_by(&new, &others).unwrap().name_any(), "a");
-    }
-
-    #[test]
-    fn a_second_grant_to_the_same_user_on_the_same_topic_is_a_duplicate() {
-        let grant = |name: &str, user: i64| -> MQEmpower {
-            serde_json::from_value(json!({
-                "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQEmpower",
-                "metadata": {"name": name, "namespace": "t"},
-                "spec": {"instance": "i", "topic": "ORDERS", "empowerUser": user, "relation": 2},
-            }))
-            .unwrap()
-        };
-        let first = grant("a", 7);
-        assert_eq!(
-            duplicate_grant(&grant("b", 7), std::slice::from_ref(&first)).map(|g| g.name_any()),
-            Some("a".to_owned())
-        );
-        assert!(duplicate_grant(&grant("b", 8), std::slice::from_ref(&first)).is_none());
-        assert!(duplicate_grant(&first, std::slice::from_ref(&first)).is_none());
-    }
-
-    fn instance(cluster: &str) -> MQInstance {
-        serde_json::from_value(json!({
-            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
-            "metadata": {"name": "orders", "namespace": "t"},
-            "spec": {"instanceName": "orders", "cluster": cluster},
-        }))
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_unknown_cluster_is_refused_naming_the_profiles() {
-        use crate::domain::profiles::{Known, Profiles};
-        let yaml = "default:\n  brokers: {image: x}\n  nameServers: {image: x}\nlarge:\n  brokers: {image: x}\n  nameServers: {image: x}\n";
-        let known = Known::Read(Profiles::parse(yaml).unwrap(), None);
-        let profiles = ProfileCache::fixed(known, "mqfleet-system/mqfleet-cluster-profiles");
-        assert_eq!(
-            unknown_cluster(&profiles, None, &instance("default"))
-                .await
-                .unwrap(),
-            None
-        );
-        let refusal = unknown_cluster(&profiles, None, &instance("huge"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(refusal.contains("spec.cluster \"huge\""), "{refusal}");
-        assert!(refusal.contains("profiles: default, large"), "{refusal}");
-        // An update that leaves the spec alone (e.g. the finalizer's removal) passes.
-        let old = instance("huge");
-        let mut relabelled = old.clone();
-        relabelled.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
-        assert_eq!(
-            unknown_cluster(&profiles, Some(&old), &relabelled)
-                .await
-                .unwrap(),
-            None
-        );
-        let mut edited = old.clone();
-        edited.spec.max_send_tps = 10;
-        assert!(
-            unknown_cluster(&profiles, Some(&old), &edited)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        let none = ProfileCache::fixed(Known::Missing, "mqfleet-system/mqfleet-cluster-profiles");
-        let refusal = unknown_cluster(&none, None, &instance("default"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(refusal.contains("create ConfigMap"), "{refusal}");
     }
 
     #[test]
