@@ -9,4 +9,6 @@ pub mod claims;
 pub mod ids;
 pub mod immutable;
 pub mod keys;
+pub mod names;
 pub mod profiles;
+pub mod records;

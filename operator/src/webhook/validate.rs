@@ -5,15 +5,14 @@
 //! the platform does not offer. The operator reports the same cases in status for
 //! clusters without the webhook.
 
-use crate::controller::instance::children_of;
-use crate::controller::ownership;
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
 };
-use crate::domain::claims::{Claim, duplicate_grant, taken_by};
+use crate::domain::claims::{Claim, children_of, duplicate_grant, taken_by};
 use crate::domain::ids;
 use crate::domain::immutable::{changes_between, describe_changes, instance_identity};
 use crate::domain::profiles::Unresolved;
+use crate::domain::records as ownership;
 use crate::watch::profiles::ProfileCache;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::DynamicObject;
@@ -302,7 +301,12 @@ async fn instance_delete(
     if forced {
         return Ok(None);
     }
-    let (topics, groups) = children_of(topics, groups, instance);
+    let (topics, groups) = (topics.state(), groups.state());
+    let (topics, groups) = children_of(
+        topics.iter().map(AsRef::as_ref),
+        groups.iter().map(AsRef::as_ref),
+        instance,
+    );
     let children = [topics, groups].concat();
     Ok((!children.is_empty()).then(|| {
         format!(
