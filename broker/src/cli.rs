@@ -39,7 +39,9 @@ pub enum Mode {
     Broker(BrokerArgs),
     /// A name server and a broker in one process, auto-creating topics (local use).
     Standalone(StandaloneArgs),
-    /// Admin commands against running name servers and brokers (the mqadmin habit).
+    /// Admin commands against running name servers and brokers (the mqadmin habit); they
+    /// need the instance's admin key (`--access-key`/`--secret-key`) wherever the servers
+    /// have one.
     Admin(crate::admin_cli::AdminArgs),
     /// Load generator: pipelined sends and pulls against a broker (`make bench`).
     Bench(crate::bench::BenchArgs),
@@ -69,13 +71,14 @@ pub struct NamesrvArgs {
     /// its `aclEnable` applies at once.
     #[arg(long, env = "MQ_NAMESRV_CONFIG")]
     pub config: Option<PathBuf>,
-    /// ACL: registrations and other writes need an admin account's signature.
+    /// ACL: registrations and other writes need the admin key's (or an admin account's)
+    /// signature.
     #[command(flatten)]
     pub acl: AclArgs,
 }
 
 /// ACL settings of a name server or broker (see `mq_broker::acl`).
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Clone, Default)]
 pub struct AclArgs {
     /// Check requests against the ACL file (`--acl-enable` or `--acl-enable=false`)
     /// [default: the config file's `aclEnable`, else off]; a change of the config file's
@@ -92,6 +95,58 @@ pub struct AclArgs {
     /// [default: the config file's `aclFile`].
     #[arg(long = "acl-file", env = "MQ_ACL_FILE")]
     pub file: Option<PathBuf>,
+    /// Access key of this instance's admin key. With it (and `--admin-secret-key`), admin
+    /// requests and broker registrations must be signed by this key (or an admin account
+    /// of the ACL file) whether or not ACL is on; `--acl-enable` then only decides whether
+    /// clients must sign. Give both or neither; without them admin requests and
+    /// registrations are open to anyone while ACL is off.
+    #[arg(long = "admin-access-key", env = "MQ_ADMIN_ACCESS_KEY")]
+    pub admin_access_key: Option<String>,
+    /// Secret key of this instance's admin key (see `--admin-access-key`).
+    #[arg(
+        long = "admin-secret-key",
+        env = "MQ_ADMIN_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub admin_secret_key: Option<String>,
+}
+
+impl AclArgs {
+    /// The admin key: both halves or neither; one alone, or an empty one, is an error.
+    pub fn admin_key(&self) -> Result<Option<mq_broker::acl::Credentials>, String> {
+        match (&self.admin_access_key, &self.admin_secret_key) {
+            (None, None) => Ok(None),
+            (Some(ak), Some(sk)) if !ak.trim().is_empty() && !sk.is_empty() => Ok(Some(
+                mq_broker::acl::Credentials::new(ak.trim(), sk.as_str()),
+            )),
+            (Some(_), Some(_)) => Err(
+                "the admin key is empty: --admin-access-key (MQ_ADMIN_ACCESS_KEY) and \
+                 --admin-secret-key (MQ_ADMIN_SECRET_KEY) must both be non-empty"
+                    .into(),
+            ),
+            (Some(_), None) => Err("--admin-access-key (MQ_ADMIN_ACCESS_KEY) is given without \
+                 --admin-secret-key (MQ_ADMIN_SECRET_KEY): give both or neither"
+                .into()),
+            (None, Some(_)) => Err("--admin-secret-key (MQ_ADMIN_SECRET_KEY) is given without \
+                 --admin-access-key (MQ_ADMIN_ACCESS_KEY): give both or neither"
+                .into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for AclArgs {
+    // The admin secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclArgs")
+            .field("enable", &self.enable)
+            .field("file", &self.file)
+            .field("admin_access_key", &self.admin_access_key)
+            .field(
+                "admin_secret_key",
+                &self.admin_secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Flush policy.
@@ -172,7 +227,8 @@ pub struct BrokerArgs {
     /// unlimited) [default: the config file's `maxReceiveTps`, else 0].
     #[arg(long, env = "MQ_MAX_RECEIVE_TPS")]
     pub max_receive_tps: Option<u64>,
-    /// ACL: every client request must be signed and granted.
+    /// ACL: admin requests need the admin key's signature; with ACL on, every client
+    /// request must be signed and granted too.
     #[command(flatten)]
     pub acl: AclArgs,
 }

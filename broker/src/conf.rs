@@ -13,8 +13,11 @@
 //! and `maxReceiveTps` are live
 //! ([`Live`]): when the file changes and the key's value differs from what the file said
 //! before, the new value replaces the current one, whatever the flags said (the operator
-//! rewrote the file on purpose); when the key disappears, the value falls back to the flag
-//! or the default. The other keys apply at start only.
+//! rewrote the file on purpose). When `namesrvAddr` disappears, the list falls back to the
+//! flag or the default; when `aclEnable`, `maxSendTps` or `maxReceiveTps` disappears (or
+//! has a bad value), that setting stays as it is — a file written without them never
+//! turns ACL off or lifts a limit (the broker's `LiveSettings::apply`). The other keys
+//! apply at start only.
 //!
 //! Kubernetes mounts a ConfigMap key as a symlink (`broker.conf → ..data/broker.conf`,
 //! `..data → ..2024_…/`) and updates it by swapping `..data`, so the file's inode changes

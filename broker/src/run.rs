@@ -44,6 +44,7 @@ pub async fn run(mode: Mode) -> Result<()> {
             let file = FileSettings::load(args.config.as_deref())?;
             let ns = Namespace::new(args.instance_id.as_deref());
             let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
+            warn_if_open(&acl.acl, "name server");
             let ns_addr = start_namesrv(&args, acl.acl.clone(), &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
             watch_config(file, None, acl, None);
@@ -53,6 +54,7 @@ pub async fn run(mode: Mode) -> Result<()> {
             let file = FileSettings::load(args.config.as_deref())?;
             let ns = Namespace::new(args.instance_id.as_deref());
             let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
+            warn_if_open(&acl.acl, "broker");
             Some(start_broker(args, file, acl, None, &ops, &mut ready, stop.clone()).await?)
         }
         Mode::Standalone(args) => {
@@ -134,6 +136,16 @@ async fn wait_for_signal() {
 
 async fn until_stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Warns once, at start, that a server without an admin key lets anyone make admin
+/// requests and register brokers while ACL is off (standalone, for local use, does not).
+fn warn_if_open(acl: &Acl, server: &str) {
+    if !acl.has_admin_key() {
+        tracing::warn!(
+            "this {server} has no admin key (--admin-access-key/--admin-secret-key, MQ_ADMIN_ACCESS_KEY/MQ_ADMIN_SECRET_KEY): admin requests and broker registrations are open to anyone while ACL is off"
+        );
+    }
 }
 
 /// Starts re-reading the ACL file and shows the ACL in the metrics.

@@ -131,9 +131,13 @@ pub struct AclSettings {
 
 impl FileSettings {
     /// The ACL: on when `--acl-enable` or the file's `aclEnable` says so, with the
-    /// accounts of `--acl-file` or the file's `aclFile`. A missing or bad ACL file stops
-    /// the start when ACL is on; when off, it is only logged (and re-read until valid).
+    /// accounts of `--acl-file` or the file's `aclFile`, and the admin key of
+    /// `--admin-access-key`/`--admin-secret-key` (both or neither). A missing or bad ACL
+    /// file stops the start when ACL is on and there is no admin key; with an admin key
+    /// (the accounts may still be on their way to the pod) or with ACL off it is only
+    /// logged, and re-read until valid.
     pub fn acl(&self, args: &AclArgs, ns: &Namespace) -> Result<AclSettings> {
+        let admin_key = args.admin_key().map_err(anyhow::Error::msg)?;
         let from_file = self
             .props
             .bool(conf::ACL_ENABLE)
@@ -151,29 +155,34 @@ impl FileSettings {
                 conf::ACL_FILE
             );
             return Ok(AclSettings {
-                acl: Acl::default(),
+                acl: Acl::with_admin_key(false, AclTable::default(), admin_key),
                 enable,
                 watch: None,
             });
         };
+        let has_key = admin_key.is_some();
         let (table, watch) = match AclWatch::open(&path, ns.clone()) {
             Ok((watch, table)) => {
-                tracing::info!(file = %path.display(), accounts = table.len(), enabled = on, "ACL");
-                if table.signer().is_none() {
+                tracing::info!(file = %path.display(), accounts = table.len(), enabled = on, admin_key = has_key, "ACL");
+                if table.signer().is_none() && !has_key {
                     tracing::warn!(
-                        "the ACL file has no admin account: registrations go unsigned, and name servers with ACL on refuse them"
+                        "the ACL file has no admin account and there is no admin key: registrations go unsigned, and name servers with ACL on refuse them"
                     );
                 }
                 (table, watch)
             }
-            Err(e) if on => return Err(e).context("ACL is on"),
+            Err(e) if on && !has_key => return Err(e).context("ACL is on"),
             Err(e) => {
-                tracing::warn!(error = %e, "ACL is off; the ACL file is re-read until it is valid");
+                if on {
+                    tracing::warn!(error = %e, "ACL is on but the ACL file is not readable yet: client requests are refused and only the admin key is accepted until it is; it is re-read until valid");
+                } else {
+                    tracing::warn!(error = %e, "ACL is off; the ACL file is re-read until it is valid");
+                }
                 (AclTable::default(), AclWatch::unread(&path, ns.clone()))
             }
         };
         Ok(AclSettings {
-            acl: Acl::new(on, table),
+            acl: Acl::with_admin_key(on, table, admin_key),
             enable,
             watch: Some(watch),
         })
@@ -221,22 +230,22 @@ pub struct LiveSettings {
 }
 
 impl LiveSettings {
-    /// Applies a changed version of the config file at `path`.
+    /// Applies a changed version of the config file at `path`. A key that is absent
+    /// leaves `aclEnable`, `maxSendTps` and `maxReceiveTps` as they are, as a bad value
+    /// does; a changed value applies.
     pub fn apply(&self, path: &Path, props: &Properties) {
         let file = path.display();
-        if let Some(list) = &self.namesrvs
-            && let Some(addrs) = list.file_changed(props.namesrv_addrs())
-        {
-            tracing::info!(%file, namesrv = %addrs.join(";"), "name servers changed");
-        }
         match props.bool(conf::ACL_ENABLE) {
+            // A file without the key leaves ACL as it is (never off by omission).
+            Ok(None) => {}
             Ok(value) => {
                 if let Some(on) = self.acl_enable.file_changed(value) {
                     self.acl.set_enabled(on);
                     tracing::info!(%file, enabled = on, "ACL switched");
                     if on && self.acl.table().is_empty() {
                         tracing::error!(
-                            "ACL is on with no accounts: every checked request is refused"
+                            admin_key = self.acl.has_admin_key(),
+                            "ACL is on with no accounts: every client request is refused (only the admin key, if any, is accepted)"
                         );
                     }
                 }
@@ -253,12 +262,21 @@ impl LiveSettings {
                 limits.set_receive_tps(v)
             });
         }
+        // Last, so a registration that follows a new list shows the rest is in force.
+        // (A file without `namesrvAddr` falls back to the flag or the default.)
+        if let Some(list) = &self.namesrvs
+            && let Some(addrs) = list.file_changed(props.namesrv_addrs())
+        {
+            tracing::info!(%file, namesrv = %addrs.join(";"), "name servers changed");
+        }
     }
 }
 
-/// Applies one re-read TPS key; a bad value changes nothing.
+/// Applies one re-read TPS key; a bad value or a missing key changes nothing (a file
+/// without the key never lifts the limit).
 fn apply_tps(props: &Properties, key: &str, live: &Live<u64>, set: impl Fn(u64)) {
     match props.u64(key) {
+        Ok(None) => {}
         Ok(value) => {
             if let Some(tps) = live.file_changed(value) {
                 set(tps);
@@ -278,6 +296,64 @@ pub fn expand_ordinal(name: &str, hostname: &str) -> String {
             .len();
     let ordinal = &hostname[hostname.len() - digits..];
     name.replace("{ordinal}", if ordinal.is_empty() { "0" } else { ordinal })
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    fn live(acl_on: bool, send: u64, receive: u64) -> LiveSettings {
+        let file = Properties::parse(&format!(
+            "aclEnable={acl_on}\nmaxSendTps={send}\nmaxReceiveTps={receive}\n"
+        ));
+        let enable = Live::new(None, file.bool(conf::ACL_ENABLE).unwrap(), false);
+        let send = Live::new(None, file.u64(conf::MAX_SEND_TPS).unwrap(), 0);
+        let receive = Live::new(None, file.u64(conf::MAX_RECEIVE_TPS).unwrap(), 0);
+        LiveSettings {
+            namesrvs: None,
+            acl: Acl::new(enable.get(), AclTable::default()),
+            acl_enable: enable,
+            tps: Some(TpsSettings {
+                limits: Limits::new(send.get(), receive.get()),
+                send,
+                receive,
+            }),
+        }
+    }
+
+    fn state(live: &LiveSettings) -> (bool, u64, u64) {
+        let limits = &live.tps.as_ref().unwrap().limits;
+        (
+            live.acl.is_enabled(),
+            limits.send_tps(),
+            limits.receive_tps(),
+        )
+    }
+
+    fn apply(live: &LiveSettings, text: &str) {
+        live.apply(Path::new("broker.conf"), &Properties::parse(text));
+    }
+
+    #[test]
+    fn a_file_without_the_keys_leaves_acl_and_limits_as_they_are() {
+        let live = live(true, 100, 50);
+        assert_eq!(state(&live), (true, 100, 50));
+        apply(&live, "brokerName=broker-a\n");
+        assert_eq!(state(&live), (true, 100, 50), "absent keys change nothing");
+        apply(&live, "aclEnable=\nmaxSendTps=\n");
+        assert_eq!(state(&live), (true, 100, 50), "empty values change nothing");
+        apply(&live, "aclEnable=maybe\nmaxSendTps=-1\nmaxReceiveTps=x\n");
+        assert_eq!(state(&live), (true, 100, 50), "bad values change nothing");
+        // Present values still apply, one key at a time.
+        apply(&live, "maxSendTps=10\n");
+        assert_eq!(state(&live), (true, 10, 50));
+        apply(&live, "aclEnable=false\n");
+        assert_eq!(state(&live), (false, 10, 50));
+        apply(&live, "");
+        assert_eq!(state(&live), (false, 10, 50), "off stays off too");
+        apply(&live, "aclEnable=true\nmaxSendTps=0\nmaxReceiveTps=7\n");
+        assert_eq!(state(&live), (true, 0, 7));
+    }
 }
 
 #[cfg(test)]

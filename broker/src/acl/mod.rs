@@ -1,16 +1,36 @@
-//! Plain ACL (RocketMQ 4.x `PlainAccessValidator`): signed requests, accounts and grants.
+//! Plain ACL (RocketMQ 4.x `PlainAccessValidator`): signed requests, accounts and grants,
+//! and the instance's admin key.
 //!
-//! When ACL is on, every request a server checks must carry the `AccessKey` of a known
-//! account and a valid `Signature` ([`sign`]); then what the request does ([`Needs`], built
-//! per request code by the broker and the name server) must be granted to the account
-//! ([`table`]). A refusal is answered `SYSTEM_ERROR` with Java's remarks (`No acl config
-//! for AK1`, `Check signature failed for accessKey=AK1`, ...), as a Java broker answers
-//! its `AclException`; the connection stays open and nothing is done. When ACL is off,
-//! `AccessKey` and `Signature` are ignored.
+//! Two planes, checked differently:
+//! - The *admin plane* — the broker's admin requests (`broker::admin::is_admin`: topic and
+//!   group changes, configs, stats, connection lists) and every name-server request that
+//!   is not an open route query (broker registration and unregistration, topic deletion,
+//!   KV writes, ...). When the server has an *admin key* (`--admin-access-key`/
+//!   `--admin-secret-key`, the instance's own key the operator delivers), these need a
+//!   valid signature by that key or by an `admin: true` account of the ACL file in force,
+//!   **whether or not `aclEnable` is on** ([`Acl::authorize_admin`]). Without an admin key
+//!   they are checked only when ACL is on, as client requests are (local use stays open).
+//! - The *client plane* — sends, pulls, heartbeats, offsets, locks, ... — is checked only
+//!   when ACL is on (`aclEnable`, the tenant's switch): the request must carry the
+//!   `AccessKey` of a known account (or of the admin key) and a valid `Signature`
+//!   ([`sign`]); then what it does ([`Needs`], built per request code by the broker and
+//!   the name server) must be granted to the account ([`table`]). When ACL is off,
+//!   `AccessKey` and `Signature` of client requests are ignored.
+//!
+//! The admin key counts as an admin account that is always there: it works while the ACL
+//! file is missing, unreadable or empty (accounts not yet delivered to the pod), and an
+//! ACL-file account with the same access key never stands in for it (the key's own
+//! secret is the only one accepted for that name). One instance's key opens only the
+//! servers started with it. Signatures are compared in constant time.
+//!
+//! A refusal is answered `SYSTEM_ERROR` with Java's remarks (`No accessKey is configured`,
+//! `No acl config for AK1`, `Check signature failed for accessKey=AK1`, `Need admin
+//! permission ...`), as a Java broker answers its `AclException`; the connection stays
+//! open, nothing is done, and the refusal is counted ([`Acl::refused`]).
 //!
 //! [`Acl`] is the live state one server (or a standalone process's two) shares: the
-//! on/off switch (`aclEnable`, re-read from the config file) and the accounts (the ACL
-//! file, re-read by [`watch`]).
+//! on/off switch (`aclEnable`, re-read from the config file), the accounts (the ACL
+//! file, re-read by [`watch`]) and the admin key (fixed at start).
 
 pub mod perm;
 pub mod sign;
@@ -44,33 +64,50 @@ impl Denied {
 struct Shared {
     enabled: AtomicBool,
     table: RwLock<Arc<AclTable>>,
+    admin_key: Option<Credentials>,
     refused: AtomicU64,
 }
 
-/// The live ACL of a server: on or off, and the accounts. Cheap to clone; clones share it.
-/// The default is off with no accounts.
+/// The live ACL of a server: on or off, the accounts, and the admin key. Cheap to clone;
+/// clones share it. The default is off with no accounts and no admin key.
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
     inner: Arc<Shared>,
 }
 
 impl Acl {
-    /// An ACL, on or off, with `table`'s accounts.
+    /// An ACL, on or off, with `table`'s accounts and no admin key.
     pub fn new(enabled: bool, table: AclTable) -> Self {
-        let acl = Self::default();
-        acl.set_enabled(enabled);
-        acl.replace(table);
-        acl
+        Self::with_admin_key(enabled, table, None)
     }
 
-    /// Whether requests are checked.
+    /// An ACL, on or off, with `table`'s accounts and the instance's admin key (when
+    /// `Some`, admin requests are checked whether or not ACL is on).
+    pub fn with_admin_key(enabled: bool, table: AclTable, admin_key: Option<Credentials>) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                enabled: AtomicBool::new(enabled),
+                table: RwLock::new(Arc::new(table)),
+                admin_key,
+                refused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Whether client requests are checked (`aclEnable`).
     pub fn is_enabled(&self) -> bool {
         self.inner.enabled.load(Ordering::Acquire)
     }
 
-    /// Switches checking on or off (`aclEnable` re-read).
+    /// Switches checking of client requests on or off (`aclEnable` re-read). Admin
+    /// requests stay checked when there is an admin key.
     pub fn set_enabled(&self, enabled: bool) {
         self.inner.enabled.store(enabled, Ordering::Release);
+    }
+
+    /// Whether the server has an admin key (admin requests are then always checked).
+    pub fn has_admin_key(&self) -> bool {
+        self.inner.admin_key.is_some()
     }
 
     /// The accounts in force.
@@ -91,10 +128,14 @@ impl Acl {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
     }
 
-    /// What this server signs its own requests with: the file's first admin account.
-    /// Known whether or not checking is on, so a server signs before its peers turn on.
+    /// What this server signs its own requests with (a broker's registrations): the admin
+    /// key when there is one, else the ACL file's first admin account. Known whether or
+    /// not checking is on, so a server signs before its peers turn on.
     pub fn signer(&self) -> Option<Credentials> {
-        self.table().signer().cloned()
+        self.inner
+            .admin_key
+            .clone()
+            .or_else(|| self.table().signer().cloned())
     }
 
     /// Requests refused since start.
@@ -102,8 +143,9 @@ impl Acl {
         self.inner.refused.load(Ordering::Relaxed)
     }
 
-    /// Checks `req` when ACL is on: a known account, a valid signature, and the grants
-    /// `needs` computes (called only when ACL is on; its error is the refusal's remark).
+    /// Checks a client-plane request when ACL is on: a known account (or the admin key),
+    /// a valid signature, and the grants `needs` computes (called only when checked; its
+    /// error is the refusal's remark). When ACL is off, everything passes.
     pub fn authorize(
         &self,
         req: &RemotingCommand,
@@ -112,11 +154,26 @@ impl Acl {
         if !self.is_enabled() {
             return Ok(());
         }
-        self.check(req, needs).map_err(|remark| {
-            self.inner.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(code = req.code, %remark, "request refused by the ACL");
-            Denied(remark)
-        })
+        self.check(req, needs)
+            .map_err(|remark| self.refuse(req, remark))
+    }
+
+    /// Checks an admin-plane request (a broker's admin request, a name server's
+    /// registration or write): with an admin key always, signed by that key or by an
+    /// admin account of the ACL file; without one only when ACL is on, like
+    /// [`authorize`](Self::authorize) with [`Needs::admin`].
+    pub fn authorize_admin(&self, req: &RemotingCommand) -> Result<(), Denied> {
+        if !self.has_admin_key() && !self.is_enabled() {
+            return Ok(());
+        }
+        self.check(req, || Ok(Needs::admin()))
+            .map_err(|remark| self.refuse(req, remark))
+    }
+
+    fn refuse(&self, req: &RemotingCommand, remark: String) -> Denied {
+        self.inner.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(code = req.code, %remark, "request refused by the ACL");
+        Denied(remark)
     }
 
     fn check(
@@ -127,6 +184,16 @@ impl Acl {
         let Some(ak) = req.ext(sign::ACCESS_KEY).filter(|ak| !ak.is_empty()) else {
             return Err("No accessKey is configured".to_owned());
         };
+        // The admin key may do everything; its name is never looked up in the file.
+        if let Some(admin) = &self.inner.admin_key
+            && admin.access_key == ak
+        {
+            return if sign::verify(req, &admin.secret_key) {
+                Ok(())
+            } else {
+                Err(format!("Check signature failed for accessKey={ak}"))
+            };
+        }
         let table = self.table();
         let account = table
             .get(ak)
@@ -190,6 +257,146 @@ mod tests {
         acl.set_enabled(true);
         assert!(acl.authorize(&req, || pub_on("orders")).is_err());
         assert_eq!(acl.signer(), Some(Credentials::new("admin", "SKA")));
+    }
+
+    /// The instance's admin key in the decision tests.
+    fn instance_key() -> Credentials {
+        Credentials::new("mq-admin", "instance-1-secret")
+    }
+
+    fn with_key(enabled: bool, key: Option<Credentials>, table: &str) -> Acl {
+        Acl::with_admin_key(
+            enabled,
+            AclTable::parse(table, &Namespace::default()).unwrap(),
+            key,
+        )
+    }
+
+    const ACCOUNTS: &str = r#"{"accounts":[
+        {"accessKey":"AK1","secretKey":"SK1","topicPerms":["orders=PUB"]},
+        {"accessKey":"admin","secretKey":"SKA","admin":true}]}"#;
+
+    fn create_topic() -> RemotingCommand {
+        RemotingCommand::new_request(request_code::UPDATE_AND_CREATE_TOPIC)
+            .with_ext("topic", "orders")
+    }
+
+    fn signed(mut req: RemotingCommand, by: Option<Credentials>) -> RemotingCommand {
+        if let Some(credentials) = by {
+            sign::sign(&mut req, &credentials);
+        }
+        req
+    }
+
+    #[test]
+    fn admin_requests_need_the_admin_key_or_an_admin_account_whatever_acl_says() {
+        let other_instance = Credentials::new("mq-admin", "instance-2-secret");
+        let other_name = Credentials::new("mq-admin-2", "instance-2-secret");
+        let signers: [(&str, Option<Credentials>); 6] = [
+            ("unsigned", None),
+            ("the admin key", Some(instance_key())),
+            ("another instance's key", Some(other_instance)),
+            ("another instance's key name", Some(other_name)),
+            ("a non-admin account", Some(Credentials::new("AK1", "SK1"))),
+            ("an admin account", Some(Credentials::new("admin", "SKA"))),
+        ];
+        for key in [None, Some(instance_key())] {
+            for enabled in [false, true] {
+                let acl = with_key(enabled, key.clone(), ACCOUNTS);
+                for (who, by) in &signers {
+                    let req = signed(create_topic(), by.clone());
+                    let outcome = acl.authorize_admin(&req);
+                    let expected = match (*who, key.is_some(), enabled) {
+                        // Without a key and with ACL off, the admin plane is open.
+                        (_, false, false) => Ok(()),
+                        ("an admin account", _, _) => Ok(()),
+                        ("the admin key", true, _) => Ok(()),
+                        ("unsigned", _, _) => Err("No accessKey is configured".to_owned()),
+                        ("a non-admin account", _, _) => Err(
+                            "Need admin permission for request code=17, but accessKey=AK1 is not"
+                                .to_owned(),
+                        ),
+                        ("the admin key" | "another instance's key", false, true) => {
+                            Err("No acl config for mq-admin".to_owned())
+                        }
+                        ("another instance's key", true, _) => {
+                            Err("Check signature failed for accessKey=mq-admin".to_owned())
+                        }
+                        ("another instance's key name", _, _) => {
+                            Err("No acl config for mq-admin-2".to_owned())
+                        }
+                        other => unreachable!("{other:?}"),
+                    };
+                    assert_eq!(
+                        outcome.map_err(|d| d.0),
+                        expected,
+                        "{who}, admin key {}, aclEnable={enabled}",
+                        key.is_some()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn client_requests_are_checked_only_when_acl_is_on_and_the_admin_key_passes_them() {
+        for key in [None, Some(instance_key())] {
+            let off = with_key(false, key.clone(), ACCOUNTS);
+            assert_eq!(off.authorize(&send("audit"), || pub_on("audit")), Ok(()));
+            let on = with_key(true, key.clone(), ACCOUNTS);
+            let denied = |req: &RemotingCommand| on.authorize(req, || pub_on("audit")).is_err();
+            assert!(denied(&send("audit")), "unsigned");
+            assert!(
+                denied(&signed(send("audit"), Some(Credentials::new("AK1", "SK1")))),
+                "not granted"
+            );
+            let by_key = signed(send("audit"), Some(instance_key()));
+            assert_eq!(denied(&by_key), key.is_none(), "the admin key may do all");
+        }
+    }
+
+    #[test]
+    fn the_admin_key_works_before_any_account_is_delivered() {
+        // ACL on and the ACL file missing (an empty table) or holding no accounts.
+        for table in [
+            AclTable::default(),
+            AclTable::parse(r#"{"accounts":[]}"#, &Namespace::default()).unwrap(),
+        ] {
+            let acl = Acl::with_admin_key(true, table, Some(instance_key()));
+            let req = signed(create_topic(), Some(instance_key()));
+            assert_eq!(acl.authorize_admin(&req), Ok(()));
+            assert_eq!(
+                acl.authorize(&signed(send("orders"), Some(instance_key())), || pub_on(
+                    "orders"
+                )),
+                Ok(())
+            );
+            assert!(acl.authorize_admin(&create_topic()).is_err());
+            assert!(acl.authorize(&send("orders"), || pub_on("orders")).is_err());
+            assert_eq!(
+                acl.signer(),
+                Some(instance_key()),
+                "registrations are signed"
+            );
+            assert_eq!(acl.refused(), 2);
+        }
+    }
+
+    #[test]
+    fn a_file_account_named_like_the_admin_key_does_not_stand_in_for_it() {
+        let table = r#"{"accounts":[{"accessKey":"mq-admin","secretKey":"tenant","admin":true}]}"#;
+        let acl = with_key(false, Some(instance_key()), table);
+        let forged = signed(create_topic(), Some(Credentials::new("mq-admin", "tenant")));
+        assert_eq!(
+            acl.authorize_admin(&forged).map_err(|d| d.0),
+            Err("Check signature failed for accessKey=mq-admin".to_owned())
+        );
+        // The key signs, not the file's first admin.
+        assert_eq!(acl.signer(), Some(instance_key()));
+        assert_eq!(
+            with_key(false, None, table).signer(),
+            Some(Credentials::new("mq-admin", "tenant"))
+        );
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! every master broker the name server's cluster info lists (`--cluster` narrows that).
 //! Output is an aligned table, or JSON with `--output json` (queue-keyed maps as lists of
 //! `[queue, value]` pairs).
+//!
+//! Servers started with an admin key refuse unsigned admin calls and registrations
+//! whatever `aclEnable` says, so calls against them need `--access-key`/`--secret-key`:
+//! the instance's admin key (or an admin account of its ACL file).
 
 mod table;
 
@@ -16,7 +20,9 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use table::{Table, utc_time};
 
-/// Admin commands against running name servers and brokers.
+/// Admin commands against running name servers and brokers. Servers started with an
+/// admin key refuse unsigned admin calls (whether or not ACL is on): sign them with the
+/// instance's admin key, `--access-key`/`--secret-key`.
 #[derive(Args, Debug)]
 pub struct AdminArgs {
     /// Name servers, `host:port;host:port`.
@@ -39,10 +45,12 @@ pub struct AdminArgs {
     /// Seconds one call may take.
     #[arg(long, global = true, default_value_t = 5)]
     pub timeout_secs: u64,
-    /// Access key of an admin account: requests are signed (servers with ACL on).
+    /// Access key to sign every request with: the instance's admin key (the
+    /// `--admin-access-key` its servers were started with; they refuse unsigned admin
+    /// calls whether or not ACL is on), or an admin account of the ACL file.
     #[arg(long, global = true, env = "MQ_ACCESS_KEY", requires = "secret_key")]
     pub access_key: Option<String>,
-    /// Secret key of that account.
+    /// Secret key of that key or account (the instance's `--admin-secret-key`).
     #[arg(long, global = true, env = "MQ_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
     /// What to do.

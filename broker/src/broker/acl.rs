@@ -17,9 +17,12 @@
 //! - LOCK/UNLOCK_BATCH_MQ: SUB on the group and every topic of the queues;
 //! - GET_MAX/MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME: SUB on the
 //!   topic;
-//! - admin requests ([`super::admin::is_admin`]): an admin account;
+//! - admin requests ([`super::admin::is_admin`]): an admin account — and with an admin
+//!   key these are checked whether or not ACL is on ([`crate::acl::Acl::authorize_admin`]);
 //! - anything else: a valid signature (such codes are answered "not supported" anyway;
 //!   a new processor must add its code here).
+//!
+//! Everything but the admin requests is checked only when ACL (`aclEnable`) is on.
 
 use super::consumer::{
     ConsumerGroupHeader, ConsumerOffsetHeader, QueueHeader, UnregisterClientHeader,
@@ -108,12 +111,16 @@ fn body_of<T: serde::de::DeserializeOwned>(req: &RemotingCommand) -> Result<T, S
 }
 
 impl Broker {
-    /// Checks `req` against the ACL (when on); the refusal answers it otherwise.
+    /// Checks `req` against the ACL: admin requests always when there is an admin key,
+    /// everything when ACL is on; the refusal answers it otherwise.
     pub(super) fn authorize(&self, req: &RemotingCommand) -> Result<(), Refusal> {
-        self.cfg
-            .acl
-            .authorize(req, || needs(req, &self.cfg.namespace))
-            .map_err(|denied| Refusal::new(crate::acl::Denied::CODE, denied.0))
+        let acl = &self.cfg.acl;
+        if super::admin::is_admin(req.code) {
+            acl.authorize_admin(req)
+        } else {
+            acl.authorize(req, || needs(req, &self.cfg.namespace))
+        }
+        .map_err(|denied| Refusal::new(crate::acl::Denied::CODE, denied.0))
     }
 
     /// Checks that `req`'s account may consume the (canonical) `topic` (when ACL is on).

@@ -1,6 +1,7 @@
 //! Registration with the name servers: the broker's whole topic table, to every name
-//! server, every `register_interval` and whenever it changes; signed with the ACL file's
-//! first admin account when there is one.
+//! server, every `register_interval` and whenever it changes; signed with the instance's
+//! admin key when the broker has one (name servers with that key refuse anything else,
+//! whether or not ACL is on), else with the ACL file's first admin account if any.
 
 use super::core::Broker;
 use super::topics::registration_view;
@@ -118,8 +119,9 @@ impl Broker {
             compressed: Some(false),
             body_crc32: None,
         });
-        // Signed whenever the ACL file names an admin, so registration keeps working while
-        // name servers switch ACL on before or after this broker does.
+        // Signed with the admin key, else whenever the ACL file names an admin, so
+        // registration keeps working while name servers switch ACL on before or after
+        // this broker does, and before the ACL file's accounts arrive.
         if let Some(credentials) = self.cfg.acl.signer() {
             crate::acl::sign::sign(&mut req, &credentials);
         }
