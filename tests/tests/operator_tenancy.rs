@@ -273,6 +273,8 @@ async fn tenancy() -> Result<()> {
         mq_testbed::operator::topic("orders", "orders", "ORDERS"),
     )
     .await?;
+    let group = mq_testbed::operator::group("tenancy", "orders", "GID_TENANCY");
+    create::<MQGroup>(&client, ns_a, group).await?;
     create::<MQInstance>(&client, ns_b, instance("mine", B_ID)).await?;
     let endpoint = wait_running(tb, &a_api, "orders").await?;
     wait_running(tb, &b_api, "mine").await?;

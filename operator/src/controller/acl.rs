@@ -363,7 +363,7 @@ pub async fn sync(
         accounts: &accounts,
         admin: &ctx.instance_admin(names),
     });
-    super::instance::apply_object(ctx, platform, &secret(instance, names, platform, file)).await?;
+    super::apply::apply_object(ctx, platform, &secret(instance, names, platform, file)).await?;
     Ok(bad)
 }
 

@@ -5,27 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::Store;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use mq_broker::broker::groups::SubscriptionGroupConfig;
 use mq_broker::remoting::body::TopicConfig;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::brokers::{self, BrokerPod};
-use super::conventions;
+use super::status::{Reported, set_ready, write_status};
 use super::workloads::Names;
 use super::{Context, Error};
+use super::{conventions, kit};
 use crate::crd::{
-    CommonStatus, DeletionPolicy, FORCE_DELETE_ANNOTATION, MQGroup, MQGroupStatus, MQInstance,
-    MQTopic, MQTopicStatus, OrderType, PAUSE_ANNOTATION, Phase, READY, condition, set_condition,
+    CommonStatus, DeletionPolicy, FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQTopic, OrderType,
+    Phase, READY, condition, set_condition,
 };
 use crate::domain::claims::{self, Claim, same_claim};
-use crate::domain::immutable::describe_changes;
 
 /// Finalizer of topics.
 pub const TOPIC_FINALIZER: &str = "mqfleet.io/topic";
@@ -34,46 +29,15 @@ pub const GROUP_FINALIZER: &str = "mqfleet.io/group";
 /// Retry period while the instance is not ready.
 const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(3);
 
-/// A resource of an instance with the common status: what writing its status needs.
-pub trait Reported:
-    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    /// Its status type.
-    type Status: CommonStatus + Default + Clone + PartialEq + Serialize + Send;
-    /// Its current status.
-    fn status(&self) -> Option<&Self::Status>;
-}
-
 /// A topic or group: what the shared steps need to know about it beyond its claim.
 pub trait Child: Reported + Claim {
     /// The deletion policy.
     fn deletion_policy(&self) -> DeletionPolicy;
 }
 
-impl Reported for MQTopic {
-    type Status = MQTopicStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-}
-
 impl Child for MQTopic {
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
-    }
-}
-
-impl Reported for MQGroup {
-    type Status = MQGroupStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
     }
 }
 
@@ -170,30 +134,12 @@ async fn gate<K: Child>(
     obj: &K,
     siblings: &Store<K>,
 ) -> Result<Option<Action>, Error> {
-    if conventions::paused(obj) {
-        let message = format!("remove the {PAUSE_ANNOTATION} annotation to resume");
-        // Its own condition, as on instances: Ready still tells whether the broker-side
-        // object is in effect.
-        let mut status = obj.status().cloned().unwrap_or_default();
-        let generation = obj.meta().generation;
-        let paused = condition(conventions::PAUSED, true, "Paused", message, generation);
-        set_condition(status.conditions_mut(), paused);
-        write_status(ctx, obj, status).await?;
-        return Ok(Some(Action::await_change()));
+    if let Some(action) = kit::pause_gate(ctx, obj).await? {
+        return Ok(Some(action));
     }
     let changes = conventions::changes(obj, obj.identity());
-    if !changes.is_empty() {
-        let message = describe_changes(&changes);
-        set_ready(
-            ctx,
-            obj,
-            Some(Phase::Failed),
-            false,
-            "NotSupported",
-            message,
-        )
-        .await?;
-        return Ok(Some(Action::await_change()));
+    if let Some(action) = kit::immutable_gate(ctx, obj, &changes, Some(Phase::Failed)).await? {
+        return Ok(Some(action));
     }
     let state = siblings.state();
     let claimants = state
@@ -227,26 +173,20 @@ async fn gate<K: Child>(
 
 /// Reconciles one topic.
 pub async fn reconcile_topic(topic: Arc<MQTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.observe(topic.as_ref(), reconcile_topic_inner(topic.clone(), &ctx))
-        .await
-}
-
-async fn reconcile_topic_inner(topic: Arc<MQTopic>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let api: Api<MQTopic> =
-        Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
-    finalizer(&api, TOPIC_FINALIZER, topic, |event| async {
-        match event {
-            Event::Apply(t) => apply_topic(&t, ctx).await,
-            Event::Cleanup(t) => {
-                cleanup(t.as_ref(), ctx, &ctx.topics, |admin, name| async move {
-                    admin.delete_topic(&name).await
-                })
-                .await
-            }
-        }
-    })
+    let c = &ctx;
+    kit::finalized(
+        c,
+        topic,
+        TOPIC_FINALIZER,
+        |t| async move { apply_topic(&t, c).await },
+        |t| async move {
+            cleanup(t.as_ref(), c, &c.topics, |admin, name| async move {
+                admin.delete_topic(&name).await
+            })
+            .await
+        },
+    )
     .await
-    .map_err(Error::from_finalizer)
 }
 
 /// The broker-side config of `topic`.
@@ -359,26 +299,20 @@ async fn route_pending(
 
 /// Reconciles one group.
 pub async fn reconcile_group(group: Arc<MQGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.observe(group.as_ref(), reconcile_group_inner(group.clone(), &ctx))
-        .await
-}
-
-async fn reconcile_group_inner(group: Arc<MQGroup>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let api: Api<MQGroup> =
-        Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
-    finalizer(&api, GROUP_FINALIZER, group, |event| async {
-        match event {
-            Event::Apply(g) => apply_group(&g, ctx).await,
-            Event::Cleanup(g) => {
-                cleanup(g.as_ref(), ctx, &ctx.groups, |admin, name| async move {
-                    admin.delete_group(&name).await
-                })
-                .await
-            }
-        }
-    })
+    let c = &ctx;
+    kit::finalized(
+        c,
+        group,
+        GROUP_FINALIZER,
+        |g| async move { apply_group(&g, c).await },
+        |g| async move {
+            cleanup(g.as_ref(), c, &c.groups, |admin, name| async move {
+                admin.delete_group(&name).await
+            })
+            .await
+        },
+    )
     .await
-    .map_err(Error::from_finalizer)
 }
 
 async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
@@ -553,61 +487,4 @@ async fn not_ready<K: Child>(ctx: &Context, obj: &K, message: String) -> Result<
     )
     .await?;
     Ok(Action::requeue(WAIT_FOR_INSTANCE))
-}
-
-/// Writes the Ready condition (and the phase, if given) for the current generation.
-pub(super) async fn set_ready<K: Reported>(
-    ctx: &Context,
-    obj: &K,
-    phase: Option<Phase>,
-    ready: bool,
-    reason: &str,
-    message: String,
-) -> Result<(), Error> {
-    let generation = obj.meta().generation;
-    let mut status = obj.status().cloned().unwrap_or_default();
-    status.set_observed_generation(generation);
-    if let Some(phase) = phase {
-        status.set_phase(phase);
-    }
-    set_condition(
-        status.conditions_mut(),
-        condition(READY, ready, reason, message, generation),
-    );
-    write_status(ctx, obj, status).await
-}
-
-/// Writes `status` if it changed, and records the change as an Event.
-pub(super) async fn write_status<K: Reported>(
-    ctx: &Context,
-    obj: &K,
-    status: K::Status,
-) -> Result<(), Error> {
-    if obj.status() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await?;
-    ctx.metrics.wrote();
-    if let Some(c) = status.conditions().iter().find(|c| c.type_ == READY) {
-        let old = obj
-            .status()
-            .and_then(|s| s.conditions().iter().find(|o| o.type_ == READY).cloned());
-        if old.as_ref().map(|o| (&o.status, &o.reason)) != Some((&c.status, &c.reason)) {
-            super::record(
-                ctx,
-                obj.object_ref(&()),
-                c.status == "True",
-                &c.reason,
-                c.message.clone(),
-            )
-            .await;
-        }
-    }
-    Ok(())
 }

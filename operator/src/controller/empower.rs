@@ -6,15 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
 
-use super::children::{Reported, set_ready, write_status};
 use super::instance::names_in_effect;
-use super::{Context, Error, acl, conventions};
+use super::status::{set_ready, write_status};
+use super::{Context, Error, acl, conventions, kit};
 use crate::crd::{
-    CommonStatus, ImmutableFields, MQEmpower, MQEmpowerStatus, MQInstance, PAUSE_ANNOTATION, Phase,
-    READY, condition, set_condition,
+    CommonStatus, ImmutableFields, MQEmpower, MQInstance, Phase, READY, condition, set_condition,
 };
 
 /// Finalizer of grants: the grant leaves the ACL before the resource goes.
@@ -22,38 +20,25 @@ pub const EMPOWER_FINALIZER: &str = "mqfleet.io/empower";
 /// Retry period while the instance, topic or account is missing.
 const RETRY: Duration = Duration::from_secs(10);
 
-impl Reported for MQEmpower {
-    type Status = MQEmpowerStatus;
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-}
-
 /// Reconciles one grant.
 pub async fn reconcile(grant: Arc<MQEmpower>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.observe(grant.as_ref(), reconcile_inner(grant.clone(), &ctx))
-        .await
-}
-
-async fn reconcile_inner(grant: Arc<MQEmpower>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let ns = grant.namespace().unwrap_or_default();
-    let api: Api<MQEmpower> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, EMPOWER_FINALIZER, grant, |event| async {
-        match event {
-            Event::Apply(g) => apply(&g, ctx).await,
-            // The caches still hold the grant, marked deleting, which the ACL skips.
-            Event::Cleanup(g) => {
-                if let Some(instance) = instance_of(ctx, &g).await?
-                    && let Some(names) = names_in_effect(ctx, &instance)
-                {
-                    acl::sync(ctx, &instance, &names).await?;
-                }
-                Ok(Action::await_change())
+    let c = &ctx;
+    kit::finalized(
+        c,
+        grant,
+        EMPOWER_FINALIZER,
+        |g| async move { apply(&g, c).await },
+        // The caches still hold the grant, marked deleting, which the ACL skips.
+        |g| async move {
+            if let Some(instance) = instance_of(c, &g).await?
+                && let Some(names) = names_in_effect(c, &instance)
+            {
+                acl::sync(c, &instance, &names).await?;
             }
-        }
-    })
+            Ok(Action::await_change())
+        },
+    )
     .await
-    .map_err(Error::from_finalizer)
 }
 
 async fn instance_of(ctx: &Context, grant: &MQEmpower) -> Result<Option<MQInstance>, Error> {
@@ -64,27 +49,12 @@ async fn instance_of(ctx: &Context, grant: &MQEmpower) -> Result<Option<MQInstan
 
 async fn apply(grant: &MQEmpower, ctx: &Context) -> Result<Action, Error> {
     let generation = grant.metadata.generation;
-    if conventions::paused(grant) {
-        let mut status = grant.status.clone().unwrap_or_default();
-        let message = format!("remove the {PAUSE_ANNOTATION} annotation to resume");
-        let paused = condition(conventions::PAUSED, true, "Paused", message, generation);
-        set_condition(status.conditions_mut(), paused);
-        write_status(ctx, grant, status).await?;
-        return Ok(Action::await_change());
+    if let Some(action) = kit::pause_gate(ctx, grant).await? {
+        return Ok(action);
     }
     let changes = conventions::changes(grant, grant.spec.immutable_fields());
-    if !changes.is_empty() {
-        let message = crate::domain::immutable::describe_changes(&changes);
-        set_ready(
-            ctx,
-            grant,
-            Some(Phase::Failed),
-            false,
-            "NotSupported",
-            message,
-        )
-        .await?;
-        return Ok(Action::await_change());
+    if let Some(action) = kit::immutable_gate(ctx, grant, &changes, Some(Phase::Failed)).await? {
+        return Ok(action);
     }
     // Two grants to one user on one topic: the older one stands (webhook backstop).
     let grants = ctx.empowers.state();

@@ -3,6 +3,7 @@
 //! is idempotent and writes status only when it changed.
 
 pub mod acl;
+pub mod apply;
 pub mod brokers;
 pub mod children;
 pub mod conventions;
@@ -13,8 +14,10 @@ pub mod failures;
 mod fixtures;
 pub mod health;
 pub mod instance;
+pub mod kit;
 pub mod metrics;
 pub mod ownership;
+pub mod status;
 pub mod workloads;
 
 use std::sync::Arc;
