@@ -5,7 +5,7 @@
 //! after a failure without another reconcile (deleted by someone who removed the
 //! finalizer, or a resource without one) would keep its entry forever, so entries not
 //! touched for [`FORGET_AFTER`] are dropped: a failing object is retried at least every
-//! [`super::MAX_RETRY`], so an older entry belongs to no object still being retried.
+//! the longest retry delay (5 minutes), so an older entry belongs to no object still being retried.
 //! The map is also capped at [`MAX_TRACKED`] entries, dropping the stalest.
 
 use std::collections::HashMap;
