@@ -231,6 +231,24 @@ impl Testbed {
         }
     }
 
+    /// Freezes kube-apiserver (SIGSTOP) until the returned guard is dropped: clients'
+    /// connections hang and their requests time out, as during an outage of the API
+    /// server, while etcd and everything else keep running. Keep it short (under the
+    /// 40 s after which the controller manager would call the nodes lost).
+    pub fn freeze_apiserver(&self) -> Result<process::Frozen> {
+        let proc = self
+            .state()
+            .components
+            .iter()
+            .find(|c| c.name == APISERVER)
+            .map(|c| c.proc);
+        proc.and_then(process::Frozen::new)
+            .ok_or_else(|| Error::Io {
+                context: format!("freezing {APISERVER}: it does not run"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+    }
+
     /// Leaves the processes running after this value is dropped (for `mq-testbed up`).
     pub fn detach(self) -> State {
         self.core.armed.store(false, Ordering::SeqCst);

@@ -100,6 +100,16 @@ pub async fn leader(client: &Client) -> std::result::Result<Pod, String> {
 /// A sample (`name` with its labels, e.g. `x{kind="MQTopic"}`) from an operator pod's
 /// `/metrics`.
 pub async fn metric(pod: &Pod, name: &str) -> std::result::Result<f64, String> {
+    let (_, text) = ops_get(pod, "/metrics").await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{name} is not in /metrics"))
+}
+
+/// `GET path` on an operator pod's ops port (its pod IP, as the kubelet's probes do):
+/// the status code and the body. Needs no API server.
+pub async fn ops_get(pod: &Pod, path: &str) -> std::result::Result<(u16, String), String> {
     let ip = pod
         .status
         .as_ref()
@@ -107,19 +117,37 @@ pub async fn metric(pod: &Pod, name: &str) -> std::result::Result<f64, String> {
         .ok_or("the pod has no IP")?;
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect((ip.as_str(), OPS_PORT)).await?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await?;
         let mut text = String::new();
         stream.read_to_string(&mut text).await?;
         std::io::Result::Ok(text)
     };
     let text = tokio::time::timeout(Duration::from_secs(10), fetch)
         .await
-        .map_err(|_| "GET /metrics timed out".to_owned())?
-        .map_err(|e| format!("GET /metrics: {e}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("{name} is not in /metrics"))
+        .map_err(|_| format!("GET {path} timed out"))?
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: not an HTTP response: {head:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
+/// The operator's pods that are not being deleted.
+pub async fn operator_pods(client: &Client) -> std::result::Result<Vec<Pod>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
+    Ok(pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=mq-operator"))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
 }
 
 /// Waits until `count` `MQTopic`s of namespace `ns` are Ready (for their generation).
@@ -301,4 +329,35 @@ pub async fn server_pod(
         .and_then(|s| s.pod_ip.clone())
         .ok_or_else(|| format!("pod {suffix} of {instance_id} has no IP"))?;
     Ok((pod, ip))
+}
+
+/// The Events with reason `reason` the operator recorded on `kind`/`name` of namespace
+/// `ns`: each one's note and how often it was recorded (the operator's Recorder writes
+/// events.k8s.io/v1 Events and counts repeats of the same note in their series).
+pub async fn events(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> std::result::Result<Vec<(i32, String)>, String> {
+    use k8s_openapi::api::events::v1::Event;
+    let list = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
+        })
+        .map(|e| {
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            (count, e.note.unwrap_or_default())
+        })
+        .collect())
 }

@@ -72,6 +72,30 @@ impl ProcRef {
     }
 }
 
+/// A process stopped with SIGSTOP (as a hung machine or a stuck server looks to its
+/// peers: connections are accepted by the kernel, nothing answers); dropping the guard
+/// continues it (SIGCONT), also when a test fails half-way.
+#[derive(Debug)]
+pub struct Frozen {
+    proc: ProcRef,
+}
+
+impl Frozen {
+    /// Stops `proc`; `None` if it does not run.
+    pub fn new(proc: ProcRef) -> Option<Frozen> {
+        proc.signal(libc::SIGSTOP).then_some(Frozen { proc })
+    }
+
+    /// Continues the process now.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.proc.signal(libc::SIGCONT);
+    }
+}
+
 struct Stat {
     state: char,
     start_time: u64,
