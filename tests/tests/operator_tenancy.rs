@@ -390,7 +390,7 @@ async fn tenancy() -> Result<()> {
             "{message}"
         );
         ensure!(
-            !message.contains(ns_a) && !message.contains("orders\""),
+            !message.contains(ns_a) && !message.contains("tenant-a/orders"),
             "the refusal names the holder: {message}"
         );
     }
