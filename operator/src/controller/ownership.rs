@@ -190,7 +190,9 @@ async fn freed(ctx: &Context, record: &IdRecord) -> Result<bool, Error> {
     Ok(retained_claims(ctx, &record.instance_id).await? == 0)
 }
 
-/// How many store claims of id `id` exist in the platform namespace.
+/// How many store claims of id `id` remain in the platform namespace (claims being
+/// deleted do not count: no pod can mount them again, and they go once their pods are
+/// gone).
 async fn retained_claims(ctx: &Context, id: &str) -> Result<usize, Error> {
     let api: Api<PersistentVolumeClaim> =
         Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
@@ -199,7 +201,9 @@ async fn retained_claims(ctx: &Context, id: &str) -> Result<usize, Error> {
         .list_metadata(&ListParams::default().labels(&selector))
         .await?
         .items
-        .len())
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .count())
 }
 
 /// Logs who holds `id` and says so in a platform-namespace Event; the claimant learns only
