@@ -82,7 +82,8 @@ pub struct NamesrvArgs {
 pub struct AclArgs {
     /// Check requests against the ACL file (`--acl-enable` or `--acl-enable=false`)
     /// [default: the config file's `aclEnable`, else off]; a change of the config file's
-    /// `aclEnable` applies at once, whatever this flag said.
+    /// `aclEnable` applies at once, whatever this flag said (a file without it leaves ACL
+    /// as it is). Admin requests are checked regardless when there is an admin key.
     #[arg(
         long = "acl-enable",
         env = "MQ_ACL_ENABLE",
@@ -204,7 +205,8 @@ pub struct BrokerArgs {
     /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue, aclEnable, aclFile,
     /// maxSendTps, maxReceiveTps). Flags and their env variables win over it at start;
     /// its `namesrvAddr`, `aclEnable`, `maxSendTps` and `maxReceiveTps` are re-read every
-    /// second and a change applies at once (see `mq_broker::conf`).
+    /// second and a change applies at once; a re-read file without `aclEnable`,
+    /// `maxSendTps` or `maxReceiveTps` leaves that setting as it is (see `mq_broker::conf`).
     #[arg(long, env = "MQ_BROKER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Operations HTTP port (`/healthz`, `/livez`, `/metrics`); port 0 picks a free one

@@ -125,8 +125,13 @@ impl OpsState {
         if let Some(acl) = self.acl.get() {
             m.gauge(
                 "mq_acl_enabled",
-                "1 when requests are checked against the ACL.",
+                "1 when client requests are checked against the ACL (aclEnable).",
                 &[(String::new(), u64::from(acl.is_enabled()))],
+            );
+            m.gauge(
+                "mq_acl_admin_key",
+                "1 when the server has an instance admin key: admin requests and registrations always need its signature.",
+                &[(String::new(), u64::from(acl.has_admin_key()))],
             );
             m.counter(
                 "mq_acl_refusals_total",

@@ -174,7 +174,7 @@ impl FileSettings {
             Err(e) if on && !has_key => return Err(e).context("ACL is on"),
             Err(e) => {
                 if on {
-                    tracing::warn!(error = %e, "ACL is on but the ACL file is not readable yet: client requests are refused and only the admin key is accepted until it is; it is re-read until valid");
+                    tracing::warn!(error = %e, "ACL is on but the ACL file cannot be used yet (missing, unreadable or invalid): client requests are refused and only the admin key is accepted until it can; it is re-read until valid");
                 } else {
                     tracing::warn!(error = %e, "ACL is off; the ACL file is re-read until it is valid");
                 }

@@ -372,6 +372,8 @@ async fn with_acl_off_admin_requests_and_registrations_need_the_instance_key() {
         "the broker counts its refusals"
     );
     assert_eq!(metric(&mq, "mq_acl_enabled"), 0, "ACL is off");
+    assert_eq!(metric(&mq, "mq_acl_admin_key"), 1);
+    assert_eq!(metric(&ns, "mq_acl_admin_key"), 1);
 
     // The same registration signed with the key is accepted: the refusals above were
     // the signature's doing, not the request's.

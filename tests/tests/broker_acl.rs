@@ -1,7 +1,9 @@
 //! Plain ACL with the real third-party client (`rocketmq-client-rust` and its
 //! `AclClientRPCHook`) against an `mq-broker` standalone process with ACL on: granted
 //! accounts produce and consume, everyone else is refused and nothing of theirs is stored;
-//! the config file's `aclEnable` and the ACL file apply while the broker runs.
+//! the config file's `aclEnable` and the ACL file apply while the broker runs; with an
+//! instance admin key and ACL off, unsigned clients still produce and consume while
+//! unsigned admin calls are refused.
 
 mod support;
 
@@ -364,5 +366,117 @@ fn the_acl_switch_and_new_grants_apply_without_a_restart() {
         let (mut signed, mut unsigned) = (signed, unsigned);
         signed.shutdown().await;
         unsigned.shutdown().await;
+    });
+}
+
+/// The instance admin key of the broker in the admin-key test.
+const INSTANCE_KEY: (&str, &str) = ("mq-admin", "instance-secret");
+
+#[test]
+fn with_an_admin_key_and_acl_off_clients_stay_open_and_admin_calls_need_the_key() {
+    let dir = TempDir::new("acl-admin-key");
+    let process = support::standalone(
+        &dir.0.join("store"),
+        &[
+            "--admin-access-key",
+            INSTANCE_KEY.0,
+            "--admin-secret-key",
+            INSTANCE_KEY.1,
+        ],
+    );
+    let (namesrv, broker) = (process.namesrv(), process.broker());
+    Client::new().run(|rt| async move {
+        let admin = |credentials: Option<(&str, &str)>| {
+            let broker = broker.clone();
+            let credentials = credentials.map(|(ak, sk)| Credentials::new(ak, sk));
+            async move {
+                let client = AdminClient::connect(&broker, Duration::from_secs(5))
+                    .await
+                    .expect("broker reachable");
+                match credentials {
+                    Some(c) => client.with_credentials(c),
+                    None => client,
+                }
+            }
+        };
+        // Admin calls: unsigned or with another instance's key refused, nothing created.
+        for (who, credentials) in [
+            ("unsigned", None),
+            (
+                "another instance",
+                Some(("mq-admin", "other-instance-secret")),
+            ),
+        ] {
+            let err = admin(credentials)
+                .await
+                .create_topic(&topic_config("keyed", 4))
+                .await
+                .expect_err(who);
+            assert_eq!(
+                err.response_code(),
+                Some(response_code::SYSTEM_ERROR),
+                "{who}: {err}"
+            );
+        }
+        let signed = admin(Some(INSTANCE_KEY)).await;
+        let topics = signed.topics().await.expect("the key lists topics");
+        assert!(
+            !topics.iter().any(|t| t.topic_name == "keyed"),
+            "refused calls created nothing"
+        );
+        signed
+            .create_topic(&topic_config("keyed", 4))
+            .await
+            .expect("the key creates a topic");
+        signed
+            .create_group(&group_config("GID_keyed"))
+            .await
+            .expect("the key creates a group");
+        support::wait_for_route(&namesrv, "keyed").await;
+
+        // Clients sign nothing: ACL is off, so they produce and consume.
+        let mut p = producer(&rt, &namesrv, "p-keyed", None).await;
+        let expected: Vec<String> = (0..10).map(|i| format!("keyed-{i}")).collect();
+        for body in &expected {
+            assert!(sends(&p, "keyed", body).await, "unsigned send {body}");
+        }
+        let got = Arc::new(Mutex::new(vec![]));
+        let mut c = DefaultMQPushConsumer::builder(rt.clone())
+            .client_config(support::client_config(&namesrv, "c-keyed"))
+            .consumer_group("GID_keyed".to_string())
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .consume_thread_min(4)
+            .consume_thread_max(4)
+            .build();
+        c.subscribe("keyed", "*").await.expect("subscribe");
+        c.register_message_listener_concurrently(support::Collect(got.clone()));
+        c.start().await.expect("an unsigned consumer starts");
+        eventually("every message", Duration::from_secs(60), || {
+            got.lock().unwrap().len() >= expected.len()
+        })
+        .await;
+        let mut received = got.lock().unwrap().clone();
+        received.sort();
+        let mut want = expected.clone();
+        want.sort();
+        assert_eq!(received, want, "each message exactly once");
+
+        // The consumer's group is visible to the key, not to an unsigned caller.
+        let err = admin(None)
+            .await
+            .consumer_connections("GID_keyed")
+            .await
+            .expect_err("an unsigned admin read is refused");
+        assert!(
+            err.to_string().contains("No accessKey is configured"),
+            "{err}"
+        );
+        let members = signed
+            .consumer_connections("GID_keyed")
+            .await
+            .expect("the key reads the group's members");
+        assert_eq!(members.connection_set.len(), 1);
+        c.shutdown().await;
+        p.shutdown().await;
     });
 }
