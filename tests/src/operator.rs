@@ -361,3 +361,19 @@ pub async fn events(
         })
         .collect())
 }
+
+/// Creates the object `value` describes in namespace `ns` (the API server's refusal, e.g.
+/// the webhook's or the schema's, is the error).
+pub async fn create<K>(client: &Client, ns: &str, value: Value) -> kube::Result<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).map_err(kube::Error::SerdeError)?;
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), &obj)
+        .await
+}

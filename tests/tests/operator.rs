@@ -18,6 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
 use mq_operator::crd::{MQGroup, MQInstance, MQTopic, Phase, is_ready};
 use mq_testbed::Testbed;
+use mq_testbed::operator::create;
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_single::Message;
@@ -38,20 +39,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    Ok(api
-        .create(&PostParams::default(), &serde_json::from_value(value)?)
-        .await?)
 }
 
 /// The admission webhook's refusal of `result`: its message, which must name `needle`.

@@ -17,6 +17,7 @@ use kube::{Api, Client};
 use mq_operator::crd::{MQEmpower, MQGroup, MQInstance, MQTopic, Phase, is_ready};
 use mq_testbed::Testbed;
 use mq_testbed::operator::PLATFORM;
+use mq_testbed::operator::create;
 use rocketmq_client_rust::{
     AclClientRPCHook, ClientRuntime, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
     SessionCredentials,
@@ -32,20 +33,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The tenant owning namespace `op-acl`, and a tenant of another namespace.
 const TENANT: (&str, &str) = ("AK_TENANT_100", "SK_TENANT_100");
 const GUEST: (&str, &str) = ("AK_GUEST_200", "SK_GUEST_200");
-
-async fn create<K>(client: &Client, value: serde_json::Value) -> Result<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), NS);
-    Ok(api
-        .create(&PostParams::default(), &serde_json::from_value(value)?)
-        .await?)
-}
 
 /// An account Secret in the platform namespace, as the console will write them.
 async fn account(client: &Client, user: &str, ns: &str, keys: (&str, &str)) -> Result<()> {
@@ -66,14 +53,16 @@ async fn set_up(tb: &Testbed, client: &Client) -> Result<(String, String)> {
     account(client, "200", "op-guest", GUEST).await?;
     let mut instance = mq_testbed::operator::instance("secure", 1);
     instance["spec"]["aclEnabled"] = json!(true);
-    create::<MQInstance>(client, instance).await?;
+    create::<MQInstance>(client, NS, instance).await?;
     create::<MQTopic>(
         client,
+        NS,
         mq_testbed::operator::topic("secure", "secure", TOPIC),
     )
     .await?;
     create::<MQGroup>(
         client,
+        NS,
         mq_testbed::operator::group("secure", "secure", GROUP),
     )
     .await?;
@@ -266,12 +255,12 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
             json!({"apiVersion": "mqfleet.io/v1alpha1", "kind": "MQEmpower", "metadata": {"name": name},
                    "spec": {"instance": "secure", "topic": TOPIC, "empowerUser": user, "relation": 2}})
         };
-        create::<MQEmpower>(&client, grant("guest-publishes", 200)).await?;
-        create::<MQEmpower>(&client, grant("nobody", 999)).await?;
+        create::<MQEmpower>(&client, NS, grant("guest-publishes", 200)).await?;
+        create::<MQEmpower>(&client, NS, grant("nobody", 999)).await?;
         grant_reason(tb, &client, NS, "guest-publishes", "Granted").await?;
         // A second grant for the same user and topic is refused, naming the field.
         mq_testbed::operator::webhook_in_force(tb, &client, NS, "secure").await?;
-        let duplicate = create::<MQEmpower>(&client, grant("guest-again", 200)).await;
+        let duplicate = create::<MQEmpower>(&client, NS, grant("guest-again", 200)).await;
         let refusal = format!("{:?}", duplicate.err());
         ensure!(
             refusal.contains("denied the request") && refusal.contains("spec.empowerUser"),

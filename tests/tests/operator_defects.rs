@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
 use mq_operator::crd::{MQInstance, MQTopic, Phase, is_ready};
 use mq_testbed::Testbed;
+use mq_testbed::operator::create;
 use mq_testbed::operator::{PLATFORM, instance_admin_key, server_pod};
 use serde_json::json;
 
@@ -37,20 +38,6 @@ async fn start() -> Result<(&'static Testbed, Client)> {
     let client = tb.client();
     mq_testbed::operator::install(tb, &client, None).await?;
     Ok((tb, client))
-}
-
-async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> Result<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    Ok(api
-        .create(&PostParams::default(), &serde_json::from_value(value)?)
-        .await?)
 }
 
 fn annotate(key: &str, value: Option<&str>) -> Patch<serde_json::Value> {

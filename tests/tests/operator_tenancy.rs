@@ -17,13 +17,14 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
 use mq_broker::remoting::body::TopicConfig;
 use mq_broker::remoting::{RemotingCommand, request_code, response_code};
 use mq_operator::crd::{MQGroup, MQInstance, MQTopic, Phase};
 use mq_testbed::Testbed;
+use mq_testbed::operator::create;
 use mq_testbed::operator::{PLATFORM, instance_admin_key, server_pod};
 use serde_json::json;
 
@@ -39,22 +40,6 @@ const B_ID: &str = "B_ORDERS";
 #[test]
 fn one_tenant_cannot_take_or_reach_another_tenants_instance() -> Result<()> {
     tokio::runtime::Runtime::new()?.block_on(tenancy())
-}
-
-async fn create<K>(client: &Client, ns: &str, value: serde_json::Value) -> kube::Result<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(value).map_err(kube::Error::SerdeError)?,
-    )
-    .await
 }
 
 /// An instance manifest with one broker and one name server and an explicit id.
