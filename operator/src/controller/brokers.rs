@@ -130,3 +130,25 @@ pub async fn connect(admin: &Credentials, broker: &BrokerPod) -> Result<AdminCli
             message: e.to_string(),
         })
 }
+
+/// Runs `call` on an admin connection to each of `brokers` in turn; the first failure
+/// stops and names its broker.
+pub async fn on_each<F, Fut>(
+    admin: &Credentials,
+    brokers: &[BrokerPod],
+    call: F,
+) -> Result<(), super::Error>
+where
+    F: Fn(AdminClient) -> Fut,
+    Fut: Future<Output = Result<(), mq_broker::client::AdminError>>,
+{
+    for broker in brokers {
+        call(connect(admin, broker).await?)
+            .await
+            .map_err(|e| super::Error::Broker {
+                broker: broker.name.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(())
+}

@@ -235,16 +235,11 @@ async fn apply_topic(topic: &MQTopic, ctx: &Context) -> Result<Action, Error> {
         &target.brokers[..]
     };
     let config = topic_config(topic);
-    for broker in brokers {
-        let admin = brokers::connect(&target.admin, broker).await?;
-        admin
-            .create_topic(&config)
-            .await
-            .map_err(|e| Error::Broker {
-                broker: broker.name.clone(),
-                message: e.to_string(),
-            })?;
-    }
+    brokers::on_each(&target.admin, brokers, |admin| {
+        let config = &config;
+        async move { admin.create_topic(config).await }
+    })
+    .await?;
     // Ready means clients can use it: the name servers route it to every broker.
     let missing = route_pending(ctx, &target, &config.topic_name, brokers).await?;
     if !missing.is_empty() {
@@ -330,16 +325,11 @@ async fn apply_group(group: &MQGroup, ctx: &Context) -> Result<Action, Error> {
         retry_max_times: group.spec.max_reconsume_times,
         ..SubscriptionGroupConfig::default()
     };
-    for broker in &target.brokers {
-        let admin = brokers::connect(&target.admin, broker).await?;
-        admin
-            .create_group(&config)
-            .await
-            .map_err(|e| Error::Broker {
-                broker: broker.name.clone(),
-                message: e.to_string(),
-            })?;
-    }
+    brokers::on_each(&target.admin, &target.brokers, |admin| {
+        let config = &config;
+        async move { admin.create_group(config).await }
+    })
+    .await?;
     mark_applied(ctx, group).await?;
     let mut status = group.status.clone().unwrap_or_default();
     status.brokers = target.brokers.iter().map(|b| b.name.clone()).collect();
