@@ -46,11 +46,35 @@ async fn account(client: &Client, user: &str, ns: &str, keys: (&str, &str)) -> R
     Ok(())
 }
 
+/// A Secret labelled as an account with `data` as it is (possibly malformed).
+async fn raw_account(client: &Client, name: &str, data: serde_json::Value) -> Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"mqfleet.io/account": "true"}},
+        "stringData": data,
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), PLATFORM)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    Ok(())
+}
+
 /// The instance's endpoint and id once it runs with its topic and group Ready.
 async fn set_up(tb: &Testbed, client: &Client) -> Result<(String, String)> {
     tb.create_namespace(client, NS).await?;
     account(client, "100", NS, TENANT).await?;
     account(client, "200", "op-guest", GUEST).await?;
+    // Bad platform data beside them: one account without a secretKey, two sharing an
+    // accessKey. They are reported; every other account keeps working.
+    raw_account(
+        client,
+        "account-300",
+        json!({"userId": "300", "namespace": NS, "accessKey": "AK_300"}),
+    )
+    .await?;
+    for user in ["301", "302"] {
+        let data = json!({"userId": user, "namespace": NS, "accessKey": "AK_SHARED", "secretKey": format!("SK_{user}")});
+        raw_account(client, &format!("account-{user}"), data).await?;
+    }
     let mut instance = mq_testbed::operator::instance("secure", 1);
     instance["spec"]["aclEnabled"] = json!(true);
     create::<MQInstance>(client, NS, instance).await?;
@@ -193,6 +217,7 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
         runtime.block_on(acl.get_opt(&secret_name))?.is_some(),
         "no ACL Secret {secret_name} in the platform namespace"
     );
+    runtime.block_on(bad_accounts_reported(tb, &client))?;
 
     // The tenant's keys produce and consume; no keys, or another tenant's, store nothing.
     let received = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -287,6 +312,55 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
     });
     let took = allowed_in.context("the granted tenant still cannot publish")?;
     println!("grant → publish allowed: {:.1} s", took.as_secs_f64());
+    Ok(())
+}
+
+/// The malformed account and the two sharing an accessKey: a `BadAccount` Event on each
+/// Secret, and `AccountsValid=False` on the instance naming them.
+async fn bad_accounts_reported(tb: &Testbed, client: &Client) -> Result<()> {
+    for (secret, why) in [
+        ("account-300", "secretKey is missing"),
+        ("account-301", "account-302"),
+        ("account-302", "account-301"),
+    ] {
+        let what = format!("a BadAccount Event on {secret}");
+        let note = tb
+            .until(client, PLATFORM, &what, WAIT, || async move {
+                let events =
+                    mq_testbed::operator::events(client, PLATFORM, "Secret", secret, "BadAccount")
+                        .await?;
+                Ok(events.into_iter().next().map(|(_, note)| note))
+            })
+            .await?;
+        ensure!(note.contains(why), "{secret}: {note}");
+    }
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), NS);
+    let message = tb
+        .until(
+            client,
+            NS,
+            "AccountsValid=False on the instance",
+            WAIT,
+            || {
+                let instances = instances.clone();
+                async move {
+                    let i = instances.get("secure").await.map_err(|e| e.to_string())?;
+                    Ok(i.status
+                        .iter()
+                        .flat_map(|s| s.conditions.iter())
+                        .find(|c| c.type_ == "AccountsValid" && c.status == "False")
+                        .map(|c| c.message.clone()))
+                }
+            },
+        )
+        .await?;
+    ensure!(
+        ["account-300", "account-301", "account-302"]
+            .iter()
+            .all(|s| message.contains(s))
+            && !message.contains("account-100"),
+        "{message}"
+    );
     Ok(())
 }
 

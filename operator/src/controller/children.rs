@@ -478,3 +478,77 @@ async fn not_ready<K: Child>(ctx: &Context, obj: &K, message: String) -> Result<
     .await?;
     Ok(Action::requeue(WAIT_FOR_INSTANCE))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{Expect, cache};
+    use super::*;
+    use serde_json::json;
+
+    fn topic(name: &str, created: &str) -> MQTopic {
+        serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQTopic",
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                         "creationTimestamp": created, "generation": 1, "resourceVersion": "1",
+                         "finalizers": [TOPIC_FINALIZER]},
+            "spec": {"instance": "orders", "topic": "LEDGER", "orderType": 0},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_younger_topic_claiming_a_taken_name_only_reports_the_conflict() {
+        let (ctx, server, mut caches) = Context::test();
+        let (first, second) = (
+            topic("first", "2026-01-01T00:00:00Z"),
+            topic("second", "2026-02-01T00:00:00Z"),
+        );
+        cache(&mut caches.topics, first);
+        cache(&mut caches.topics, second.clone());
+        // No broker, no instance lookup: only the loser's status and its Event.
+        let served = server.run(vec![
+            Expect::ok(
+                "PATCH",
+                "/apis/mqfleet.io/v1alpha1/namespaces/shop/mqtopics/second/status",
+                serde_json::to_value(&second).unwrap(),
+            )
+            .with_body("ResourceConflict"),
+            Expect::ok(
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+                json!({}),
+            )
+            .with_body("MQTopic/first"),
+        ]);
+        let action = reconcile_topic(Arc::new(second), ctx.clone())
+            .await
+            .expect("a conflict is a status, not an error");
+        assert_eq!(action, Action::requeue(ctx.resync));
+        served
+            .await
+            .expect("the API server saw exactly the conflict report");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_conflict_loser_leaves_the_winners_topic_on_the_brokers() {
+        let (ctx, server, mut caches) = Context::test();
+        let mut second = topic("second", "2026-02-01T00:00:00Z");
+        second.metadata.deletion_timestamp = second.metadata.creation_timestamp.clone();
+        cache(&mut caches.topics, topic("first", "2026-01-01T00:00:00Z"));
+        cache(&mut caches.topics, second.clone());
+        // Another live claimant holds LEDGER: no instance lookup, no broker call, only the
+        // finalizer goes.
+        let served = server.run(vec![
+            Expect::ok(
+                "PATCH",
+                "/apis/mqfleet.io/v1alpha1/namespaces/shop/mqtopics/second",
+                serde_json::to_value(&second).unwrap(),
+            )
+            .with_body("finalizers"),
+        ]);
+        reconcile_topic(Arc::new(second), ctx)
+            .await
+            .expect("cleanup succeeds");
+        served.await.expect("only the finalizer was removed");
+    }
+}
