@@ -50,10 +50,11 @@ pub enum Claim {
     Invalid(String),
 }
 
-/// The id `instance` should hold, and the fields as applied: its effective id, except for
-/// an instance from before ownership records whose id was changed after it was applied
-/// (recorded in the old `mqfleet.io/applied` annotation). That old id is believed only
-/// when its workloads carry this instance's owner labels, which only the operator writes.
+/// The id `instance` should hold, and the fields as applied: its effective id and
+/// immutable fields, except for an instance from before ownership records, whose old
+/// `mqfleet.io/applied` annotation says what was applied. That annotation is believed only
+/// when the workloads of the id it names carry this instance's owner labels, which only
+/// the operator writes; fields it lacks are taken from the spec.
 async fn wanted(
     ctx: &Context,
     instance: &MQInstance,
@@ -63,15 +64,21 @@ async fn wanted(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    let effective = instance.effective_instance_id();
-    if let Some(old) = conventions::applied_field(instance, "spec.instanceId")
-        && old != effective
-        && owns_workloads(ctx, instance, &old).await?
+    let annotation: Option<BTreeMap<String, String>> = instance
+        .annotations()
+        .get(conventions::APPLIED_ANNOTATION)
+        .and_then(|a| serde_json::from_str(a).ok());
+    if let Some(old) = annotation
+        && let Some(old_id) = old
+            .get("spec.instanceId")
+            .filter(|id| !id.is_empty())
+            .cloned()
+        && owns_workloads(ctx, instance, &old_id).await?
     {
-        applied.insert("spec.instanceId".into(), old.clone());
-        return Ok((old, applied));
+        applied.extend(old);
+        return Ok((old_id, applied));
     }
-    Ok((effective, applied))
+    Ok((instance.effective_instance_id(), applied))
 }
 
 /// Whether the StatefulSets of id `id` exist and are labelled as `instance`'s.
@@ -392,6 +399,53 @@ mod tests {
             served
                 .await
                 .expect("the API server saw exactly the claim and the refusal");
+        }
+
+        #[tokio::test]
+        async fn an_instance_from_before_records_keeps_the_id_its_workloads_carry() {
+            let (ctx, server, mut caches) = Context::test();
+            // Applied as OLD_ID (the old annotation), spec since changed to NEW_ID.
+            let mut old = instance("tenant-a", "orders", "NEW_ID", "2026-01-01T00:00:00Z");
+            old.metadata.annotations.get_or_insert_default().insert(
+                conventions::APPLIED_ANNOTATION.into(),
+                r#"{"spec.instanceId":"OLD_ID","spec.independentNaming":"true"}"#.into(),
+            );
+            cache(&mut caches.instances, old.clone());
+            let owned_sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "old-id-broker", "namespace": "mqfleet-system",
+                    "labels": {"mqfleet.io/owner-namespace": "tenant-a", "mqfleet.io/owner-name": "orders"}}});
+            let served = server.run(vec![
+                // The old id is believed only because its workloads name this instance.
+                Expect::ok(
+                    "GET",
+                    "/apis/apps/v1/namespaces/mqfleet-system/statefulsets/old-id-broker",
+                    owned_sts,
+                ),
+                Expect::ok(
+                    "POST",
+                    "/api/v1/namespaces/mqfleet-system/configmaps",
+                    json!({}),
+                )
+                .with_body("\"instanceId\":\"OLD_ID\""),
+                Expect::ok(
+                    "PATCH",
+                    "/apis/mqfleet.io/v1alpha1/namespaces/tenant-a/mqinstances/orders/status",
+                    serde_json::to_value(&old).unwrap(),
+                )
+                .with_body("NotSupported"),
+                Expect::ok(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/tenant-a/events",
+                    json!({}),
+                )
+                .with_body("OLD_ID"),
+            ]);
+            super::super::super::instance::reconcile(Arc::new(old), ctx)
+                .await
+                .expect("a refused change is a status, not an error");
+            served
+                .await
+                .expect("the API server saw the migration and the refusal only");
         }
 
         #[tokio::test]
