@@ -497,9 +497,7 @@ async fn refuse(
     let generation = instance.metadata.generation;
     let mut status = instance.status.clone().unwrap_or_default();
     status.observed_generation = generation;
-    if status.phase.is_none() || reason != "NotSupported" {
-        status.phase = Some(Phase::Failed);
-    }
+    status.phase = Some(Phase::Failed);
     set_condition(
         &mut status.conditions,
         condition(READY, false, reason, message, generation),
