@@ -32,11 +32,13 @@ pub use crate::domain::records::{IdRecord, RECORD_LABEL, owner_labels_match, rec
 
 /// The record `instance` holds, from the cache of records.
 pub fn held_by(records: &Store<ConfigMap>, instance: &MQInstance) -> Option<IdRecord> {
-    records
-        .state()
-        .iter()
-        .filter_map(|cm| IdRecord::from_config_map(cm))
-        .find(|r| r.owned_by(instance))
+    let records = records.state();
+    crate::domain::records::held(
+        records
+            .iter()
+            .filter_map(|cm| IdRecord::from_config_map(cm)),
+        instance,
+    )
 }
 
 /// The outcome of claiming an id.
@@ -141,6 +143,7 @@ pub async fn claim(
         instance_id: id.clone(),
         owner_namespace: instance.namespace().unwrap_or_default(),
         owner_name: instance.name_any(),
+        owner_uid: instance.uid(),
         applied,
     };
     // Two rounds: a freed record is removed in the first and created in the second.
@@ -161,6 +164,7 @@ pub async fn claim(
             continue;
         };
         match IdRecord::from_config_map(&existing) {
+            // The same resource re-created (GitOps) gets its id and retained data back.
             Some(record) if record.owned_by(instance) => return Ok(Claim::Held(record)),
             Some(record) if !freed(ctx, &record).await? => {
                 return Ok(taken(ctx, instance, &id, &record.holder()).await);
@@ -188,10 +192,13 @@ pub async fn claim(
     )))
 }
 
-/// Whether `record`'s owner is gone and left no retained claims behind.
+/// Whether `record`'s owner is gone (or its name now belongs to a resource holding
+/// another id) and left no retained claims behind.
 async fn freed(ctx: &Context, record: &IdRecord) -> Result<bool, Error> {
     let owner: Api<MQInstance> = Api::namespaced(ctx.client.clone(), &record.owner_namespace);
-    if owner.get_opt(&record.owner_name).await?.is_some() {
+    if let Some(owner) = owner.get_opt(&record.owner_name).await?
+        && crate::domain::records::held([record.clone()], &owner).is_some()
+    {
         return Ok(false);
     }
     Ok(retained_claims(ctx, &record.instance_id).await? == 0)
@@ -313,6 +320,7 @@ mod tests {
                 instance_id: "SHARED".into(),
                 owner_namespace: "tenant-a".into(),
                 owner_name: "orders".into(),
+                owner_uid: Some("uid-tenant-a-orders".into()),
                 applied: BTreeMap::new(),
             }
             .to_config_map("mqfleet-system")

@@ -21,6 +21,7 @@ pub const RECORD_LABEL: &str = "mqfleet.io/id-record";
 const ID_KEY: &str = "instanceId";
 const OWNER_NAMESPACE_KEY: &str = "ownerNamespace";
 const OWNER_NAME_KEY: &str = "ownerName";
+const OWNER_UID_KEY: &str = "ownerUid";
 const APPLIED_KEY: &str = "applied";
 
 /// The record of the id with base `base`.
@@ -37,6 +38,10 @@ pub struct IdRecord {
     pub owner_namespace: String,
     /// Name of the owning `MQInstance`.
     pub owner_name: String,
+    /// Uid of the owning `MQInstance` when it claimed the id (records from before it have
+    /// none): tells a re-created resource that asks for another id from the one that
+    /// applied this one.
+    pub owner_uid: Option<String>,
     /// The instance's immutable fields as they took effect.
     pub applied: BTreeMap<String, String>,
 }
@@ -50,6 +55,7 @@ impl IdRecord {
             instance_id: text(ID_KEY)?,
             owner_namespace: text(OWNER_NAMESPACE_KEY)?,
             owner_name: text(OWNER_NAME_KEY)?,
+            owner_uid: text(OWNER_UID_KEY),
             applied: data
                 .get(APPLIED_KEY)
                 .and_then(|a| serde_json::from_str(a).ok())
@@ -81,6 +87,10 @@ impl IdRecord {
                 (OWNER_NAMESPACE_KEY.to_owned(), self.owner_namespace.clone()),
                 (OWNER_NAME_KEY.to_owned(), self.owner_name.clone()),
                 (
+                    OWNER_UID_KEY.to_owned(),
+                    self.owner_uid.clone().unwrap_or_default(),
+                ),
+                (
                     APPLIED_KEY.to_owned(),
                     serde_json::to_string(&self.applied).unwrap_or_default(),
                 ),
@@ -100,10 +110,37 @@ impl IdRecord {
         serde_json::json!({"data": {APPLIED_KEY: serde_json::to_string(applied).unwrap_or_default()}})
     }
 
+    /// Whether this record was written by `instance` itself (not by an earlier resource of
+    /// the same name): same uid, or a record from before uids were kept.
+    pub fn same_incarnation(&self, instance: &MQInstance) -> bool {
+        self.owner_uid
+            .as_deref()
+            .is_none_or(|uid| Some(uid) == instance.metadata.uid.as_deref())
+    }
+
     /// `namespace/name` of the owner, for logs and platform Events.
     pub fn holder(&self) -> String {
         format!("{}/{}", self.owner_namespace, self.owner_name)
     }
+}
+
+/// Of `records`, the one `instance` holds: of those its namespace/name owns, the one of
+/// its effective id (a re-created resource gets its id back), else the one it wrote itself
+/// (its spec asks for another id: refused as `NotSupported`). Records an earlier resource
+/// of the same name left for another id (retained data) are not this one's.
+pub fn held(
+    records: impl IntoIterator<Item = IdRecord>,
+    instance: &MQInstance,
+) -> Option<IdRecord> {
+    let base = ids::base(&instance.effective_instance_id());
+    let mine: Vec<IdRecord> = records
+        .into_iter()
+        .filter(|r| r.owned_by(instance))
+        .collect();
+    let own_id = mine.iter().find(|r| ids::base(&r.instance_id) == base);
+    own_id
+        .or_else(|| mine.iter().find(|r| r.same_incarnation(instance)))
+        .cloned()
 }
 
 /// Whether `labels` name `instance` as the owner.
@@ -133,6 +170,7 @@ mod tests {
             instance_id: "Orders_Prod".into(),
             owner_namespace: "team-a".into(),
             owner_name: "orders".into(),
+            owner_uid: Some("uid-1".into()),
             applied: BTreeMap::from([("spec.instanceId".into(), "Orders_Prod".into())]),
         };
         let cm = record.to_config_map("mqfleet-system");
@@ -165,5 +203,48 @@ mod tests {
             &BTreeMap::new(),
             &instance("team-a", "orders")
         ));
+    }
+
+    #[test]
+    fn a_recreated_resource_gets_its_own_id_back_and_may_ask_for_another() {
+        let record = |id: &str, uid: Option<&str>| IdRecord {
+            instance_id: id.into(),
+            owner_namespace: "team-a".into(),
+            owner_name: "orders".into(),
+            owner_uid: uid.map(Into::into),
+            applied: BTreeMap::new(),
+        };
+        let with = |id: &str, uid: &str| {
+            let mut i = instance("team-a", "orders");
+            i.spec.instance_id = Some(id.into());
+            i.metadata.uid = Some(uid.into());
+            i
+        };
+        // Re-created (new uid) with the same id: its record, and its data, come back.
+        let old = record("ORDERS", Some("uid-1"));
+        assert_eq!(
+            held([old.clone()], &with("orders", "uid-2")),
+            Some(old.clone())
+        );
+        // The same resource with a changed spec id: still its record (NotSupported).
+        assert_eq!(
+            held([old.clone()], &with("OTHER", "uid-1")),
+            Some(old.clone())
+        );
+        // Re-created asking for another id: the earlier record is not its own.
+        assert_eq!(held([old.clone()], &with("OTHER", "uid-2")), None);
+        // Both exist: the one of its id wins.
+        let new = record("OTHER", Some("uid-2"));
+        assert_eq!(
+            held([old.clone(), new.clone()], &with("OTHER", "uid-2")),
+            Some(new)
+        );
+        // A record from before uids were kept counts as its own.
+        let legacy = record("ORDERS", None);
+        assert_eq!(
+            held([legacy.clone()], &with("OTHER", "uid-9")),
+            Some(legacy)
+        );
+        assert!(held([old], &with("ORDERS", "uid-1")).is_some());
     }
 }
