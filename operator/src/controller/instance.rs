@@ -242,15 +242,6 @@ fn record_bad_accounts(
 /// One Warning Event on each bad account Secret version (not one per reconcile).
 async fn report_bad_accounts(ctx: &Context, bad: &[acl::BadAccount]) {
     for account in bad {
-        let key = format!("{}@{}", account.secret, account.version);
-        let fresh = ctx
-            .reported
-            .lock()
-            .map(|mut seen| seen.insert(key))
-            .unwrap_or(false);
-        if !fresh {
-            continue;
-        }
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Secret".into()),
@@ -258,7 +249,9 @@ async fn report_bad_accounts(ctx: &Context, bad: &[acl::BadAccount]) {
             namespace: Some(ctx.settings.namespace.clone()),
             ..Default::default()
         };
-        super::record(ctx, reference, false, "BadAccount", account.reason.clone()).await;
+        let key = format!("account:{}@{}", account.secret, account.version);
+        ctx.warn_once(key, reference, "BadAccount", account.reason.clone())
+            .await;
     }
 }
 

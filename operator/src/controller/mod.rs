@@ -65,7 +65,7 @@ pub struct Context {
     pub records: Store<ConfigMap>,
     /// The account Secrets of the platform namespace ([`acl`]).
     pub accounts: Store<Secret>,
-    /// Bad account Secret versions already reported in an Event (one Event each).
+    /// Lasting problems already reported in an Event ([`Context::warn_once`]).
     pub reported: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The platform's master key: each instance's admin key is derived from it
     /// ([`Context::instance_admin`]); it opens no broker itself.
@@ -132,6 +132,26 @@ impl Context {
     /// to that instance's brokers and name servers, and opens no other instance's.
     pub fn instance_admin(&self, names: &workloads::Names) -> mq_broker::acl::Credentials {
         crate::domain::keys::instance_admin_key(&self.admin, &names.instance_id)
+    }
+
+    /// Publishes a Warning Event about `reference` once per `key` for the life of the
+    /// process: a lasting problem is reported when found, not at every resync (an idle
+    /// operator writes nothing).
+    pub async fn warn_once(
+        &self,
+        key: String,
+        reference: ObjectReference,
+        reason: &str,
+        note: String,
+    ) {
+        let fresh = self
+            .reported
+            .lock()
+            .map(|mut seen| seen.insert(key))
+            .unwrap_or(false);
+        if fresh {
+            record(self, reference, false, reason, note).await;
+        }
     }
 
     /// The consecutive failed reconciles of `obj` so far.

@@ -236,14 +236,13 @@ async fn taken(ctx: &Context, instance: &MQInstance, id: &str, holder: &str) -> 
         namespace: Some(ctx.settings.namespace.clone()),
         ..Default::default()
     };
-    super::record(
-        ctx,
-        reference,
-        false,
-        "InstanceIdTaken",
-        format!("MQInstance {claimant} asked for instance id {id:?}, which {holder} holds"),
-    )
-    .await;
+    let key = format!(
+        "taken:{}:{}",
+        instance.uid().unwrap_or_default(),
+        ids::base(id)
+    );
+    let note = format!("MQInstance {claimant} asked for instance id {id:?}, which {holder} holds");
+    ctx.warn_once(key, reference, "InstanceIdTaken", note).await;
     Claim::Taken(format!(
         "instance id {id:?} is already taken by another instance (ids differing only in case or '_'/'-' are the same id); choose another spec.instanceId, or leave it empty to get a derived one"
     ))
