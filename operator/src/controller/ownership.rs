@@ -456,6 +456,38 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn a_malformed_master_key_leaves_the_instance_untouched_and_says_so() {
+            let (ctx, server, _caches) = Context::test();
+            let ctx = Arc::new(Context {
+                admin_problem: Some(
+                    "the Secret mqfleet-system/mq-operator-admin lacks accessKey".into(),
+                ),
+                ..Arc::try_unwrap(ctx).unwrap_or_else(|_| panic!("one owner"))
+            });
+            let orders = instance("tenant-a", "orders", "ORDERS", "2026-01-01T00:00:00Z");
+            let served = server.run(vec![
+                Expect::ok(
+                    "PATCH",
+                    "/apis/mqfleet.io/v1alpha1/namespaces/tenant-a/mqinstances/orders/status",
+                    serde_json::to_value(&orders).unwrap(),
+                )
+                .with_body("PlatformKeyInvalid"),
+                Expect::ok(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/tenant-a/events",
+                    json!({}),
+                )
+                .with_body("mq-operator-admin"),
+            ]);
+            super::super::super::instance::reconcile(Arc::new(orders), ctx)
+                .await
+                .expect("a platform problem is a status, not an error");
+            served
+                .await
+                .expect("no record, no workload, only the status");
+        }
+
+        #[tokio::test]
         async fn deleting_an_instance_that_holds_no_id_deletes_nothing_but_its_finalizer() {
             let (ctx, server, mut caches) = Context::test();
             cache(&mut caches.records, holder_record());
