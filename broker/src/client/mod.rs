@@ -66,6 +66,14 @@ impl std::fmt::Debug for AdminClient {
     }
 }
 
+impl Drop for AdminClient {
+    /// Closes the connection: it would otherwise stay open (on both ends) until the
+    /// server closed it, one per client ever made.
+    fn drop(&mut self) {
+        self.channel.get_mut().shutdown();
+    }
+}
+
 impl AdminClient {
     /// Connects to `addr` (`host:port`); `timeout` bounds connecting and each call.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, AdminError> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 /// Commands queued for the writer before senders wait (back-pressure, bounded memory).
 const WRITE_QUEUE: usize = 1024;
@@ -76,6 +76,8 @@ struct Inner {
     pending: Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>,
     next_opaque: AtomicI32,
     closed: AtomicBool,
+    /// Wakes the connection's reader to end the connection ([`Channel::shutdown`]).
+    shutdown: Notify,
 }
 
 impl std::fmt::Debug for Channel {
@@ -108,6 +110,14 @@ impl Channel {
     /// Whether the connection has closed.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Ends the connection: requests awaiting a response fail, and the socket closes
+    /// (the peer sees it closed). The connection's own tasks hold handles too, so an
+    /// outgoing connection nobody uses any more stays open until this is called or the
+    /// peer closes it.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.notify_one();
     }
 
     /// Queues a command for the peer (a response, or a oneway request).
@@ -213,12 +223,16 @@ where
             pending: Mutex::new(HashMap::new()),
             next_opaque: AtomicI32::new(1),
             closed: AtomicBool::new(false),
+            shutdown: Notify::new(),
         }),
     };
     let write_task = tokio::spawn(write_loop(writer, inbox));
     let read_channel = channel.clone();
     let done = async move {
-        let closed = read_loop(reader, &read_channel, handler).await;
+        let closed = tokio::select! {
+            closed = read_loop(reader, &read_channel, handler) => closed,
+            () = read_channel.inner.shutdown.notified() => Closed::Clean,
+        };
         read_channel.close();
         write_task.abort();
         closed

@@ -193,3 +193,52 @@ async fn connecting_to_a_closed_port_fails_with_the_address() {
         "{err}"
     );
 }
+
+/// Waits until the server counts `open` connections.
+async fn open_connections(stats: &ServerStats, open: u64) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while stats.connections_open.load(Ordering::Relaxed) != open {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server still counts {} open connections, not {open}",
+            stats.connections_open.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_shut_down_channel_and_a_dropped_admin_client_close_their_connections() {
+    let (addr, stats, _stop) = start().await;
+    let channel = client(addr).await;
+    let echo = RemotingCommand::new_request(ECHO).with_body(&b"hi"[..]);
+    channel.request(echo, TIMEOUT).await.unwrap();
+    open_connections(&stats, 1).await;
+    channel.shutdown();
+    open_connections(&stats, 0).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !channel.is_closed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the channel is not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = channel
+        .request(RemotingCommand::new_request(ECHO), TIMEOUT)
+        .await;
+    assert!(err.is_err(), "{err:?}");
+
+    // An admin client made per call (as the operator's reconciles do) leaves nothing open.
+    for _ in 0..3 {
+        let admin = crate::client::AdminClient::connect(&addr.to_string(), TIMEOUT)
+            .await
+            .unwrap();
+        let _ = admin
+            .request(RemotingCommand::new_request(ECHO))
+            .await
+            .unwrap();
+        drop(admin);
+    }
+    open_connections(&stats, 0).await;
+}

@@ -418,9 +418,13 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
         drain_timeout,
         ..
     } = opts;
-    let topic_controller = Controller::new(Api::<MQTopic>::all(client.clone()), watch_config());
-    let group_controller = Controller::new(Api::<MQGroup>::all(client.clone()), watch_config());
-    let empower_controller = Controller::new(Api::<MQEmpower>::all(client.clone()), watch_config());
+    let bounded = || kube::runtime::controller::Config::default().concurrency(CHILD_CONCURRENCY);
+    let topic_controller =
+        Controller::new(Api::<MQTopic>::all(client.clone()), watch_config()).with_config(bounded());
+    let group_controller =
+        Controller::new(Api::<MQGroup>::all(client.clone()), watch_config()).with_config(bounded());
+    let empower_controller = Controller::new(Api::<MQEmpower>::all(client.clone()), watch_config())
+        .with_config(bounded());
     let (admin, admin_problem) = match acl::ensure_admin(&client, &settings.namespace).await {
         Ok(key) => (key, None),
         Err(Error::MalformedAdmin(problem)) => {
@@ -584,6 +588,13 @@ async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) ->
     );
     Ok(())
 }
+
+/// Reconciles of topics, groups and grants running at once, per kind. Unbounded, a
+/// thousand topics listed at start (or created at once) ran a thousand reconciles
+/// together: ~1,350 API connections open at the same moment, which the allocator then
+/// kept. 64 keeps 1,000 new topics as quick to Ready as unbounded (14 s on 2 cores;
+/// 16 took 22 s) for ~7 MiB more than 16.
+pub const CHILD_CONCURRENCY: u16 = 64;
 
 /// The newest PodDisruptionBudget version the server serves.
 async fn disruption_budget_resource(client: &Client) -> Option<kube::core::ApiResource> {

@@ -3,14 +3,19 @@
 //! Installs the operator from `deploy/` as Pods, then measures: apply → Ready of an
 //! `MQInstance` with one broker and one name server; 1,000 `MQTopic`s (configurable)
 //! created at once → all Ready; the leader's RSS, CPU and API writes while idle with
-//! them all. The images run the binaries beside this one (build them in release mode).
+//! them all. RSS is reported for both replicas (the leader runs the controllers and the
+//! webhook, the other replica only the webhook), with 0 topics (the instance Running,
+//! before any topic) and with all of them after the idle period. `--hold` keeps the
+//! testbed up afterwards (its kubeconfig printed) until Ctrl-C, e.g. to profile an
+//! operator run outside it. The images run the binaries beside this one (build them in
+//! release mode).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use mq_operator::crd::{MQInstance, MQTopic, Phase, is_ready};
 use mq_testbed::{Options, Testbed, operator};
@@ -22,13 +27,15 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut topics = 1000usize;
     let mut idle = Duration::from_secs(60);
+    let mut hold = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--topics" => topics = args.next().context("--topics N")?.parse()?,
             "--idle-secs" => {
                 idle = Duration::from_secs(args.next().context("--idle-secs N")?.parse()?)
             }
-            other => bail!("unknown argument {other} (try --topics N --idle-secs N)"),
+            "--hold" => hold = true,
+            other => bail!("unknown argument {other} (try --topics N --idle-secs N --hold)"),
         }
     }
     let tb = Testbed::start(Options::default()).await?;
@@ -57,6 +64,9 @@ async fn main() -> Result<()> {
         "MQInstance apply → Ready (1 broker, 1 name server): {:.2} s",
         began.elapsed().as_secs_f64()
     );
+    // Let the instance's last reconciles and the first relists settle.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let empty = replicas_rss(&client).await?;
 
     let began = Instant::now();
     let api: Api<MQTopic> = Api::namespaced(client.clone(), NS);
@@ -93,14 +103,57 @@ async fn main() -> Result<()> {
     let cpu =
         (cpu_ticks(pid)? - cpu_before) as f64 / ticks_per_second() / at.elapsed().as_secs_f64();
     let wrote = metric(&lead, "mq_operator_api_writes_total").await? - writes;
+    let full = replicas_rss(&client).await?;
     println!(
         "idle leader with {topics} topics over {} s: RSS {:.1} MiB, CPU {:.2} % of one core, {wrote} API writes (lease renewals excluded)",
         idle.as_secs(),
-        rss_kib(pid)? as f64 / 1024.0,
+        full.leader,
         cpu * 100.0
     );
+    println!(
+        "operator RSS, leader (controllers + webhook): {:.1} MiB with 0 topics, {:.1} MiB with {topics} topics",
+        empty.leader, full.leader
+    );
+    println!(
+        "operator RSS, non-leader (webhook only):      {:.1} MiB with 0 topics, {:.1} MiB with {topics} topics",
+        empty.standby, full.standby
+    );
+    if hold {
+        println!(
+            "holding the testbed (KUBECONFIG={}); Ctrl-C stops it",
+            tb.kubeconfig_path().display()
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     tb.stop()?;
     Ok(())
+}
+
+/// The RSS, in MiB, of the replica holding the lease and of the other one.
+struct Rss {
+    leader: f64,
+    standby: f64,
+}
+
+async fn replicas_rss(client: &Client) -> Result<Rss> {
+    let lead = operator::leader(client).await.map_err(anyhow::Error::msg)?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), operator::PLATFORM);
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=mq-operator"))
+        .await?;
+    let standby = list
+        .items
+        .iter()
+        .find(|p| p.metadata.name != lead.metadata.name && p.metadata.deletion_timestamp.is_none())
+        .context("the non-leader replica")?;
+    let mib = |pod: &Pod| -> Result<f64> {
+        let pid = container_pid(pod).context("an operator replica's process")?;
+        Ok(rss_kib(pid)? as f64 / 1024.0)
+    };
+    Ok(Rss {
+        leader: mib(&lead)?,
+        standby: mib(standby)?,
+    })
 }
 
 async fn wait<F, Fut>(tb: &Testbed, client: &Client, what: &str, check: F) -> Result<()>
