@@ -13,10 +13,12 @@
 //! - [`controller`]: the reconcilers (one file per kind or concern, sharing
 //!   [`controller::kit`], [`controller::status`] and [`controller::apply`]), their
 //!   [`controller::Context`], health and metrics;
-//! - [`webhook`]: the validating admission webhook (every replica).
+//! - [`webhook`]: the validating admission webhook (every replica);
+//! - [`app`]: the process: ops port, leader lease, and the controllers and the webhook.
 //!
 //! The controllers and the webhook never import each other; only the process wiring in
-//! [`controller::run`] starts the webhook beside the controllers.
+//! [`app::run`] starts the webhook beside the controllers.
+pub mod app;
 pub mod controller;
 pub mod crd;
 pub mod domain;

@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
                 configuration: webhook_configuration,
                 profiles_configmap: profiles_configmap.clone(),
             });
-            run(mq_operator::controller::RunOptions {
+            run(mq_operator::app::RunOptions {
                 webhook,
                 settings: mq_operator::controller::Settings {
                     namespace,
@@ -158,14 +158,14 @@ fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn run(opts: mq_operator::controller::RunOptions) -> anyhow::Result<()> {
+async fn run(opts: mq_operator::app::RunOptions) -> anyhow::Result<()> {
     // Name rustls' provider: builds that also link aws-lc-rs (test dependencies) would
     // otherwise panic on the first TLS connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration (KUBECONFIG, ~/.kube/config or in-cluster)")?;
-    mq_operator::controller::run(client, opts).await?;
+    mq_operator::app::run(client, opts).await?;
     Ok(())
 }
 

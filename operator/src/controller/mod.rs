@@ -25,17 +25,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod, Secret};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret};
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
-use kube_lease_manager::LeaseManagerBuilder;
 use metrics::Metrics;
-use serde_json::json;
 
 use crate::crd::{MQEmpower, MQGroup, MQInstance, MQTopic};
 use crate::watch::profiles::ProfileCache;
@@ -84,28 +81,6 @@ pub struct Context {
     pub pdb: Option<kube::core::ApiResource>,
     /// The cluster profiles (a watch of their ConfigMap).
     pub profiles: ProfileCache,
-}
-
-/// How to run the operator.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Workload settings.
-    pub settings: Settings,
-    /// Full resync period (drift correction).
-    pub resync: Duration,
-    /// Take the `mq-operator` Lease in the platform namespace before reconciling, so
-    /// several replicas are safe (one works, the others wait to take over).
-    pub leader_elect: bool,
-    /// This replica's name in the Lease.
-    pub identity: String,
-    /// Where to serve `/healthz` and `/metrics`.
-    pub http_listen: Option<std::net::SocketAddr>,
-    /// Bound on a broker scale-down's drain.
-    pub drain_timeout: Duration,
-    /// Serve the admission webhook (every replica, leader or not).
-    pub webhook: Option<crate::webhook::WebhookOptions>,
-    /// The leader fails liveness when a kind's reconciles make no progress this long.
-    pub stall_after: Duration,
 }
 
 impl Context {
@@ -295,128 +270,27 @@ fn policy(error: &Error, backoff: impl FnOnce() -> Duration) -> (&'static str, D
     }
 }
 
-/// Creates the platform namespace if it is missing (installed operators find it made by
-/// their manifests and need only `get` on namespaces).
-async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(name).await?.is_some() {
-        return Ok(());
-    }
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
-        "labels": {MANAGED_BY: OPERATOR}}});
-    api.patch(name, &PatchParams::apply(OPERATOR), &Patch::Apply(&ns))
-        .await?;
-    Ok(())
+/// What the controllers need to run.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Workload settings.
+    pub settings: Settings,
+    /// Full resync period (drift correction).
+    pub resync: Duration,
+    /// Bound on a broker scale-down's drain.
+    pub drain_timeout: Duration,
 }
 
-/// Serves the ops port, takes the leader lease (if asked), then runs the controllers
-/// until SIGTERM/SIGINT or until the lease is lost.
-pub async fn run(client: Client, opts: RunOptions) -> Result<(), Error> {
-    let health = health::Health::new(opts.stall_after, std::time::Instant::now());
-    let metrics = Arc::new(Metrics::with_health(health));
-    tokio::spawn(health::watch_api_server(client.clone(), metrics.clone()));
-    if let Some(addr) = opts.http_listen {
-        let server = mq_broker::ops::OpsServer::bind(addr)
-            .await
-            .map_err(|source| Error::OpsPort { addr, source })?;
-        tokio::spawn(server.serve(metrics.clone(), std::future::pending()));
-    }
-    ensure_namespace(&client, &opts.settings.namespace).await?;
-    if let Some(webhook) = opts.webhook.clone() {
-        tokio::spawn(serve_webhook(client.clone(), webhook));
-    }
-    if !opts.leader_elect {
-        metrics.set_leader(true);
-        return controllers(client, opts, metrics).await;
-    }
-    let manager = LeaseManagerBuilder::new(client.clone(), OPERATOR)
-        .with_namespace(&opts.settings.namespace)
-        .with_identity(&opts.identity)
-        .with_duration(LEASE_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
-        .with_field_manager(OPERATOR)
-        .build()
-        .await
-        .map_err(|e| Error::Leadership(e.to_string()))?;
-    let (mut leader, lease_task) = manager.watch().await;
-    tracing::info!(identity = %opts.identity, "waiting for the leader lease");
-    let result = tokio::select! {
-        _ = shutdown_signal() => Ok(()),
-        acquired = wait_for(&mut leader, true) => match acquired {
-            Err(e) => Err(e),
-            Ok(()) => {
-                tracing::info!(identity = %opts.identity, "leading");
-                metrics.set_leader(true);
-                tokio::select! {
-                    done = controllers(client, opts, metrics.clone()) => done,
-                    lost = wait_for(&mut leader, false) => {
-                        lost.and(Err(Error::Leadership("the lease was lost; exiting so a new leader works alone".into())))
-                    }
-                }
-            }
-        },
-    };
-    metrics.set_leader(false);
-    // Dropping the receiver makes the lease task release the lease: a successor takes
-    // over at once instead of after the lease expires.
-    drop(leader);
-    let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
-    result
-}
-
-/// Runs the webhook, retrying its start (certificates, port) until it works.
-async fn serve_webhook(client: Client, opts: crate::webhook::WebhookOptions) {
-    loop {
-        match crate::webhook::run(client.clone(), opts.clone()).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "the admission webhook could not start; retrying in 10 s")
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    }
-}
-
-/// Lease duration: a crashed leader is replaced within this.
-const LEASE_SECONDS: u64 = 15;
-/// The leader renews this long before its lease would expire.
-const LEASE_GRACE_SECONDS: u64 = 5;
-
-async fn wait_for(
-    leader: &mut tokio::sync::watch::Receiver<bool>,
-    wanted: bool,
+/// The four controllers, until SIGTERM/SIGINT (the caller holds the leader lease).
+pub async fn run_controllers(
+    client: Client,
+    opts: ControllerOptions,
+    metrics: Arc<Metrics>,
 ) -> Result<(), Error> {
-    while *leader.borrow_and_update() != wanted {
-        leader
-            .changed()
-            .await
-            .map_err(|_| Error::Leadership("the lease task ended".into()))?;
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// The three controllers, until SIGTERM/SIGINT.
-async fn controllers(client: Client, opts: RunOptions, metrics: Arc<Metrics>) -> Result<(), Error> {
-    let RunOptions {
+    let ControllerOptions {
         settings,
         resync,
         drain_timeout,
-        ..
     } = opts;
     let bounded = || kube::runtime::controller::Config::default().concurrency(CHILD_CONCURRENCY);
     let topic_controller =
