@@ -92,7 +92,7 @@ pub struct AclArgs {
         default_missing_value = "true"
     )]
     pub enable: Option<bool>,
-    /// The ACL file: Java's plain_acl.yml fields written as JSON, re-read when it changes
+    /// The ACL file: Java's plain_acl.yml (YAML or its JSON form), re-read when it changes
     /// [default: the config file's `aclFile`].
     #[arg(long = "acl-file", env = "MQ_ACL_FILE")]
     pub file: Option<PathBuf>,

@@ -348,10 +348,18 @@ fn the_acl_switch_and_new_grants_apply_without_a_restart() {
             "old grants stay"
         );
 
+        // The file as RocketMQ users write it: plain_acl.yml in YAML, with a numeric
+        // secret (YAML reads it as a number; it is the text `12345678`).
+        let yaml = "accounts:\n  - accessKey: late\n    secretKey: late-secret\n    topicPerms:\n      - live=PUB\n  - accessKey: yaml-user\n    secretKey: 12345678\n    whiteRemoteAddress:\n    topicPerms:\n      - live=PUB|SUB\n  - accessKey: platform\n    secretKey: platform-secret\n    admin: true\n";
+        replace(&env.acl, yaml);
+        let mut yaml_user = producer(&rt, &namesrv, "p-yaml", Some(("yaml-user", "12345678"))).await;
+        send_once_allowed(&yaml_user, "live", "yaml-grant", "a YAML plain_acl.yml applies").await;
+        yaml_user.shutdown().await;
+
         // aclEnable=false in the config file lets an unsigned client in.
         replace(&env.conf, &config(false, &env.acl));
         send_once_allowed(&unsigned, "live", "acl-off", "aclEnable=false applies").await;
-        assert_eq!(env.stored("live").await, 3, "refused sends stored nothing");
+        assert_eq!(env.stored("live").await, 4, "refused sends stored nothing");
 
         // And back on.
         replace(&env.conf, &config(true, &env.acl));

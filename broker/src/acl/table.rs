@@ -1,17 +1,19 @@
 //! The ACL file: accounts with their keys and grants, and the check of one request's
 //! needs against one account.
 //!
-//! The file is JSON with the field names of Java's `plain_acl.yml` (JSON is a subset of
-//! YAML, so it is a valid `plain_acl.yml` too); hand-written YAML syntax is refused with an
-//! error saying so:
+//! The file is Java's `plain_acl.yml`, as RocketMQ users write it, in YAML or in its JSON
+//! form (what the operator writes; JSON is YAML too):
 //!
-//! ```json
-//! {"accounts": [
-//!   {"accessKey": "AK1", "secretKey": "SK1", "admin": false,
-//!    "defaultTopicPerm": "DENY", "defaultGroupPerm": "DENY",
-//!    "topicPerms": ["orders=PUB|SUB", "audit=PUB"], "groupPerms": ["GID_a=SUB"]},
-//!   {"accessKey": "platform", "secretKey": "...", "admin": true}
-//! ]}
+//! ```yaml
+//! accounts:
+//!   - accessKey: AK1
+//!     secretKey: 12345678        # scalars are read as text, as Java's loader does
+//!     admin: false
+//!     defaultTopicPerm: DENY
+//!     defaultGroupPerm: DENY
+//!     topicPerms: [orders=PUB|SUB, audit=PUB]
+//!     groupPerms: [GID_a=SUB]
+//!   - {accessKey: platform, secretKey: "...", admin: true}
 //! ```
 //!
 //! Perms: `DENY`, `PUB`, `SUB`, `PUB|SUB` (or `SUB|PUB`, `ANY`); defaults apply to names
@@ -27,17 +29,37 @@ use crate::names::Namespace;
 use serde::Deserialize;
 use std::collections::HashMap;
 
-/// One account as the file writes it.
+/// One account as the file writes it. YAML reads `secretKey: 12345678` as a number and
+/// `admin: "true"` as text; Java turns both into what the field wants, and so do we.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FileAccount {
+    #[serde(default, deserialize_with = "scalar_text")]
     access_key: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     secret_key: Option<String>,
-    admin: Option<bool>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    admin: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     default_topic_perm: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
     default_group_perm: Option<String>,
     topic_perms: Option<Vec<String>>,
     group_perms: Option<Vec<String>>,
+}
+
+/// A scalar (text, number or boolean) as its text; null or absent as `None`.
+fn scalar_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_yaml::Value>::deserialize(d)? {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(serde_yaml::Value::String(s)) => Ok(Some(s)),
+        Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(serde_yaml::Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(other) => Err(D::Error::custom(format!(
+            "expected a text value, found {other:?}"
+        ))),
+    }
 }
 
 /// The file as written.
@@ -130,15 +152,11 @@ pub struct AclTable {
 impl AclTable {
     /// Parses the file's text, canonicalising names into `ns`.
     pub fn parse(text: &str, ns: &Namespace) -> Result<Self, String> {
-        let doc: FileDoc = serde_json::from_str(text).map_err(|e| {
-            if text.trim_start().starts_with('{') {
-                format!("not valid JSON: {e}")
-            } else {
-                format!(
-                    "not JSON ({e}); write plain_acl.yml as JSON (which YAML readers accept too), YAML syntax is not accepted"
-                )
-            }
-        })?;
+        let doc: FileDoc = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?
+        } else {
+            serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?
+        };
         let accounts = doc
             .accounts
             .ok_or("no \"accounts\" list (an empty list denies everyone)")?;
@@ -192,8 +210,17 @@ fn account(raw: FileAccount, ns: &Namespace) -> Result<Account, String> {
         .filter(|k| !k.is_empty())
         .ok_or_else(|| format!("secretKey of {access_key} is missing"))?;
     let perm = |p: Option<String>| p.map_or(Ok(Perm::DENY), |p| Perm::parse(&p));
+    let admin = match raw.admin.as_deref().map(str::trim) {
+        None | Some("false") | Some("") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!(
+                "admin of {access_key} is {other:?}, not true/false"
+            ));
+        }
+    };
     Ok(Account {
-        admin: raw.admin.unwrap_or(false),
+        admin,
         default_topic: perm(raw.default_topic_perm)?,
         default_group: perm(raw.default_group_perm)?,
         topics: grants(raw.topic_perms, ns)?,
@@ -333,7 +360,12 @@ mod tests {
     fn bad_files_are_refused_with_a_reason() {
         let ns = Namespace::default();
         let err = |text: &str| AclTable::parse(text, &ns).unwrap_err();
-        assert!(err("accounts:\n  - accessKey: AK1\n").contains("YAML syntax is not accepted"));
+        assert!(err("accounts:\n  - accessKey: AK1\n").contains("secretKey of AK1 is missing"));
+        assert!(err("accounts: [\n").contains("not valid YAML"));
+        assert!(
+            err("accounts:\n  - {accessKey: a, secretKey: s, admin: maybe}\n")
+                .contains("not true/false")
+        );
         assert!(err("{\"accounts\": [").contains("not valid JSON"));
         assert!(err("{}").contains("accounts"));
         assert!(err(r#"{"accounts":[{"secretKey":"s"}]}"#).contains("accessKey is missing"));
@@ -348,6 +380,79 @@ mod tests {
         assert!(err(twice).contains("listed twice"));
         let empty = AclTable::parse(r#"{"accounts":[]}"#, &ns).unwrap();
         assert!(empty.is_empty() && empty.signer().is_none());
+    }
+
+    /// RocketMQ's own distribution file (`distribution/conf/plain_acl.yml`, 4.9), verbatim.
+    const JAVA_FILE: &str = "globalWhiteRemoteAddresses:
+  - 10.10.103.*
+  - 192.168.0.*
+
+accounts:
+  - accessKey: RocketMQ
+    secretKey: 12345678
+    whiteRemoteAddress:
+    admin: false
+    defaultTopicPerm: DENY
+    defaultGroupPerm: SUB
+    topicPerms:
+      - topicA=DENY
+      - topicB=PUB|SUB
+      - topicC=SUB
+    groupPerms:
+      # the group should convert to retry topic
+      - groupA=DENY
+      - groupB=PUB|SUB
+      - groupC=SUB
+
+  - accessKey: rocketmq2
+    secretKey: 12345678
+    whiteRemoteAddress: 192.168.1.*
+    # if it is admin, it could access all resources
+    admin: true
+";
+
+    #[test]
+    fn java_plain_acl_yml_is_read_as_written() {
+        let t = AclTable::parse(JAVA_FILE, &Namespace::default()).unwrap();
+        assert_eq!(t.len(), 2);
+        let user = t.get("RocketMQ").unwrap();
+        assert_eq!(
+            user.secret_key(),
+            "12345678",
+            "a numeric secret is its text"
+        );
+        assert!(!user.is_admin());
+        let code = request_code::SEND_MESSAGE;
+        assert!(
+            user.check(code, &needs(&[("topicB", Perm::PUB)], &[]))
+                .is_ok()
+        );
+        assert!(
+            user.check(code, &needs(&[("topicA", Perm::SUB)], &[]))
+                .is_err()
+        );
+        assert!(
+            user.check(code, &needs(&[("topicC", Perm::PUB)], &[]))
+                .is_err()
+        );
+        assert!(user.check(code, &needs(&[], &["groupC"])).is_ok());
+        assert!(user.check(code, &needs(&[], &["groupA"])).is_err());
+        assert!(
+            user.check(code, &needs(&[], &["unlisted"])).is_ok(),
+            "defaultGroupPerm SUB"
+        );
+        let admin = t.get("rocketmq2").unwrap();
+        assert!(admin.is_admin());
+        assert_eq!(t.signer().unwrap().access_key, "rocketmq2");
+        let json = AclTable::parse(
+            r#"{"accounts":[{"accessKey":"RocketMQ","secretKey":"12345678","defaultGroupPerm":"SUB",
+              "topicPerms":["topicA=DENY","topicB=PUB|SUB","topicC=SUB"],
+              "groupPerms":["groupA=DENY","groupB=PUB|SUB","groupC=SUB"]},
+              {"accessKey":"rocketmq2","secretKey":"12345678","admin":true}]}"#,
+            &Namespace::default(),
+        )
+        .unwrap();
+        assert_eq!(t, json, "YAML and its JSON form are the same table");
     }
 
     #[test]
