@@ -217,6 +217,11 @@ pub struct BrokerArgs {
     /// every send) [default: the config file's `waitTimeMillsInSendQueue`, else 200].
     #[arg(long, env = "MQ_MAX_SEND_WAIT_MS")]
     pub max_send_wait_ms: Option<u64>,
+    /// Largest message body in bytes (a batch: its bodies together); larger sends are
+    /// refused with MESSAGE_ILLEGAL, and a frame larger than this plus 1 MiB of headers
+    /// closes its connection [default: the config file's `maxMessageSize`, else 4 MiB].
+    #[arg(long, env = "MQ_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
     /// On SIGTERM, how long requests already received may take to be answered before
     /// the store is flushed and closed anyway.
     #[arg(long, env = "MQ_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]

@@ -42,6 +42,8 @@ pub const STORE_PATH_ROOT_DIR: &str = "storePathRootDir";
 pub const FLUSH_DISK_TYPE: &str = "flushDiskType";
 /// Key of the longest wait of a send for the store, in ms.
 pub const WAIT_TIME_MILLS_IN_SEND_QUEUE: &str = "waitTimeMillsInSendQueue";
+/// Key of the largest message body in bytes (a batch: all its bodies together).
+pub const MAX_MESSAGE_SIZE: &str = "maxMessageSize";
 /// Key of the ACL switch (`true`/`false`, Java's key).
 pub const ACL_ENABLE: &str = "aclEnable";
 /// Key of the ACL file's path (see `crate::acl`).

@@ -218,11 +218,15 @@ async fn start_broker(
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<Broker>, Duration)> {
     let standalone = embedded_namesrv.is_some();
+    let max_message = file.max_message_size(&args)?;
     let server = RemotingServer::bind(args.listen)
         .await
-        .with_context(|| format!("binding the broker to {}", args.listen))?;
+        .with_context(|| format!("binding the broker to {}", args.listen))?
+        .with_max_frame(frame_limit(max_message));
     let addr = server.local_addr()?;
-    let vip = vip_server(&args, addr).await?;
+    let vip = vip_server(&args, addr)
+        .await?
+        .map(|vip| vip.with_max_frame(frame_limit(max_message)));
     let advertised = args.advertise_addr.unwrap_or_else(|| reachable(addr));
     let store_dir = file.store_dir(&args);
     let levels = parse_delay_levels(&args.delay_levels).map_err(anyhow::Error::msg)?;
@@ -230,6 +234,7 @@ async fn start_broker(
     let mut store_cfg = StoreConfig::new(&store_dir);
     store_cfg.store_host = advertised;
     store_cfg.commitlog_segment_size = args.segment_size;
+    store_cfg.max_body_bytes = max_message;
     store_cfg.tags_code = Some(schedule::tags_code_hook(levels.clone()));
     if file.flush(&args)? == Flush::Sync {
         store_cfg.flush = FlushPolicy::Sync;
@@ -275,6 +280,12 @@ async fn start_broker(
     ready.insert("broker".into(), addr.to_string().into());
     ready.insert("advertised".into(), advertised.to_string().into());
     Ok((broker, Duration::from_secs(args.shutdown_timeout_secs)))
+}
+
+/// The largest frame a broker port reads: the largest message and 1 MiB for its header
+/// (properties are at most 32 KiB) or a request body that is not a message.
+fn frame_limit(max_message: usize) -> usize {
+    max_message + (1 << 20)
 }
 
 /// The VIP channel Java clients use by default: the same service on port − 2.

@@ -103,6 +103,31 @@ impl FileSettings {
         Ok(Duration::from_millis(millis))
     }
 
+    /// The largest message body (bytes), checked against the commit-log segment it must
+    /// fit in.
+    pub fn max_message_size(&self, args: &BrokerArgs) -> Result<usize> {
+        let size = match (
+            args.max_message_size,
+            self.props.get(conf::MAX_MESSAGE_SIZE),
+        ) {
+            (Some(size), _) => size,
+            (None, Some(v)) => v.trim().parse().with_context(|| {
+                format!(
+                    "config file: {} must be a number of bytes, not {v:?}",
+                    conf::MAX_MESSAGE_SIZE
+                )
+            })?,
+            (None, None) => mq_broker::store::DEFAULT_MAX_BODY_BYTES,
+        };
+        let most = (args.segment_size / 4).min(256 << 20) as usize;
+        if !(1024..=most).contains(&size) {
+            anyhow::bail!(
+                "the maximum message size must be between 1024 bytes and {most} (a quarter of a commit-log segment, at most 256 MiB), not {size}"
+            );
+        }
+        Ok(size)
+    }
+
     /// The name servers, live: flag/env, else the file, else the embedded name server
     /// (standalone) or 127.0.0.1:9876; later changes of the file's `namesrvAddr` apply.
     pub fn namesrv_list(&self, args: &BrokerArgs, embedded: Option<SocketAddr>) -> NamesrvList {

@@ -9,6 +9,7 @@ mod support;
 use mq_broker::broker::groups::group_config;
 use mq_broker::broker::topics::topic_config;
 use mq_broker::client::AdminClient;
+use mq_broker::remoting::{RemotingCommand, request_code, response_code};
 use rocketmq_client_rust::{
     ClientRuntime, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
 };
@@ -198,6 +199,113 @@ fn pulls_over_the_receive_limit_are_slowed_not_refused() {
         sent.sort();
         assert_eq!(received, sent, "every message once, none refused");
         consumer.shutdown().await;
+        producer.shutdown().await;
+    });
+}
+
+/// A message of `len` bytes to `topic`.
+fn sized(topic: &str, len: usize) -> Message {
+    Message::builder()
+        .topic(topic)
+        .body_slice(&vec![b'x'; len])
+        .build_unchecked()
+}
+
+/// Announces a frame of `len` bytes on a fresh connection and keeps it open: whether the
+/// server closed it within 10 s (rather than waiting for the rest of the frame).
+fn closes_at_once(addr: &str, len: u32) -> bool {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(&len.to_be_bytes())
+        .expect("write the length");
+    conn.write_all(&[0, 0, 0, 2, b'{', b'}']).expect("write");
+    let mut buf = [0u8; 64];
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn messages_over_the_size_limit_are_refused_with_the_limit_and_the_frame_limit_follows_it() {
+    let env = LimitedBroker::start("size-limit", "maxMessageSize=2048\n");
+    let namesrv = env.process.namesrv();
+    let broker = env.process.broker();
+    Client::new().run(|rt| async move {
+        env.create("Sized", "GID_sized").await;
+        let mut producer = producer(&rt, &namesrv).await;
+        producer
+            .send(sized("Sized", 2048))
+            .await
+            .expect("a message of the limit is stored");
+        let err = producer
+            .send(sized("Sized", 2049))
+            .await
+            .expect_err("one byte more is refused");
+        assert_eq!(
+            err.broker_response_code(),
+            Some(response_code::MESSAGE_ILLEGAL),
+            "{err:?}"
+        );
+        let batch: Vec<Message> = (0..3).map(|_| sized("Sized", 1000)).collect();
+        let err = producer
+            .send_batch(batch)
+            .await
+            .expect_err("a batch over the limit together is refused");
+        assert_eq!(
+            err.broker_response_code(),
+            Some(response_code::MESSAGE_ILLEGAL),
+            "{err:?}"
+        );
+        // The client does not show the broker's remark; a raw send does: it names the limit.
+        let raw = RemotingCommand::new_request(request_code::SEND_MESSAGE_V2)
+            .with_ext("a", "GID_raw")
+            .with_ext("b", "Sized")
+            .with_ext("c", "TBW102")
+            .with_ext("d", "4")
+            .with_ext("e", "0")
+            .with_ext("f", "0")
+            .with_ext("g", "0")
+            .with_ext("h", "0")
+            .with_body(vec![b'x'; 4096]);
+        let answer = support::raw_request(&broker, raw).await;
+        assert_eq!(answer.code, response_code::MESSAGE_ILLEGAL);
+        assert!(
+            answer
+                .remark
+                .as_deref()
+                .unwrap_or_default()
+                .contains("the maximum is 2048"),
+            "the refusal says the limit: {:?}",
+            answer.remark
+        );
+
+        // A frame far over the limit closes its own connection at once (it would have
+        // been buffered up to 16 MiB before); the broker keeps serving.
+        let announced = 2048 + (1 << 20) + 64;
+        let addr = broker.clone();
+        let closed = tokio::task::spawn_blocking(move || closes_at_once(&addr, announced))
+            .await
+            .expect("join");
+        assert!(closed, "a frame over the limit closes its connection");
+        let admin = AdminClient::connect(&broker, Duration::from_secs(5))
+            .await
+            .expect("broker reachable");
+        let stats = admin.topic_stats("Sized").await.expect("topic stats");
+        let stored: i64 = stats
+            .offset_table
+            .0
+            .values()
+            .map(|o| o.max_offset - o.min_offset)
+            .sum();
+        assert_eq!(stored, 1, "only the message within the limit was stored");
+        producer
+            .send(sized("Sized", 100))
+            .await
+            .expect("the broker still serves");
         producer.shutdown().await;
     });
 }

@@ -100,6 +100,16 @@ impl Broker {
             ));
         }
         let items = decode_batch(req.body.clone().unwrap_or_default())?;
+        let total: usize = items.iter().map(|i| i.body.len()).sum();
+        let max = self.store.max_body_bytes();
+        if total > max {
+            return Err(Refusal::new(
+                response_code::MESSAGE_ILLEGAL,
+                format!(
+                    "the batch's bodies are {total} bytes together; the maximum message size is {max}"
+                ),
+            ));
+        }
         let mut msgs = Vec::with_capacity(items.len());
         for item in items {
             if property_value(&item.properties, PROPERTY_DELAY).is_some_and(|d| d.trim() != "0") {

@@ -58,7 +58,7 @@ mod store;
 mod tests;
 
 pub use error::{DecodeError, EncodeError, Result, StoreError};
-pub use message::{DecodedMessage, MessageToStore};
+pub use message::{DEFAULT_MAX_BODY_BYTES, DecodedMessage, MessageToStore};
 pub use store::{
     Clock, FlushPolicy, FoundMessage, GetResult, GetStatus, ManualClock, MessageStore, PutResult,
     StoreConfig, StoredMessage, SystemClock, TagsCodeFn,

@@ -486,6 +486,11 @@ impl MessageStore {
         self.inner.cfg.flush
     }
 
+    /// The largest message body accepted.
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.cfg.max_body_bytes
+    }
+
     /// Reads up to `max_msgs` messages (and about `max_bytes`, at least one) from
     /// `topic`/`queue_id` starting at queue offset `offset`, skipping entries whose tag
     /// code `filter` rejects. The data is the stored bytes, ready for a pull response.
