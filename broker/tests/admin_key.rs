@@ -321,6 +321,25 @@ async fn with_acl_off_admin_requests_and_registrations_need_the_instance_key() {
     let ch = raw(&addr).await;
     let answer = call(&ch, send("KeyTopic")).await;
     assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    // A code with no client entry in the broker's ACL table is admin-only: unsigned, it
+    // is refused before any handler sees it; signed by the key, it gets its real answer.
+    let unlisted = RemotingCommand::new_request(29_999);
+    let answer = call(&ch, unlisted.clone()).await;
+    assert_eq!(answer.code, response_code::SYSTEM_ERROR, "{answer:?}");
+    assert!(
+        answer
+            .remark
+            .as_deref()
+            .unwrap_or_default()
+            .contains("No accessKey is configured"),
+        "{answer:?}"
+    );
+    let answer = admin.request(unlisted).await.expect("answered");
+    assert_eq!(
+        answer.code,
+        response_code::REQUEST_CODE_NOT_SUPPORTED,
+        "{answer:?}"
+    );
 
     // The name server: forged registrations, unregistrations and deletions are refused.
     let ns_ch = raw(&namesrv).await;
@@ -368,8 +387,8 @@ async fn with_acl_off_admin_requests_and_registrations_need_the_instance_key() {
     assert_eq!(refused_by_namesrv, 6, "each refusal is counted");
     assert_eq!(
         metric(&mq, "mq_acl_refusals_total"),
-        6,
-        "the broker counts its refusals"
+        7,
+        "the broker counts its refusals (six admin calls, one unlisted code)"
     );
     assert_eq!(metric(&mq, "mq_acl_enabled"), 0, "ACL is off");
     assert_eq!(metric(&mq, "mq_acl_admin_key"), 1);

@@ -17,12 +17,12 @@
 //! - LOCK/UNLOCK_BATCH_MQ: SUB on the group and every topic of the queues;
 //! - GET_MAX/MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME: SUB on the
 //!   topic;
-//! - admin requests ([`super::admin::is_admin`]): an admin account — and with an admin
-//!   key these are checked whether or not ACL is on ([`crate::acl::Acl::authorize_admin`]);
-//! - anything else: a valid signature (such codes are answered "not supported" anyway;
-//!   a new processor must add its code here).
+//! - admin requests ([`super::admin::is_admin`]) and **every code not listed in
+//!   [`CLIENT_CODES`]**: an admin account — and with an admin key these are checked whether
+//!   or not ACL is on ([`crate::acl::Acl::authorize_admin`]). So a new request code is
+//!   admin-only until its client entry is written here: forgetting it fails closed.
 //!
-//! Everything but the admin requests is checked only when ACL (`aclEnable`) is on.
+//! The client codes are checked only when ACL (`aclEnable`) is on.
 
 use super::consumer::{
     ConsumerGroupHeader, ConsumerOffsetHeader, QueueHeader, UnregisterClientHeader,
@@ -37,6 +37,33 @@ use crate::remoting::request_code::*;
 use crate::remoting::{
     CommandHeader, PullMessageRequestHeader, RemotingCommand, SendMessageRequestHeader,
 };
+
+/// The request codes clients send that have an entry in [`needs`]; any other code needs
+/// an admin key.
+pub const CLIENT_CODES: &[i32] = &[
+    SEND_MESSAGE,
+    SEND_MESSAGE_V2,
+    SEND_BATCH_MESSAGE,
+    PULL_MESSAGE,
+    HEART_BEAT,
+    UNREGISTER_CLIENT,
+    GET_CONSUMER_LIST_BY_GROUP,
+    QUERY_CONSUMER_OFFSET,
+    UPDATE_CONSUMER_OFFSET,
+    CONSUMER_SEND_MSG_BACK,
+    LOCK_BATCH_MQ,
+    UNLOCK_BATCH_MQ,
+    GET_MAX_OFFSET,
+    GET_MIN_OFFSET,
+    SEARCH_OFFSET_BY_TIMESTAMP,
+    GET_EARLIEST_MSG_STORETIME,
+];
+
+/// Whether `code` is checked as an admin request: every code that is not a listed client
+/// code.
+pub fn needs_admin(code: i32) -> bool {
+    !CLIENT_CODES.contains(&code)
+}
 
 /// What `req` needs, in canonical names of `ns`.
 pub(super) fn needs(req: &RemotingCommand, ns: &Namespace) -> Result<Needs, String> {
@@ -96,8 +123,7 @@ pub(super) fn needs(req: &RemotingCommand, ns: &Namespace) -> Result<Needs, Stri
         | GET_EARLIEST_MSG_STORETIME => {
             needs.topic(&name(&header::<QueueHeader>(req)?.topic), Perm::SUB);
         }
-        code if super::admin::is_admin(code) => return Ok(Needs::admin()),
-        _ => {}
+        _ => return Ok(Needs::admin()),
     }
     Ok(needs)
 }
@@ -115,7 +141,7 @@ impl Broker {
     /// everything when ACL is on; the refusal answers it otherwise.
     pub(super) fn authorize(&self, req: &RemotingCommand) -> Result<(), Refusal> {
         let acl = &self.cfg.acl;
-        if super::admin::is_admin(req.code) {
+        if needs_admin(req.code) {
             acl.authorize_admin(req)
         } else {
             acl.authorize(req, || needs(req, &self.cfg.namespace))
@@ -278,8 +304,11 @@ mod tests {
         }
         assert_eq!(
             needs(&RemotingCommand::new_request(9999), &ns()).unwrap(),
-            Needs::signature_only()
+            Needs::admin(),
+            "a code without an entry is admin-only"
         );
+        assert!(needs_admin(9999) && needs_admin(UPDATE_AND_CREATE_TOPIC));
+        assert!(!needs_admin(SEND_MESSAGE) && !needs_admin(HEART_BEAT));
     }
 
     #[test]
