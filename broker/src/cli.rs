@@ -75,6 +75,9 @@ pub struct NamesrvArgs {
     /// signature.
     #[command(flatten)]
     pub acl: AclArgs,
+    /// TLS beside plaintext on the same ports (RocketMQ's `tls.server.mode=permissive`).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// ACL settings of a name server or broker (see `mq_broker::acl`).
@@ -148,6 +151,27 @@ impl std::fmt::Debug for AclArgs {
             )
             .finish()
     }
+}
+
+/// TLS settings of a name server or broker (see `mq_broker::net::tls`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain: with `--tls-key`, every remoting port (name server, broker,
+    /// VIP channel) also accepts TLS clients; plaintext clients keep working. The files
+    /// are re-read when they change (a renewed Secret applies without a restart).
+    #[arg(long = "tls-cert", env = "MQ_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long = "tls-key", env = "MQ_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A new connection that sends no byte, or does not finish its TLS handshake, within
+    /// this many milliseconds is closed (with TLS on).
+    #[arg(
+        long = "tls-handshake-timeout-ms",
+        env = "MQ_TLS_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub tls_handshake_timeout_ms: u64,
 }
 
 /// Flush policy.
@@ -238,6 +262,9 @@ pub struct BrokerArgs {
     /// request must be signed and granted too.
     #[command(flatten)]
     pub acl: AclArgs,
+    /// TLS beside plaintext on the same ports (RocketMQ's `tls.server.mode=permissive`).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Standalone settings: a broker plus its own name server.

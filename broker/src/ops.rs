@@ -175,6 +175,16 @@ impl OpsState {
             "Connections closed because of a malformed or oversized frame.",
             &per_server(|s| s.bad_frames.load(Ordering::Relaxed)),
         );
+        m.counter(
+            "mq_remoting_tls_connections_total",
+            "Connections that completed a TLS handshake.",
+            &per_server(|s| s.tls_connections.load(Ordering::Relaxed)),
+        );
+        m.counter(
+            "mq_remoting_tls_handshake_failures_total",
+            "Connections closed before their first frame: no first byte or TLS handshake in time, or a failed handshake.",
+            &per_server(|s| s.tls_handshake_failures.load(Ordering::Relaxed)),
+        );
         if let Some(rss) = resident_bytes() {
             m.gauge(
                 "process_resident_memory_bytes",

@@ -1,6 +1,6 @@
 //! Starting and stopping the servers of each mode.
 
-use crate::cli::{BrokerArgs, Flush, Mode, NamesrvArgs};
+use crate::cli::{BrokerArgs, Flush, Mode, NamesrvArgs, TlsArgs};
 use crate::settings::{AclSettings, FileSettings, LiveSettings, TpsSettings};
 use anyhow::{Context, Result};
 use mq_broker::acl::{self, Acl};
@@ -9,6 +9,7 @@ use mq_broker::conf;
 use mq_broker::names::Namespace;
 use mq_broker::namesrv::NameServer;
 use mq_broker::net::RemotingServer;
+use mq_broker::net::tls::TlsIdentity;
 use mq_broker::ops::{OpsServer, OpsState};
 use mq_broker::store::{FlushPolicy, MessageStore, StoreConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -45,7 +46,8 @@ pub async fn run(mode: Mode) -> Result<()> {
             let ns = Namespace::new(args.instance_id.as_deref());
             let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
             warn_if_open(&acl.acl, "name server");
-            let ns_addr = start_namesrv(&args, acl.acl.clone(), &ops, stop.clone()).await?;
+            let tls = tls_identity(&args.tls)?;
+            let ns_addr = start_namesrv(&args, acl.acl.clone(), tls, &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
             watch_config(file, None, acl, None);
             None
@@ -55,7 +57,13 @@ pub async fn run(mode: Mode) -> Result<()> {
             let ns = Namespace::new(args.instance_id.as_deref());
             let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
             warn_if_open(&acl.acl, "broker");
-            Some(start_broker(args, file, acl, None, &ops, &mut ready, stop.clone()).await?)
+            let tls = tls_identity(&args.tls)?;
+            let servers = Servers {
+                tls,
+                ops: &ops,
+                stop: stop.clone(),
+            };
+            Some(start_broker(args, file, acl, None, &servers, &mut ready).await?)
         }
         Mode::Standalone(args) => {
             // One config file and one ACL for both servers, in force before either serves.
@@ -69,19 +77,20 @@ pub async fn run(mode: Mode) -> Result<()> {
                 http_listen: args.broker.http_listen,
                 config: None,
                 acl: args.broker.acl.clone(),
+                tls: args.broker.tls.clone(),
             };
-            let ns_addr = start_namesrv(&ns_args, acl.acl.clone(), &ops, stop.clone()).await?;
+            let tls = tls_identity(&args.broker.tls)?;
+            let ns_addr =
+                start_namesrv(&ns_args, acl.acl.clone(), tls.clone(), &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
             let embedded = reachable(ns_addr);
-            let started = start_broker(
-                args.broker,
-                file,
-                acl,
-                Some(embedded),
-                &ops,
-                &mut ready,
-                stop.clone(),
-            );
+            let servers = Servers {
+                tls,
+                ops: &ops,
+                stop: stop.clone(),
+            };
+            let started =
+                start_broker(args.broker, file, acl, Some(embedded), &servers, &mut ready);
             Some(started.await?)
         }
         other => anyhow::bail!("{other:?} is not a server mode"),
@@ -181,15 +190,36 @@ fn watch_config(
     ));
 }
 
+/// The TLS identity of `args` (none without a certificate), renewed as its files change.
+fn tls_identity(args: &TlsArgs) -> Result<Option<Arc<TlsIdentity>>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let timeout = Duration::from_millis(args.tls_handshake_timeout_ms.max(1));
+    let identity = Arc::new(TlsIdentity::load(cert, key, timeout).map_err(anyhow::Error::msg)?);
+    tokio::spawn(identity.clone().run_reload());
+    tracing::info!(cert = %cert.display(), "TLS on beside plaintext (permissive)");
+    Ok(Some(identity))
+}
+
+/// What every remoting port of a process shares.
+struct Servers<'a> {
+    tls: Option<Arc<TlsIdentity>>,
+    ops: &'a OpsState,
+    stop: watch::Receiver<bool>,
+}
+
 async fn start_namesrv(
     args: &NamesrvArgs,
     acl: Acl,
+    tls: Option<Arc<TlsIdentity>>,
     ops: &OpsState,
     stop: watch::Receiver<bool>,
 ) -> Result<SocketAddr> {
     let server = RemotingServer::bind(args.listen)
         .await
-        .with_context(|| format!("binding the name server to {}", args.listen))?;
+        .with_context(|| format!("binding the name server to {}", args.listen))?
+        .with_tls(tls);
     let addr = server.local_addr()?;
     let namesrv = Arc::new(
         NameServer::new(
@@ -213,20 +243,22 @@ async fn start_broker(
     file: FileSettings,
     acl: AclSettings,
     embedded_namesrv: Option<SocketAddr>,
-    ops: &OpsState,
+    servers: &Servers<'_>,
     ready: &mut serde_json::Map<String, serde_json::Value>,
-    stop: watch::Receiver<bool>,
 ) -> Result<(Arc<Broker>, Duration)> {
+    let Servers { tls, ops, stop } = servers;
     let standalone = embedded_namesrv.is_some();
     let max_message = file.max_message_size(&args)?;
     let server = RemotingServer::bind(args.listen)
         .await
         .with_context(|| format!("binding the broker to {}", args.listen))?
-        .with_max_frame(frame_limit(max_message));
+        .with_max_frame(frame_limit(max_message))
+        .with_tls(tls.clone());
     let addr = server.local_addr()?;
-    let vip = vip_server(&args, addr)
-        .await?
-        .map(|vip| vip.with_max_frame(frame_limit(max_message)));
+    let vip = vip_server(&args, addr).await?.map(|vip| {
+        vip.with_max_frame(frame_limit(max_message))
+            .with_tls(tls.clone())
+    });
     let advertised = args.advertise_addr.unwrap_or_else(|| reachable(addr));
     let store_dir = file.store_dir(&args);
     let levels = parse_delay_levels(&args.delay_levels).map_err(anyhow::Error::msg)?;
@@ -274,7 +306,7 @@ async fn start_broker(
     if let Some(vip) = vip {
         ready.insert("vip".into(), vip.local_addr()?.to_string().into());
         ops.add_server("vip", vip.stats());
-        tokio::spawn(vip.serve(broker.clone(), until_stopped(stop)));
+        tokio::spawn(vip.serve(broker.clone(), until_stopped(stop.clone())));
     }
     tracing::info!(%addr, %advertised, "broker listening");
     ready.insert("broker".into(), addr.to_string().into());

@@ -10,6 +10,7 @@
 mod channel;
 mod client;
 mod server;
+pub mod tls;
 
 pub use channel::{Channel, ChannelError, RequestContext, RequestHandler};
 pub use client::connect;

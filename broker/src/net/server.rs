@@ -1,11 +1,13 @@
 //! The accept loop: one [`Channel`] per client connection.
 
 use super::channel::{Closed, RequestHandler, run_connection};
+use super::tls::{Accepted, TlsIdentity};
 use crate::remoting::{CommandReader, CommandWriter, DEFAULT_MAX_FRAME};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Counters an operator reads at `/metrics`.
@@ -17,6 +19,11 @@ pub struct ServerStats {
     pub connections_open: AtomicU64,
     /// Connections closed because of a malformed or oversized frame.
     pub bad_frames: AtomicU64,
+    /// Connections that completed a TLS handshake.
+    pub tls_connections: AtomicU64,
+    /// Connections closed because their first byte or TLS handshake did not arrive in
+    /// time, or the handshake failed.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// A listening remoting server.
@@ -24,6 +31,7 @@ pub struct RemotingServer {
     listener: TcpListener,
     max_frame: usize,
     stats: Arc<ServerStats>,
+    tls: Option<Arc<TlsIdentity>>,
 }
 
 impl RemotingServer {
@@ -33,7 +41,14 @@ impl RemotingServer {
             listener: TcpListener::bind(addr).await?,
             max_frame: DEFAULT_MAX_FRAME,
             stats: Arc::default(),
+            tls: None,
         })
+    }
+
+    /// Also serves TLS clients on this port, with `identity` (plaintext ones still work).
+    pub fn with_tls(mut self, identity: Option<Arc<TlsIdentity>>) -> Self {
+        self.tls = identity;
+        self
     }
 
     /// Accepts frames up to `max_frame` bytes (length prefix included).
@@ -82,15 +97,64 @@ impl RemotingServer {
     ) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let (read, write) = stream.into_split();
+        let conn = Connection {
+            peer,
+            local,
+            max_frame: self.max_frame,
+            stats: self.stats.clone(),
+        };
+        let Some(tls) = self.tls.clone() else {
+            let (read, write) = stream.into_split();
+            return conn.start(read, write, handler);
+        };
+        // The first byte and the handshake are awaited in the connection's own task, so a
+        // slow client never holds up the accept loop.
+        tokio::spawn(async move {
+            match tls.accept(stream).await {
+                Ok(Accepted::Plain(stream)) => {
+                    let (read, write) = stream.into_split();
+                    conn.start(read, write, handler);
+                }
+                Ok(Accepted::Tls(stream)) => {
+                    conn.stats.tls_connections.fetch_add(1, Ordering::Relaxed);
+                    let (read, write) = tokio::io::split(*stream);
+                    conn.start(read, write, handler);
+                }
+                Err(e) => {
+                    conn.stats
+                        .tls_handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, error = %e, "closed a connection before its first frame");
+                }
+            }
+        });
+    }
+}
+
+/// A connection accepted, before it runs.
+struct Connection {
+    peer: SocketAddr,
+    local: SocketAddr,
+    max_frame: usize,
+    stats: Arc<ServerStats>,
+}
+
+impl Connection {
+    /// Runs the connection's tasks over `read`/`write`, counting it while open.
+    fn start<R, W, H>(self, read: R, write: W, handler: Arc<H>)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+        H: RequestHandler,
+    {
         let (_channel, done) = run_connection(
             CommandReader::new(read, self.max_frame),
             CommandWriter::new(write),
-            peer,
-            local,
+            self.peer,
+            self.local,
             handler,
         );
-        let stats = self.stats.clone();
+        let (stats, peer) = (self.stats, self.peer);
         stats.connections_total.fetch_add(1, Ordering::Relaxed);
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {

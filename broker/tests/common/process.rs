@@ -90,6 +90,22 @@ impl BrokerProcess {
         self.addr("broker")
     }
 
+    /// The process's `/metrics` page (its ops port).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = self.addr("http");
+        let mut s = std::net::TcpStream::connect(&addr).expect("ops port accepts");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request written");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response read");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    }
+
     /// SIGKILLs the process (a crash) and reaps it.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
