@@ -17,7 +17,8 @@
 //! - LOCK/UNLOCK_BATCH_MQ: SUB on the group and every topic of the queues;
 //! - GET_MAX/MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME: SUB on the
 //!   topic;
-//! - admin requests ([`super::admin::is_admin`]): an admin account — and with an admin
+//! - admin requests ([`super::admin::is_admin`], and 222, 300, 307, 309, 30002 of
+//!   [`super::consume::is_consume_admin`]): an admin account — and with an admin
 //!   key these are checked whether or not ACL is on ([`crate::acl::Acl::authorize_admin`]);
 //! - anything else: a valid signature (such codes are answered "not supported" anyway;
 //!   a new processor must add its code here).
@@ -97,6 +98,7 @@ pub(super) fn needs(req: &RemotingCommand, ns: &Namespace) -> Result<Needs, Stri
             needs.topic(&name(&header::<QueueHeader>(req)?.topic), Perm::SUB);
         }
         code if super::admin::is_admin(code) => return Ok(Needs::admin()),
+        code if super::consume::is_consume_admin(code) => return Ok(Needs::admin()),
         _ => {}
     }
     Ok(needs)
@@ -115,7 +117,7 @@ impl Broker {
     /// everything when ACL is on; the refusal answers it otherwise.
     pub(super) fn authorize(&self, req: &RemotingCommand) -> Result<(), Refusal> {
         let acl = &self.cfg.acl;
-        if super::admin::is_admin(req.code) {
+        if super::admin::is_admin(req.code) || super::consume::is_consume_admin(req.code) {
             acl.authorize_admin(req)
         } else {
             acl.authorize(req, || needs(req, &self.cfg.namespace))
@@ -280,6 +282,20 @@ mod tests {
             needs(&RemotingCommand::new_request(9999), &ns()).unwrap(),
             Needs::signature_only()
         );
+    }
+
+    #[test]
+    fn consumer_admin_codes_need_the_admin_key() {
+        for code in [
+            INVOKE_BROKER_TO_RESET_OFFSET,
+            QUERY_TOPIC_CONSUME_BY_WHO,
+            GET_CONSUMER_RUNNING_INFO,
+            CONSUME_MESSAGE_DIRECTLY,
+            super::super::dlq::RESEND_DLQ_MESSAGE,
+        ] {
+            let req = RemotingCommand::new_request(code);
+            assert_eq!(needs(&req, &ns()).unwrap(), Needs::admin(), "code {code}");
+        }
     }
 
     #[test]

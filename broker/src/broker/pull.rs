@@ -45,12 +45,13 @@ impl Broker {
     pub(super) async fn pull(&self, _ctx: &RequestContext, req: &RemotingCommand) -> Reply {
         let pull = self.resolve_pull(req)?;
         let h = &pull.header;
+        self.resets
+            .pulled(&pull.group, &pull.topic, h.queue_id, h.queue_offset);
         if h.sys_flag & FLAG_COMMIT_OFFSET != 0
             && h.commit_offset >= 0
             && self.is_clustering(&pull.group)
         {
-            self.offsets
-                .commit(&pull.group, &pull.topic, h.queue_id, h.commit_offset);
+            self.commit_client_offset(&pull.group, &pull.topic, h.queue_id, h.commit_offset);
         }
         let notify = self.arrivals.of(&pull.topic, h.queue_id);
         let arrived = notify.notified();
