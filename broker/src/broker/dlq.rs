@@ -110,7 +110,8 @@ impl Broker {
             )
         };
         if let Some(id) = h.msg_id.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
-            if let Some(entry) = self.store.view_by_msg_id(id)?
+            // A unique key may decode as an offset id pointing nowhere: no error.
+            if let Some(entry) = self.store.view_by_msg_id(id).ok().flatten()
                 && message::decode(&entry).is_ok_and(|m| m.topic == dlq)
             {
                 return Ok(entry);

@@ -45,8 +45,6 @@ impl Broker {
     pub(super) async fn pull(&self, _ctx: &RequestContext, req: &RemotingCommand) -> Reply {
         let pull = self.resolve_pull(req)?;
         let h = &pull.header;
-        self.resets
-            .pulled(&pull.group, &pull.topic, h.queue_id, h.queue_offset);
         if h.sys_flag & FLAG_COMMIT_OFFSET != 0
             && h.commit_offset >= 0
             && self.is_clustering(&pull.group)

@@ -17,9 +17,11 @@
 //!
 //! The race: a client's periodic commit sent before it adopted the reset carries its old
 //! position and would undo it. So after a reset the broker ignores a group's commits on
-//! the queue that differ from the reset offset until the client shows it adopted it (a
-//! pull from that group at the reset offset) or the guard window passes
-//! (`--reset-guard-secs`, default 30 s, longer than the clients' 10 s wait).
+//! the queue that differ from the reset offset until the client shows it adopted it (it
+//! commits the reset offset itself: clients persist the offset they were reset to
+//! before consuming on) or the guard window passes (`--reset-guard-secs`, default 30 s,
+//! longer than the clients' 10 s wait). A pull at the reset offset is no proof: a client
+//! that had already fetched a queue to its end pulls there before and after a skip-all.
 
 use super::core::{Broker, ok};
 use super::refusal::{Refusal, Reply};
@@ -94,29 +96,21 @@ impl ResetGuards {
         );
     }
 
-    /// Whether a client's commit of `offset` may be recorded.
+    /// Whether a client's commit of `offset` may be recorded; a commit of the reset
+    /// offset itself shows the client adopted it and ends the guard.
     pub fn allows(&self, group: &str, topic: &str, queue_id: i32, offset: i64) -> bool {
         let mut guards = self.lock();
+        if guards.is_empty() {
+            return true;
+        }
         let key = (group.to_owned(), topic.to_owned(), queue_id);
         match guards.get(&key) {
-            Some(&(reset, until)) if Instant::now() < until => offset == reset,
+            Some(&(reset, until)) if Instant::now() < until && offset != reset => false,
             Some(_) => {
                 guards.remove(&key);
                 true
             }
             None => true,
-        }
-    }
-
-    /// A pull from `offset`: the group's client adopted the reset if it is the reset offset.
-    pub fn pulled(&self, group: &str, topic: &str, queue_id: i32, offset: i64) {
-        let mut guards = self.lock();
-        if guards.is_empty() {
-            return;
-        }
-        let key = (group.to_owned(), topic.to_owned(), queue_id);
-        if guards.get(&key).is_some_and(|&(reset, _)| reset == offset) {
-            guards.remove(&key);
         }
     }
 }
@@ -262,25 +256,20 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_guard_refuses_stale_commits_until_the_client_pulls_from_the_reset_offset() {
+    fn a_guard_refuses_stale_commits_until_the_client_commits_the_reset_offset() {
         let guards = ResetGuards::default();
         let until = Instant::now() + Duration::from_secs(60);
         guards.arm("G", "T", 0, 5, until);
         assert!(!guards.allows("G", "T", 0, 90), "the old position is stale");
-        assert!(
-            guards.allows("G", "T", 0, 5),
-            "the reset offset itself is fine"
-        );
+        assert!(!guards.allows("G", "T", 0, 3), "so is one below");
         assert!(
             guards.allows("G", "T", 1, 90),
             "other queues are not guarded"
         );
-        guards.pulled("G", "T", 0, 90);
         assert!(
-            !guards.allows("G", "T", 0, 91),
-            "a pull elsewhere adopts nothing"
+            guards.allows("G", "T", 0, 5),
+            "the reset offset itself: adopted"
         );
-        guards.pulled("G", "T", 0, 5);
         assert!(
             guards.allows("G", "T", 0, 7),
             "adopted: commits count again"

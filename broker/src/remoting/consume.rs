@@ -52,20 +52,24 @@ pub struct ConsumerRunningInfo {
 }
 
 /// CONSUME_MESSAGE_DIRECTLY answer: how the client's listener took the message
-/// (`ConsumeMessageDirectlyResult`).
+/// (`ConsumeMessageDirectlyResult`). Java writes camelCase; `rocketmq-client-rust` 1.0
+/// writes the Rust field names (`auto_commit`, …), so both are read.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ConsumeMessageDirectlyResult {
     /// The consumer is orderly.
     pub order: bool,
     /// Orderly consumers: offsets committed automatically.
+    #[serde(alias = "auto_commit")]
     pub auto_commit: bool,
     /// `CR_SUCCESS`, `CR_LATER`, `CR_ROLLBACK`, `CR_COMMIT`, `CR_THROW_EXCEPTION`,
     /// `CR_RETURN_NULL`.
+    #[serde(alias = "consume_result")]
     pub consume_result: String,
     /// What went wrong, if anything.
     pub remark: Option<String>,
     /// Time the listener took (ms).
+    #[serde(alias = "spent_time_mills")]
     pub spent_time_mills: i64,
 }
 
@@ -118,6 +122,20 @@ mod tests {
         assert_eq!(info.subscription_set[0].topic, "T");
         assert_eq!(info.mq_table.0.len(), 1);
         assert_eq!(info.jstack.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn consume_directly_results_are_read_in_both_spellings() {
+        let java =
+            r#"{"autoCommit":true,"consumeResult":"CR_SUCCESS","order":false,"spentTimeMills":3}"#;
+        let rust = r#"{"order":false,"auto_commit":true,"consume_result":"CR_SUCCESS","remark":null,"spent_time_mills":3}"#;
+        for text in [java, rust] {
+            let r: ConsumeMessageDirectlyResult = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                (r.consume_result.as_str(), r.auto_commit, r.spent_time_mills),
+                ("CR_SUCCESS", true, 3)
+            );
+        }
     }
 
     #[test]
