@@ -11,7 +11,8 @@
 //! Unlike Java, which leaves committing to the clients (and answers CONSUMER_NOT_ONLINE
 //! for an offline group), the broker commits the new offsets itself, so an offline group
 //! simply starts there. Online clients are told with RESET_CONSUMER_CLIENT_OFFSET (220,
-//! oneway, same header, body `{"offsetTable":…}` in the names each client uses); Java
+//! oneway, same header, body `{"offsetTable":…}` in the names each client uses; C++
+//! clients get Java's `ResetOffsetBodyForC` list form, which is what they parse); Java
 //! and `rocketmq-client-rust` clients then drop what they hold, wait (10 s in both) and
 //! continue from the new offsets, committing them.
 //!
@@ -28,7 +29,7 @@ use super::refusal::{Refusal, Reply};
 use crate::command_header;
 use crate::remoting::body::MessageQueue;
 use crate::remoting::fastjson::MqMap;
-use crate::remoting::{CommandHeader, RemotingCommand, request_code, response_code};
+use crate::remoting::{CommandHeader, LanguageCode, RemotingCommand, request_code, response_code};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,6 +63,26 @@ pub struct ResetOffsetBody {
 }
 
 impl ResetOffsetBody {
+    /// The body C++ clients read (`ResetOffsetBodyForC`): a list of queues with offsets.
+    pub fn to_json_for_c(&self) -> bytes::Bytes {
+        let entries: Vec<serde_json::Value> = self
+            .offset_table
+            .0
+            .iter()
+            .map(|(mq, offset)| {
+                serde_json::json!({
+                    "brokerName": mq.broker_name,
+                    "offset": offset,
+                    "queueId": mq.queue_id,
+                    "topic": mq.topic,
+                })
+            })
+            .collect();
+        serde_json::json!({ "offsetTable": entries })
+            .to_string()
+            .into()
+    }
+
     /// The body as Java writes it (fastjson, queue objects as keys).
     pub fn to_fastjson(&self) -> bytes::Bytes {
         let mut out = String::from(r#"{"offsetTable":"#);
@@ -235,12 +256,14 @@ impl Broker {
                 queue_id: None,
                 offset: None,
             });
-            notify.body = Some(
-                ResetOffsetBody {
-                    offset_table: shown,
-                }
-                .to_fastjson(),
-            );
+            let body = ResetOffsetBody {
+                offset_table: shown,
+            };
+            notify.body = Some(if client.language == LanguageCode::Cpp {
+                body.to_json_for_c()
+            } else {
+                body.to_fastjson()
+            });
             tokio::spawn(async move {
                 if let Err(e) = client.channel.send_oneway(notify).await {
                     tracing::warn!(client = %client.client_id, error = %e, "telling a client of a reset failed");
@@ -296,6 +319,11 @@ mod tests {
         assert_eq!(
             &body.to_fastjson()[..],
             br#"{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:3}}"#
+        );
+        assert_eq!(
+            &body.to_json_for_c()[..],
+            br#"{"offsetTable":[{"brokerName":"b","offset":3,"queueId":0,"topic":"T"}]}"#,
+            "C++ clients read a list"
         );
     }
 }
