@@ -499,6 +499,27 @@ fn skip_all_accumulated_empties_the_backlog_online_and_offline() {
             0,
             "committed at once"
         );
+        // A client that has not adopted the reset commits its old position: ignored,
+        // until it commits the reset offset itself (it adopted it).
+        let (q0, end) = offsets
+            .iter()
+            .find(|(mq, _)| mq.queue_id == 0)
+            .map(|(mq, &o)| (mq.queue_id, o))
+            .expect("queue 0 reset");
+        assert!(end > 0, "queue 0 has messages");
+        commit_offset(&addr, "GID_skip_offline", "SkipTopic", q0, 0).await;
+        assert_eq!(
+            backlog(&admin, "GID_skip_offline", "SkipTopic").await,
+            0,
+            "a stale commit does not undo the reset"
+        );
+        commit_offset(&addr, "GID_skip_offline", "SkipTopic", q0, end).await;
+        commit_offset(&addr, "GID_skip_offline", "SkipTopic", q0, end - 1).await;
+        assert_eq!(
+            backlog(&admin, "GID_skip_offline", "SkipTopic").await,
+            1,
+            "once the reset offset is committed, commits count again"
+        );
 
         // Online group: the third-party admin, resetting to now (what a console's
         // "skip accumulation" also sends as a time).
