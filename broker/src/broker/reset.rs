@@ -6,7 +6,8 @@
 //! with an offset ≥ 0 sets that one queue to that offset). `timestamp` -1 means the end
 //! of each queue, what the dashboard's "skip accumulation" sends; any other time means
 //! the first offset stored at or after it. As in Java, without `isForce` a queue only
-//! moves backwards. The answer is `{"offsetTable":{MQ:offset}}` (fastjson object keys).
+//! moves backwards; a queue the group has no offset on yet gets the new offset (Java
+//! refuses the whole reset as "consumer group not exist" then). The answer is `{"offsetTable":{MQ:offset}}` (fastjson object keys).
 //!
 //! Unlike Java, which leaves committing to the clients (and answers CONSUMER_NOT_ONLINE
 //! for an offline group), the broker commits the new offsets itself, so an offline group
