@@ -258,6 +258,14 @@ pub struct BrokerArgs {
     /// unlimited) [default: the config file's `maxReceiveTps`, else 0].
     #[arg(long, env = "MQ_MAX_RECEIVE_TPS")]
     pub max_receive_tps: Option<u64>,
+    /// Milliseconds the broker waits for a consumer client it relays an admin call to
+    /// (running info, consume directly) before answering that it timed out.
+    #[arg(long, env = "MQ_CLIENT_CALL_TIMEOUT_MS", default_value_t = 5000)]
+    pub client_call_timeout_ms: u64,
+    /// After an offset reset, at most this many seconds during which a group's commits
+    /// that would undo it are ignored (until its client pulls from the reset offset).
+    #[arg(long, env = "MQ_RESET_GUARD_SECS", default_value_t = 30)]
+    pub reset_guard_secs: u64,
     /// ACL: admin requests need the admin key's signature; with ACL on, every client
     /// request must be signed and granted too.
     #[command(flatten)]

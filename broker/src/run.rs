@@ -286,6 +286,8 @@ async fn start_broker(
     cfg.auto_create_groups = standalone;
     cfg.delay_levels = levels;
     cfg.register_interval = Duration::from_secs(args.register_interval_secs.max(1));
+    cfg.client_call_timeout = Duration::from_millis(args.client_call_timeout_ms.max(1));
+    cfg.reset_offset_guard = Duration::from_secs(args.reset_guard_secs);
     cfg.acl = acl.acl.clone();
     let tps = file.tps(&args)?;
     cfg.limits = tps.limits.clone();

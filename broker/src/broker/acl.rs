@@ -20,7 +20,8 @@
 //! - admin requests ([`super::admin::is_admin`]) and **every code not listed in
 //!   [`CLIENT_CODES`]**: an admin account — and with an admin key these are checked whether
 //!   or not ACL is on ([`crate::acl::Acl::authorize_admin`]). So a new request code is
-//!   admin-only until its client entry is written here: forgetting it fails closed.
+//!   admin-only until its client entry is written here: forgetting it fails closed (the
+//!   consumer admin codes 222, 300, 307, 309 and 30002 of [`super::consume`] are such).
 //!
 //! The client codes are checked only when ACL (`aclEnable`) is on.
 
@@ -309,6 +310,21 @@ mod tests {
         );
         assert!(needs_admin(9999) && needs_admin(UPDATE_AND_CREATE_TOPIC));
         assert!(!needs_admin(SEND_MESSAGE) && !needs_admin(HEART_BEAT));
+    }
+
+    #[test]
+    fn consumer_admin_codes_need_the_admin_key() {
+        for code in [
+            INVOKE_BROKER_TO_RESET_OFFSET,
+            QUERY_TOPIC_CONSUME_BY_WHO,
+            GET_CONSUMER_RUNNING_INFO,
+            CONSUME_MESSAGE_DIRECTLY,
+            super::super::dlq::RESEND_DLQ_MESSAGE,
+        ] {
+            let req = RemotingCommand::new_request(code);
+            assert_eq!(needs(&req, &ns()).unwrap(), Needs::admin(), "code {code}");
+            assert!(needs_admin(code), "code {code}");
+        }
     }
 
     #[test]

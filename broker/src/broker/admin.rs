@@ -346,6 +346,9 @@ impl Broker {
                     broker_offset: self.store.max_offset(&topic, queue_id) as i64,
                     consumer_offset,
                     last_timestamp: self.store_time(&topic, queue_id, consumer_offset - 1),
+                    // Pull positions are not tracked: the committed offset is where the
+                    // group continues after a rebalance.
+                    pull_offset: consumer_offset,
                 };
                 stats
                     .offset_table

@@ -50,6 +50,10 @@ pub struct BrokerConfig {
     pub acl: Acl,
     /// Send and receive TPS limits (unlimited by default; live, shared).
     pub limits: super::limits::Limits,
+    /// Longest the broker waits for a client it relays a call to (307, 309).
+    pub client_call_timeout: Duration,
+    /// After an offset reset, how long stale commits of the group are ignored at most.
+    pub reset_offset_guard: Duration,
 }
 
 impl BrokerConfig {
@@ -75,6 +79,8 @@ impl BrokerConfig {
             max_send_wait: super::gate::DEFAULT_MAX_SEND_WAIT,
             acl: Acl::default(),
             limits: super::limits::Limits::default(),
+            client_call_timeout: Duration::from_secs(5),
+            reset_offset_guard: Duration::from_secs(30),
         }
     }
 }

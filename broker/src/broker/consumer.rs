@@ -204,7 +204,7 @@ impl Broker {
         let offset = h
             .commit_offset
             .ok_or(crate::remoting::HeaderError::Missing("commitOffset"))?;
-        self.offsets.commit(
+        self.commit_client_offset(
             &ns.canonical(&h.consumer_group),
             &ns.canonical(&h.topic),
             h.queue_id,

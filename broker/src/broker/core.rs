@@ -52,6 +52,7 @@ pub struct Broker {
     pub(super) activity: Activity,
     pub(super) gate: SendQueue,
     pub(super) lifecycle: Lifecycle,
+    pub(super) resets: super::reset::ResetGuards,
 }
 
 impl Broker {
@@ -71,6 +72,7 @@ impl Broker {
             activity: Activity::new(),
             gate: SendQueue::new(&store, cfg.max_send_wait),
             lifecycle: Lifecycle::default(),
+            resets: super::reset::ResetGuards::default(),
             store,
             cfg,
         };
@@ -212,6 +214,7 @@ impl Broker {
             request_code::UNLOCK_BATCH_MQ => self.unlock_batch(req),
             request_code::CONSUMER_SEND_MSG_BACK => self.send_back(req).await,
             code if super::admin::is_admin(code) => self.admin(req),
+            code if super::consume::is_consume_admin(code) => self.consume_admin(req).await,
             _ => Ok(not_supported(req)),
         }
     }

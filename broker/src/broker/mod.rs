@@ -5,7 +5,8 @@
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
 //! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
 //! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `acl`
-//! (what each request needs of the ACL), `limits` (instance TPS limits).
+//! (what each request needs of the ACL), `limits` (instance TPS limits), `consume` (who consumes what, calls relayed to
+//! clients), `reset` (offset resets), `dlq` (dead-letter resend).
 
 mod acl;
 pub mod activity;
@@ -14,8 +15,10 @@ mod arrivals;
 mod bucket;
 pub mod clients;
 pub mod config;
+mod consume;
 mod consumer;
 mod core;
+mod dlq;
 pub mod gate;
 pub mod groups;
 mod lifecycle;
@@ -26,6 +29,7 @@ pub mod persist;
 mod pull;
 mod refusal;
 mod register;
+mod reset;
 mod retry;
 pub mod schedule;
 mod send;
@@ -33,5 +37,8 @@ pub mod table;
 pub mod topics;
 
 pub use config::{BrokerConfig, DEFAULT_DELAY_LEVELS, parse_delay_levels};
+pub use consume::{GroupList, QueryTopicConsumeByWhoRequestHeader};
 pub use core::{Broker, BrokerStats};
+pub use dlq::{RESEND_DLQ_MESSAGE, ResendDlqMessageRequestHeader, ResendDlqMessageResponseHeader};
 pub use refusal::{Refusal, Reply};
+pub use reset::{ResetOffsetBody, ResetOffsetRequestHeader};

@@ -49,8 +49,7 @@ impl Broker {
             && h.commit_offset >= 0
             && self.is_clustering(&pull.group)
         {
-            self.offsets
-                .commit(&pull.group, &pull.topic, h.queue_id, h.commit_offset);
+            self.commit_client_offset(&pull.group, &pull.topic, h.queue_id, h.commit_offset);
         }
         let notify = self.arrivals.of(&pull.topic, h.queue_id);
         let arrived = notify.notified();

@@ -22,9 +22,11 @@
 //! # Ok(()) }
 //! ```
 
+mod consume;
 mod error;
 
 pub use crate::acl::Credentials;
+pub use consume::{DlqMessageRef, TrackedMessage};
 pub use error::AdminError;
 
 use crate::broker::admin::{

@@ -22,6 +22,9 @@ pub struct OffsetWrapper {
     pub consumer_offset: i64,
     /// Store time of the last consumed message (ms), 0 when unknown.
     pub last_timestamp: i64,
+    /// 5.x: where the group pulls next. 4.x tools ignore it, but `rocketmq-client-rust`'s
+    /// admin refuses a body without it (its `message_track_detail` reads 208).
+    pub pull_offset: i64,
 }
 
 impl OffsetWrapper {
@@ -160,6 +163,7 @@ mod tests {
             broker_offset: 10,
             consumer_offset: 4,
             last_timestamp: 1_700_000_000_000,
+            pull_offset: 4,
         };
         let stats = ConsumeStats {
             consume_tps: 1.5,
@@ -168,7 +172,7 @@ mod tests {
         let wire = stats.to_fastjson();
         assert_eq!(
             &wire[..],
-            br#"{"consumeTps":1.5,"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:{"brokerOffset":10,"consumerOffset":4,"lastTimestamp":1700000000000}}}"#
+            br#"{"consumeTps":1.5,"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:{"brokerOffset":10,"consumerOffset":4,"lastTimestamp":1700000000000,"pullOffset":4}}}"#
         );
         assert_eq!(from_slice::<ConsumeStats>(&wire).unwrap(), stats);
         assert_eq!(stats.total_diff(), 6);

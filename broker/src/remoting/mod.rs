@@ -12,6 +12,7 @@ pub mod body;
 pub mod codes;
 pub mod command;
 pub mod connection;
+pub mod consume;
 pub mod fastjson;
 pub mod frame;
 pub mod header;
