@@ -229,6 +229,18 @@ pub struct BrokerArgs {
     /// unlimited) [default: the config file's `maxReceiveTps`, else 0].
     #[arg(long, env = "MQ_MAX_RECEIVE_TPS")]
     pub max_receive_tps: Option<u64>,
+    /// Most statistics series (topics, group × topic pairs) counted per minute; beyond it
+    /// new series are not tracked (a log line and `mq_broker_stats_untracked_total` say so).
+    #[arg(long, env = "MQ_STATS_MAX_SERIES", default_value_t = 10_000)]
+    pub stats_max_series: usize,
+    /// Width of a statistics bucket in ms: one minute; tests shorten it.
+    #[arg(
+        long,
+        env = "MQ_STATS_BUCKET_MS",
+        default_value_t = 60_000,
+        hide = true
+    )]
+    pub stats_bucket_ms: i64,
     /// ACL: admin requests need the admin key's signature; with ACL on, every client
     /// request must be signed and granted too.
     #[command(flatten)]

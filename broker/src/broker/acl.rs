@@ -17,6 +17,10 @@
 //! - LOCK/UNLOCK_BATCH_MQ: SUB on the group and every topic of the queues;
 //! - GET_MAX/MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME: SUB on the
 //!   topic;
+//! - QUERY_MESSAGE: SUB on the topic (a system topic: admin only, in the processor);
+//! - VIEW_MESSAGE_BY_ID: a valid signature here — the processor loads the message and
+//!   checks SUB on the topic it really is in (system topics: admin only);
+//! - QUERY_CONSUME_TIME_SPAN, BROWSE_MESSAGES, GET_STATS_MINUTES are admin requests;
 //! - admin requests ([`super::admin::is_admin`]): an admin account — and with an admin
 //!   key these are checked whether or not ACL is on ([`crate::acl::Acl::authorize_admin`]);
 //! - anything else: a valid signature (such codes are answered "not supported" anyway;
@@ -95,6 +99,10 @@ pub(super) fn needs(req: &RemotingCommand, ns: &Namespace) -> Result<Needs, Stri
         | SEARCH_OFFSET_BY_TIMESTAMP
         | GET_EARLIEST_MSG_STORETIME => {
             needs.topic(&name(&header::<QueueHeader>(req)?.topic), Perm::SUB);
+        }
+        QUERY_MESSAGE => {
+            let h = header::<super::query::QueryMessageRequestHeader>(req)?;
+            needs.topic(&name(&h.topic), Perm::SUB);
         }
         code if super::admin::is_admin(code) => return Ok(Needs::admin()),
         _ => {}
@@ -280,6 +288,25 @@ mod tests {
             needs(&RemotingCommand::new_request(9999), &ns()).unwrap(),
             Needs::signature_only()
         );
+    }
+
+    #[test]
+    fn queries_need_sub_on_the_topic_and_browse_and_stats_are_admin() {
+        let query = RemotingCommand::new_request(QUERY_MESSAGE)
+            .with_ext("topic", "orders")
+            .with_ext("key", "k")
+            .with_ext("maxNum", "32")
+            .with_ext("beginTimestamp", "0")
+            .with_ext("endTimestamp", "1");
+        let n = needs(&query, &ns()).unwrap();
+        assert_eq!(topics(&n), [("MQ_INST_1_x%orders", Perm::SUB)]);
+        // The processor checks the stored message's own topic.
+        let view = RemotingCommand::new_request(VIEW_MESSAGE_BY_ID).with_ext("offset", "0");
+        assert_eq!(needs(&view, &ns()).unwrap(), Needs::signature_only());
+        for code in [QUERY_CONSUME_TIME_SPAN, BROWSE_MESSAGES, GET_STATS_MINUTES] {
+            let req = RemotingCommand::new_request(code);
+            assert_eq!(needs(&req, &ns()).unwrap(), Needs::admin(), "code {code}");
+        }
     }
 
     #[test]

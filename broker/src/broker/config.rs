@@ -50,6 +50,10 @@ pub struct BrokerConfig {
     pub acl: Acl,
     /// Send and receive TPS limits (unlimited by default; live, shared).
     pub limits: super::limits::Limits,
+    /// Width of a statistics bucket in ms (one minute; shorter only in tests).
+    pub stats_bucket_ms: i64,
+    /// Most statistics series (topics + group × topic pairs) tracked.
+    pub stats_max_series: usize,
 }
 
 impl BrokerConfig {
@@ -75,6 +79,8 @@ impl BrokerConfig {
             max_send_wait: super::gate::DEFAULT_MAX_SEND_WAIT,
             acl: Acl::default(),
             limits: super::limits::Limits::default(),
+            stats_bucket_ms: super::minute_stats::DEFAULT_BUCKET_MS,
+            stats_max_series: super::minute_stats::DEFAULT_MAX_SERIES,
         }
     }
 }

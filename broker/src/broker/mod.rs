@@ -4,7 +4,8 @@
 //! Processors are split by concern: [`send`](self) (send, batch), `pull` (long polling,
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
 //! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
-//! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `acl`
+//! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `query`
+//! (message queries, browse, per-minute statistics in `minute_stats`), `acl`
 //! (what each request needs of the ACL), `limits` (instance TPS limits).
 
 mod acl;
@@ -21,9 +22,11 @@ pub mod groups;
 mod lifecycle;
 pub mod limits;
 pub mod locks;
+pub mod minute_stats;
 pub mod offsets;
 pub mod persist;
 mod pull;
+pub mod query;
 mod refusal;
 mod register;
 mod retry;

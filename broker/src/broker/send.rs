@@ -194,6 +194,10 @@ impl Broker {
             .fetch_add(bytes as u64, Ordering::Relaxed);
         for m in msgs {
             self.arrivals.notify(&m.topic, m.queue_id);
+            // Delayed and half messages count when they reach their real topic.
+            if !crate::names::is_system(&m.topic) {
+                self.minutes.record_put(&m.topic, 1);
+            }
         }
     }
 

@@ -23,9 +23,11 @@
 //! ```
 
 mod error;
+mod query;
 
 pub use crate::acl::Credentials;
 pub use error::AdminError;
+pub use query::{BrowsePage, QueriedMessage};
 
 use crate::broker::admin::{
     CreateTopicRequestHeader, DeleteSubscriptionGroupRequestHeader, GetConsumeStatsRequestHeader,
