@@ -456,6 +456,109 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acl::{Acl, AclTable, Credentials};
+    use crate::broker::BrokerConfig;
+    use crate::names::Namespace;
+    use crate::store::message::sysflag;
+    use crate::store::{MessageStore, MessageToStore, StoreConfig};
+
+    /// A broker over a fresh store in a temp dir, with an admin key.
+    fn broker(name: &str) -> (Broker, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mq-query-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store_cfg = StoreConfig::new(&dir);
+        store_cfg.background = false;
+        let store = Arc::new(MessageStore::open(store_cfg).expect("store opens"));
+        let mut cfg = BrokerConfig::new(&dir);
+        cfg.acl = Acl::with_admin_key(
+            false,
+            AclTable::parse(r#"{"accounts":[]}"#, &Namespace::default()).expect("acl"),
+            Some(Credentials::new("admin", "admin-secret")),
+        );
+        (Broker::new(cfg, store).expect("broker"), dir)
+    }
+
+    fn put(b: &Broker, topic: &str, sys_flag: i32, body: &str, uniq: &str) -> u64 {
+        let mut m = MessageToStore::new(topic, 0, Bytes::copy_from_slice(body.as_bytes()))
+            .with_properties([("KEYS", "K"), ("UNIQ_KEY", uniq)]);
+        m.sys_flag = sys_flag;
+        b.store.put(&m).expect("put").phys_offset
+    }
+
+    fn query(topic: &str, key: &str, unique: bool) -> RemotingCommand {
+        let mut req = RemotingCommand::new_request(request_code::QUERY_MESSAGE);
+        req.set_header(&QueryMessageRequestHeader {
+            topic: topic.into(),
+            key: key.into(),
+            max_num: 32,
+            begin_timestamp: 0,
+            end_timestamp: i64::MAX,
+        });
+        req.with_ext(UNIQUE_KEY_QUERY, if unique { "true" } else { "false" })
+    }
+
+    fn bodies(response: &RemotingCommand) -> Vec<String> {
+        crate::client::QueriedMessage::decode_all(response.body.as_deref().unwrap_or_default())
+            .expect("decodes")
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn half_and_rolled_back_messages_are_never_returned() {
+        let (b, dir) = broker("tx");
+        put(&b, "T", 0, "plain", "U1");
+        let half = put(&b, "T", sysflag::TRANSACTION_PREPARED, "half", "U2");
+        let rolled = put(&b, "T", sysflag::TRANSACTION_ROLLBACK, "rolled", "U3");
+        let committed = put(&b, "T", sysflag::TRANSACTION_COMMIT, "committed", "U4");
+        let by_key = b.query(&query("T", "K", false)).await.unwrap().unwrap();
+        let mut found = bodies(&by_key);
+        found.sort();
+        assert_eq!(found, ["committed", "plain"]);
+        for uniq in ["U2", "U3"] {
+            let r = b.query(&query("T", uniq, true)).await.unwrap().unwrap();
+            assert_eq!(r.code, response_code::QUERY_NOT_FOUND);
+            assert!(r.ext("indexLastUpdatePhyoffset").is_some());
+        }
+        let view = |offset: u64| {
+            RemotingCommand::new_request(request_code::VIEW_MESSAGE_BY_ID)
+                .with_ext("offset", offset.to_string())
+        };
+        for offset in [half, rolled] {
+            let refused = b.query(&view(offset)).await.unwrap().unwrap_err();
+            assert_eq!(refused.code, response_code::SYSTEM_ERROR);
+            assert!(refused.remark.contains("can not find message"));
+        }
+        let seen = b.query(&view(committed)).await.unwrap().unwrap();
+        assert_eq!(bodies(&seen), ["committed"]);
+        let garbage = b.query(&view(u64::MAX >> 1)).await.unwrap().unwrap_err();
+        assert_eq!(garbage.code, response_code::SYSTEM_ERROR);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn system_topics_are_answered_only_to_the_admin() {
+        let (b, dir) = broker("system");
+        let half = put(&b, "RMQ_SYS_TRANS_HALF_TOPIC", 0, "half", "U1");
+        let refused = b
+            .query(&query("RMQ_SYS_TRANS_HALF_TOPIC", "K", false))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            refused.remark.contains("system topic"),
+            "{}",
+            refused.remark
+        );
+        let mut view = RemotingCommand::new_request(request_code::VIEW_MESSAGE_BY_ID)
+            .with_ext("offset", half.to_string());
+        assert!(b.query(&view).await.unwrap().is_err());
+        crate::acl::sign::sign(&mut view, &Credentials::new("admin", "admin-secret"));
+        let seen = b.query(&view).await.unwrap().unwrap();
+        assert_eq!(bodies(&seen), ["half"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn time_span_body_has_javas_field_names() {
