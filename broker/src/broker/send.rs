@@ -194,9 +194,12 @@ impl Broker {
             .fetch_add(bytes as u64, Ordering::Relaxed);
         for m in msgs {
             self.arrivals.notify(&m.topic, m.queue_id);
+        }
+        // A batch is one topic: one count per run of a topic, not one lock per message.
+        for run in msgs.chunk_by(|a, b| a.topic == b.topic) {
             // Delayed and half messages count when they reach their real topic.
-            if !crate::names::is_system(&m.topic) {
-                self.minutes.record_put(&m.topic, 1);
+            if !crate::names::is_system(&run[0].topic) {
+                self.minutes.record_put(&run[0].topic, run.len() as u64);
             }
         }
     }
