@@ -634,3 +634,36 @@ fn minute_buckets_sum_to_what_was_sent_and_consumed_also_after_a_clean_restart()
     let page = metrics(&broker.addr("http"));
     assert_eq!(sample(&page, &put_series), Some(600), "{page}");
 }
+
+#[test]
+fn minute_buckets_written_before_a_kill_survive_it() {
+    let dir = TempDir::new("stats-kill");
+    let store = dir.0.join("store");
+    let args = ["--stats-bucket-ms", "1000"];
+    let broker = support::standalone(&store, &args);
+    let namesrv = broker.namesrv();
+    Client::new().run(|rt| async move {
+        let mut p = producer(&rt, &namesrv, "stats-kill", None, None).await;
+        for i in 0..25 {
+            send(&p, STATS_TOPIC, &format!("k-{i}"), &[]).await;
+        }
+        p.shutdown().await;
+    });
+    // The broker writes its counts every few seconds (with the consumer offsets); wait
+    // for a write that holds all 25, then crash it.
+    let file = store.join("config").join("minuteStats.json");
+    let written = Instant::now();
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains("\"total\":25")) {
+        assert!(
+            written.elapsed() < Duration::from_secs(20),
+            "the counts were not written within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.kill9();
+    let broker = support::standalone(&store, &args);
+    let addr = broker.broker();
+    let (sum, _) =
+        Client::new().run(|_| async move { stats_sum(&admin(&addr, None).await, None).await });
+    assert_eq!(sum, 25, "counts written before the kill are kept");
+}
