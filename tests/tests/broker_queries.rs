@@ -15,7 +15,7 @@ use mq_broker::remoting::body::PERM_WRITE;
 use mq_broker::remoting::response_code;
 use rocketmq_client_rust::{
     AclClientRPCHook, ClientConfig, ClientRuntime, DefaultMQAdminExt, DefaultMQProducer,
-    DefaultMQPushConsumer, MQAdminMessageReadExt, MQPushConsumer, SessionCredentials,
+    DefaultMQPushConsumer, MQAdminMessageReadExt, MQPushConsumer, OffsetAdmin, SessionCredentials,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_single::Message;
@@ -315,6 +315,16 @@ fn queries_find_exactly_the_sent_messages_and_nothing_of_another_topic_or_namesp
         assert_eq!(
             meta.unique_message_id.as_deref(),
             Some(window[0].uniq.as_str())
+        );
+        let third_party_spans = tool
+            .inner()
+            .query_consume_time_span(canonical.clone().into(), "GID_nobody".into())
+            .await
+            .expect("third-party consume time span");
+        let mins = |v: Vec<i64>| v.into_iter().collect::<BTreeSet<_>>();
+        assert_eq!(
+            mins(third_party_spans.iter().map(|s| s.min_time_stamp).collect()),
+            mins(spans.iter().map(|s| s.min_time_stamp).collect())
         );
         tool.shutdown().await;
 

@@ -13,7 +13,8 @@
 //!   The handler checks SUB on the topic the message really is in.
 //! - QUERY_CONSUME_TIME_SPAN (303, admin): `topic, group` →
 //!   `{"consumeTimeSpanSet":[{messageQueue, minTimeStamp, maxTimeStamp, consumeTimeStamp,
-//!   delayTime}]}` per write queue, as Java computes it (-1: no such message).
+//!   delayTime}]}` per write queue, as Java computes it (-1: no such message); each span
+//!   also carries snake-case copies of its fields, which `rocketmq-client-rust` 1.0 reads.
 //! - BROWSE_MESSAGES (30000, private, admin): `topic, queueId, offset, maxOffset?
 //!   (exclusive), maxNums` → the stored messages of one queue in queue order from
 //!   `offset` (raised to the queue's minimum when retention removed it), at most
@@ -179,6 +180,34 @@ pub struct QueueTimeSpan {
 pub struct QueryConsumeTimeSpanBody {
     /// One entry per write queue.
     pub consume_time_span_set: Vec<QueueTimeSpan>,
+}
+
+/// The body as Java writes it, each span also under snake-case names:
+/// `rocketmq-client-rust` 1.0 reads `QueueTimeSpan` without renaming its fields (as
+/// the name server emits both `topicSynFlag` and `topicSysFlag`; readers ignore the
+/// names they do not know).
+fn time_span_json(body: &QueryConsumeTimeSpanBody) -> Bytes {
+    let aliases = [
+        ("messageQueue", "message_queue"),
+        ("minTimeStamp", "min_time_stamp"),
+        ("maxTimeStamp", "max_time_stamp"),
+        ("consumeTimeStamp", "consume_time_stamp"),
+        ("delayTime", "delay_time"),
+    ];
+    let mut value = serde_json::to_value(body).unwrap_or_default();
+    if let Some(spans) = value
+        .get_mut("consumeTimeSpanSet")
+        .and_then(|v| v.as_array_mut())
+    {
+        for span in spans.iter_mut().filter_map(|s| s.as_object_mut()) {
+            for (java, snake) in aliases {
+                if let Some(v) = span.get(java).cloned() {
+                    span.insert(snake.to_owned(), v);
+                }
+            }
+        }
+    }
+    body::to_json(&value)
 }
 
 /// Whether `topic` belongs to the broker (admin only).
@@ -357,7 +386,7 @@ impl Broker {
             })
             .collect();
         let mut response = ok(req);
-        response.body = Some(body::to_json(&QueryConsumeTimeSpanBody {
+        response.body = Some(time_span_json(&QueryConsumeTimeSpanBody {
             consume_time_span_set: spans,
         }));
         Ok(response)
@@ -580,6 +609,14 @@ mod tests {
             json,
             r#"{"consumeTimeSpanSet":[{"messageQueue":{"topic":"T","brokerName":"b","queueId":1},"minTimeStamp":1,"maxTimeStamp":2,"consumeTimeStamp":3,"delayTime":4}]}"#
         );
+        // What the broker sends also carries snake-case copies, and reads back the same.
+        let sent = time_span_json(&body);
+        let value: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+        let span = &value["consumeTimeSpanSet"][0];
+        assert_eq!(span["min_time_stamp"], 1);
+        assert_eq!(span["message_queue"]["queueId"], 1);
+        let back: QueryConsumeTimeSpanBody = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(back, body);
     }
 
     #[test]
