@@ -12,7 +12,10 @@
 //! 3. consume: every stored message read back with pipelined pulls of `--pull-batch`;
 //! 4. overload: `--overload-in-flight` sends in flight; the share answered SYSTEM_BUSY
 //!    and the latency of the accepted ones (the broker sheds load instead of queueing);
-//! 5. the child's RSS, then a SIGTERM and the time its clean stop took.
+//! 5. the child's RSS, then a SIGTERM and the time its clean stop took;
+//! 6. queries: `--query-samples` QUERY_MESSAGE lookups by unique key of random messages
+//!    of the peak phase, one at a time, with everything stored (the key index's latency;
+//!    a lookup by KEYS takes the same index path, only the final match differs).
 
 use crate::cli::Flush;
 use anyhow::{Context, Result, bail};
@@ -82,6 +85,9 @@ pub struct BenchArgs {
     /// Queues of the topic (at most the broker's default of 8 when auto-created).
     #[arg(long, default_value_t = 8)]
     pub queues: i32,
+    /// Lookups by unique key in the query phase (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    pub query_samples: usize,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -188,6 +194,7 @@ async fn measure(args: &BenchArgs, addr: &str, child: Option<&ChildBroker>) -> R
         messages: args.messages,
     };
     let mut peak_rate = 0.0;
+    let mut peak_sent = 0;
     if args.duration_secs > 0 {
         let peak = load(addr, &template, args.senders, args.connections, limit, None).await;
         peak.print("send, peak", args.size);
@@ -196,6 +203,7 @@ async fn measure(args: &BenchArgs, addr: &str, child: Option<&ChildBroker>) -> R
             bail!("no send succeeded");
         }
         peak_rate = peak.rate();
+        peak_sent = peak.ok;
     }
 
     if args.paced_secs > 0 && peak_rate > 0.0 {
@@ -242,6 +250,36 @@ async fn measure(args: &BenchArgs, addr: &str, child: Option<&ChildBroker>) -> R
         );
         report.insert("rss_kib".into(), rss.map(|r| r.0).into());
         report.insert("rss_peak_kib".into(), rss.map(|r| r.1).into());
+    }
+
+    if args.query_samples > 0 && peak_sent > 0 {
+        let (mut lat, found) = query_phase(
+            &channels[0],
+            &args.topic,
+            &template.marker,
+            peak_sent,
+            args.query_samples,
+        )
+        .await?;
+        lat.sort();
+        println!(
+            "query by key, {} lookups over {:.2} GB stored: p50 {} p99 {} max {}   ({} found)",
+            args.query_samples,
+            consume.stored_bytes as f64 / 1e9,
+            ms(lat.quantile(0.5)),
+            ms(lat.quantile(0.99)),
+            ms(lat.max()),
+            found
+        );
+        report.insert(
+            "query_p50_ms".into(),
+            round(millis(lat.quantile(0.5))).into(),
+        );
+        report.insert(
+            "query_p99_ms".into(),
+            round(millis(lat.quantile(0.99))).into(),
+        );
+        report.insert("query_found".into(), found.into());
     }
 
     if args.overload_in_flight > 0 {
@@ -422,6 +460,8 @@ const MAX_PHASE: Duration = Duration::from_secs(15 * 60);
 /// One SEND_MESSAGE_V2 frame, encoded once; each send patches its opaque and UNIQ_KEY.
 #[derive(Clone)]
 struct FrameTemplate {
+    /// The UNIQ_KEY prefix of this run (the 16 hex digits of the sequence follow).
+    marker: String,
     frame: Vec<u8>,
     opaque_at: usize,
     uniq_at: usize,
@@ -474,6 +514,7 @@ impl FrameTemplate {
             - 10;
         let uniq_at = find(marker.as_bytes()).context("no UNIQ_KEY in the encoded header")?;
         Ok(Self {
+            marker,
             frame,
             opaque_at,
             uniq_at,
@@ -747,6 +788,41 @@ async fn consume(args: &BenchArgs, channels: &[Channel]) -> Result<ConsumeResult
 }
 
 /// One pull: messages and bytes received, and the next offset.
+/// `samples` QUERY_MESSAGE lookups by unique key of random sends among the first `sent`
+/// of a phase, one at a time: their latencies and how many found their message.
+async fn query_phase(
+    channel: &Channel,
+    topic: &str,
+    marker: &str,
+    sent: u64,
+    samples: usize,
+) -> Result<(Latencies, u64)> {
+    let mut lat = Latencies::default();
+    let mut found = 0;
+    for _ in 0..samples {
+        let seq = ((rand_fraction() * sent as f64) as u64).min(sent.saturating_sub(1));
+        let req = RemotingCommand::new_request(request_code::QUERY_MESSAGE)
+            .with_ext("topic", topic)
+            .with_ext("key", format!("{marker}{seq:016X}"))
+            .with_ext("maxNum", "32")
+            .with_ext("beginTimestamp", "0")
+            .with_ext("endTimestamp", i64::MAX.to_string())
+            .with_ext("_UNIQUE_KEY_QUERY", "true");
+        let started = Instant::now();
+        let answer = channel.request(req, REQUEST_TIMEOUT).await?;
+        lat.record(started.elapsed());
+        match answer.code {
+            response_code::SUCCESS => found += 1,
+            response_code::QUERY_NOT_FOUND => {}
+            code => bail!(
+                "query answered {code}: {}",
+                answer.remark.unwrap_or_default()
+            ),
+        }
+    }
+    Ok((lat, found))
+}
+
 async fn pull(
     channel: &Channel,
     topic: &str,

@@ -266,6 +266,18 @@ pub struct BrokerArgs {
     /// that would undo it are ignored (until its client pulls from the reset offset).
     #[arg(long, env = "MQ_RESET_GUARD_SECS", default_value_t = 30)]
     pub reset_guard_secs: u64,
+    /// Most statistics series (topics, group × topic pairs) counted per minute; beyond it
+    /// new series are not tracked (a log line and `mq_broker_stats_untracked_total` say so).
+    #[arg(long, env = "MQ_STATS_MAX_SERIES", default_value_t = 10_000)]
+    pub stats_max_series: usize,
+    /// Width of a statistics bucket in ms: one minute; tests shorten it.
+    #[arg(
+        long,
+        env = "MQ_STATS_BUCKET_MS",
+        default_value_t = 60_000,
+        hide = true
+    )]
+    pub stats_bucket_ms: i64,
     /// ACL: admin requests need the admin key's signature; with ACL on, every client
     /// request must be signed and granted too.
     #[command(flatten)]

@@ -270,11 +270,51 @@ fn broker_metrics(m: &mut Exposition, b: &Broker) {
         "Bytes written but not yet fsynced.",
         &[(String::new(), max.saturating_sub(store.flushed_offset()))],
     );
+    minute_stats_metrics(m, b);
     m.gauge(
         "mq_broker_registered",
         "1 when at least one name server accepted the last registration.",
         &[(String::new(), u64::from(b.is_registered()))],
     );
+}
+
+/// The per-minute statistics' totals (`broker/minute_stats.rs`).
+fn minute_stats_metrics(m: &mut Exposition, b: &Broker) {
+    use crate::broker::minute_stats::StatsKind;
+    let stats = b.minute_stats();
+    let (mut put, mut consumed) = (Vec::new(), Vec::new());
+    for (key, total) in stats.totals() {
+        let topic = label_value(&key.topic);
+        match key.kind {
+            StatsKind::Topic => put.push((format!("topic=\"{topic}\""), total)),
+            StatsKind::Group => consumed.push((
+                format!("group=\"{}\",topic=\"{topic}\"", label_value(&key.group)),
+                total,
+            )),
+        }
+    }
+    m.counter(
+        "mqfleet_topic_messages_put_total",
+        "Messages put into each topic (kept across clean restarts).",
+        &put,
+    );
+    m.counter(
+        "mqfleet_group_messages_consumed_total",
+        "Messages of each topic handed to each consumer group by pulls (kept across clean restarts).",
+        &consumed,
+    );
+    m.counter(
+        "mq_broker_stats_untracked_total",
+        "Messages not counted per minute because the series cap was reached.",
+        &[(String::new(), stats.untracked())],
+    );
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Prometheus text format 0.0.4 being written.

@@ -291,6 +291,8 @@ async fn start_broker(
     cfg.acl = acl.acl.clone();
     let tps = file.tps(&args)?;
     cfg.limits = tps.limits.clone();
+    cfg.stats_bucket_ms = args.stats_bucket_ms.max(1);
+    cfg.stats_max_series = args.stats_max_series;
     let broker = Arc::new(
         Broker::new(cfg, Arc::new(store))
             .context("loading the broker's topics, groups and offsets")?,

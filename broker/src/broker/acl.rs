@@ -17,11 +17,15 @@
 //! - LOCK/UNLOCK_BATCH_MQ: SUB on the group and every topic of the queues;
 //! - GET_MAX/MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME: SUB on the
 //!   topic;
+//! - QUERY_MESSAGE: SUB on the topic (a system topic: admin only, in the processor);
+//! - VIEW_MESSAGE_BY_ID: a valid signature here — the processor loads the message and
+//!   checks SUB on the topic it really is in (system topics: admin only);
 //! - admin requests ([`super::admin::is_admin`]) and **every code not listed in
 //!   [`CLIENT_CODES`]**: an admin account — and with an admin key these are checked whether
 //!   or not ACL is on ([`crate::acl::Acl::authorize_admin`]). So a new request code is
 //!   admin-only until its client entry is written here: forgetting it fails closed (the
-//!   consumer admin codes 222, 300, 307, 309 and 30002 of [`super::consume`] are such).
+//!   consumer admin codes 222, 300, 307, 309 and 30002 of [`super::consume`], and
+//!   QUERY_CONSUME_TIME_SPAN, BROWSE_MESSAGES and GET_STATS_MINUTES are such).
 //!
 //! The client codes are checked only when ACL (`aclEnable`) is on.
 
@@ -52,6 +56,8 @@ pub const CLIENT_CODES: &[i32] = &[
     QUERY_CONSUMER_OFFSET,
     UPDATE_CONSUMER_OFFSET,
     CONSUMER_SEND_MSG_BACK,
+    QUERY_MESSAGE,
+    VIEW_MESSAGE_BY_ID,
     LOCK_BATCH_MQ,
     UNLOCK_BATCH_MQ,
     GET_MAX_OFFSET,
@@ -124,6 +130,12 @@ pub(super) fn needs(req: &RemotingCommand, ns: &Namespace) -> Result<Needs, Stri
         | GET_EARLIEST_MSG_STORETIME => {
             needs.topic(&name(&header::<QueueHeader>(req)?.topic), Perm::SUB);
         }
+        QUERY_MESSAGE => {
+            let h = header::<super::query::QueryMessageRequestHeader>(req)?;
+            needs.topic(&name(&h.topic), Perm::SUB);
+        }
+        // Checked against the topic the message really is in, in the processor.
+        VIEW_MESSAGE_BY_ID => {}
         _ => return Ok(Needs::admin()),
     }
     Ok(needs)
@@ -324,6 +336,25 @@ mod tests {
             let req = RemotingCommand::new_request(code);
             assert_eq!(needs(&req, &ns()).unwrap(), Needs::admin(), "code {code}");
             assert!(needs_admin(code), "code {code}");
+        }
+    }
+
+    #[test]
+    fn queries_need_sub_on_the_topic_and_browse_and_stats_are_admin() {
+        let query = RemotingCommand::new_request(QUERY_MESSAGE)
+            .with_ext("topic", "orders")
+            .with_ext("key", "k")
+            .with_ext("maxNum", "32")
+            .with_ext("beginTimestamp", "0")
+            .with_ext("endTimestamp", "1");
+        let n = needs(&query, &ns()).unwrap();
+        assert_eq!(topics(&n), [("MQ_INST_1_x%orders", Perm::SUB)]);
+        // The processor checks the stored message's own topic.
+        let view = RemotingCommand::new_request(VIEW_MESSAGE_BY_ID).with_ext("offset", "0");
+        assert_eq!(needs(&view, &ns()).unwrap(), Needs::signature_only());
+        for code in [QUERY_CONSUME_TIME_SPAN, BROWSE_MESSAGES, GET_STATS_MINUTES] {
+            let req = RemotingCommand::new_request(code);
+            assert_eq!(needs(&req, &ns()).unwrap(), Needs::admin(), "code {code}");
         }
     }
 

@@ -53,7 +53,7 @@ const ADMIN_CODES: [i32; 11] = [
 
 /// Whether `code` is an admin request this module answers.
 pub fn is_admin(code: i32) -> bool {
-    ADMIN_CODES.contains(&code)
+    ADMIN_CODES.contains(&code) || super::query::ADMIN_CODES.contains(&code)
 }
 
 command_header! {

@@ -54,6 +54,10 @@ pub struct BrokerConfig {
     pub client_call_timeout: Duration,
     /// After an offset reset, how long stale commits of the group are ignored at most.
     pub reset_offset_guard: Duration,
+    /// Width of a statistics bucket in ms (one minute; shorter only in tests).
+    pub stats_bucket_ms: i64,
+    /// Most statistics series (topics + group × topic pairs) tracked.
+    pub stats_max_series: usize,
 }
 
 impl BrokerConfig {
@@ -81,6 +85,8 @@ impl BrokerConfig {
             limits: super::limits::Limits::default(),
             client_call_timeout: Duration::from_secs(5),
             reset_offset_guard: Duration::from_secs(30),
+            stats_bucket_ms: super::minute_stats::DEFAULT_BUCKET_MS,
+            stats_max_series: super::minute_stats::DEFAULT_MAX_SERIES,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::gate::SendQueue;
 use super::groups::{GroupTable, SubscriptionGroupConfig, group_config};
 use super::lifecycle::Lifecycle;
 use super::locks::QueueLocks;
+use super::minute_stats::MinuteStats;
 use super::offsets::ConsumerOffsets;
 use super::persist::PersistError;
 use super::refusal::{Refusal, Reply};
@@ -53,6 +54,7 @@ pub struct Broker {
     pub(super) gate: SendQueue,
     pub(super) lifecycle: Lifecycle,
     pub(super) resets: super::reset::ResetGuards,
+    pub(super) minutes: MinuteStats,
 }
 
 impl Broker {
@@ -73,6 +75,11 @@ impl Broker {
             gate: SendQueue::new(&store, cfg.max_send_wait),
             lifecycle: Lifecycle::default(),
             resets: super::reset::ResetGuards::default(),
+            minutes: MinuteStats::open(
+                cfg.stats_bucket_ms,
+                cfg.stats_max_series,
+                dir.join("minuteStats.json"),
+            ),
             store,
             cfg,
         };
@@ -120,6 +127,11 @@ impl Broker {
     /// The counters.
     pub fn stats(&self) -> &BrokerStats {
         &self.stats
+    }
+
+    /// The per-minute put/consumed counts.
+    pub fn minute_stats(&self) -> &MinuteStats {
+        &self.minutes
     }
 
     /// A topic's config, creating it when this broker auto-creates topics (or it is the
@@ -187,12 +199,16 @@ impl Broker {
             if let Err(e) = self.offsets.persist() {
                 tracing::error!(error = %e, "persisting consumer offsets failed");
             }
+            if let Err(e) = self.minutes.persist() {
+                tracing::error!(error = %e, "persisting minute stats failed");
+            }
         }
     }
 
     /// Flushes what a clean stop must not lose: consumer offsets and the store.
     pub fn shutdown(&self) -> Result<(), String> {
         self.offsets.persist().map_err(|e| e.to_string())?;
+        self.minutes.persist().map_err(|e| e.to_string())?;
         self.store.shutdown().map_err(|e| e.to_string())
     }
 
@@ -213,7 +229,14 @@ impl Broker {
             request_code::LOCK_BATCH_MQ => self.lock_batch(req),
             request_code::UNLOCK_BATCH_MQ => self.unlock_batch(req),
             request_code::CONSUMER_SEND_MSG_BACK => self.send_back(req).await,
-            code if super::admin::is_admin(code) => self.admin(req),
+            request_code::QUERY_MESSAGE | request_code::VIEW_MESSAGE_BY_ID => self
+                .query(req)
+                .await
+                .unwrap_or_else(|| Ok(not_supported(req))),
+            code if super::admin::is_admin(code) => match self.query(req).await {
+                Some(reply) => reply,
+                None => self.admin(req),
+            },
             code if super::consume::is_consume_admin(code) => self.consume_admin(req).await,
             _ => Ok(not_supported(req)),
         }

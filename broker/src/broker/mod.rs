@@ -4,9 +4,10 @@
 //! Processors are split by concern: [`send`](self) (send, batch), `pull` (long polling,
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
 //! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
-//! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `acl`
-//! (what each request needs of the ACL), `limits` (instance TPS limits), `consume` (who consumes what, calls relayed to
-//! clients), `reset` (offset resets), `dlq` (dead-letter resend).
+//! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `query`
+//! (message queries, browse, per-minute statistics in `minute_stats`), `acl` (what each
+//! request needs of the ACL), `limits` (instance TPS limits), `consume` (who consumes
+//! what, calls relayed to clients), `reset` (offset resets), `dlq` (dead-letter resend).
 
 mod acl;
 pub mod activity;
@@ -24,9 +25,11 @@ pub mod groups;
 mod lifecycle;
 pub mod limits;
 pub mod locks;
+pub mod minute_stats;
 pub mod offsets;
 pub mod persist;
 mod pull;
+pub mod query;
 mod refusal;
 mod register;
 mod reset;

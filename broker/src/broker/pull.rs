@@ -232,6 +232,8 @@ impl Broker {
                 .fetch_add(result.messages.len() as u64, Ordering::Relaxed);
             self.activity
                 .record_consumed(&pull.group, &pull.topic, result.messages.len() as u64);
+            self.minutes
+                .record_consumed(&pull.group, &pull.topic, result.messages.len() as u64);
             self.stats
                 .bytes_out
                 .fetch_add(result.total_bytes() as u64, Ordering::Relaxed);
@@ -258,7 +260,7 @@ impl Broker {
 
 /// A stored entry with this instance's namespace removed from its topic and the
 /// topic-naming properties; `None` when nothing needs renaming (or it does not decode).
-fn with_bare_names(entry: &[u8], ns: &Namespace) -> Option<Vec<u8>> {
+pub(super) fn with_bare_names(entry: &[u8], ns: &Namespace) -> Option<Vec<u8>> {
     let m = message::decode(entry).ok()?;
     let topic = ns.bare(&m.topic);
     let renamed: Vec<(&str, String)> = properties_iter(&m.properties)

@@ -205,6 +205,13 @@ impl Broker {
         for m in msgs {
             self.arrivals.notify(&m.topic, m.queue_id);
         }
+        // A batch is one topic: one count per run of a topic, not one lock per message.
+        for run in msgs.chunk_by(|a, b| a.topic == b.topic) {
+            // Delayed and half messages count when they reach their real topic.
+            if !crate::names::is_system(&run[0].topic) {
+                self.minutes.record_put(&run[0].topic, run.len() as u64);
+            }
+        }
     }
 
     fn send_response(&self, req: &RemotingCommand, results: &[PutResult]) -> RemotingCommand {

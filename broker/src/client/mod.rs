@@ -24,10 +24,12 @@
 
 mod consume;
 mod error;
+mod query;
 
 pub use crate::acl::Credentials;
 pub use consume::{DlqMessageRef, TrackedMessage};
 pub use error::AdminError;
+pub use query::{BrowsePage, QueriedMessage};
 
 use crate::broker::admin::{
     CreateTopicRequestHeader, DeleteSubscriptionGroupRequestHeader, GetConsumeStatsRequestHeader,

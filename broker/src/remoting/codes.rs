@@ -231,6 +231,12 @@ code_table! {
         QUERY_SUBSCRIPTION_BY_CONSUMER = 345,
         /// Client → broker: lite pull consumer's pull (same header as `PULL_MESSAGE`).
         LITE_PULL_MESSAGE = 361,
+        /// mqfleet private, admin → broker: one queue's messages in order from an offset
+        /// (the console's paged browse; `broker/query.rs`).
+        BROWSE_MESSAGES = 30000,
+        /// mqfleet private, admin → broker: per-minute put/consumed counts of a topic or
+        /// a group on a topic (`broker/query.rs`, `broker/minute_stats.rs`).
+        GET_STATS_MINUTES = 30001,
     }
 }
 
