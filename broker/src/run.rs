@@ -252,6 +252,7 @@ async fn start_broker(
     cfg.acl = acl.acl.clone();
     let tps = file.tps(&args)?;
     cfg.limits = tps.limits.clone();
+    cfg.transactions = args.transactions();
     let broker = Arc::new(
         Broker::new(cfg, Arc::new(store))
             .context("loading the broker's topics, groups and offsets")?,
@@ -264,6 +265,7 @@ async fn start_broker(
     ops.set_broker(broker.clone());
     ops.add_server("broker", server.stats());
     tokio::spawn(broker.clone().run_schedule());
+    tokio::spawn(broker.clone().run_transaction_check());
     tokio::spawn(broker.clone().run_maintenance());
     tokio::spawn(server.serve(broker.clone(), until_stopped(stop.clone())));
     if let Some(vip) = vip {

@@ -17,6 +17,8 @@
 //! - LOCK/UNLOCK_BATCH_MQ: SUB on the group and every topic of the queues;
 //! - GET_MAX/MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME: SUB on the
 //!   topic;
+//! - END_TRANSACTION: PUB on the real topic of the half it names, checked in the
+//!   processor once the half is loaded (`transaction.rs`), like send-back's topic;
 //! - admin requests ([`super::admin::is_admin`]): an admin account — and with an admin
 //!   key these are checked whether or not ACL is on ([`crate::acl::Acl::authorize_admin`]);
 //! - anything else: a valid signature (such codes are answered "not supported" anyway;
@@ -96,6 +98,8 @@ pub(super) fn needs(req: &RemotingCommand, ns: &Namespace) -> Result<Needs, Stri
         | GET_EARLIEST_MSG_STORETIME => {
             needs.topic(&name(&header::<QueueHeader>(req)?.topic), Perm::SUB);
         }
+        // The half's real topic is known once it is loaded: the processor checks PUB.
+        END_TRANSACTION => {}
         code if super::admin::is_admin(code) => return Ok(Needs::admin()),
         _ => {}
     }

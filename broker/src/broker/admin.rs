@@ -452,6 +452,10 @@ impl Broker {
                 "commitLogMaxOffset",
                 self.store.commitlog_max_offset().to_string(),
             ),
+            (
+                "transactionHalfPending",
+                self.transactions().pending().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

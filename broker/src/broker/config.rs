@@ -50,6 +50,8 @@ pub struct BrokerConfig {
     pub acl: Acl,
     /// Send and receive TPS limits (unlimited by default; live, shared).
     pub limits: super::limits::Limits,
+    /// Transaction check timing and limit.
+    pub transactions: super::transaction::TransactionConfig,
 }
 
 impl BrokerConfig {
@@ -75,6 +77,7 @@ impl BrokerConfig {
             max_send_wait: super::gate::DEFAULT_MAX_SEND_WAIT,
             acl: Acl::default(),
             limits: super::limits::Limits::default(),
+            transactions: super::transaction::TransactionConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::offsets::ConsumerOffsets;
 use super::persist::PersistError;
 use super::refusal::{Refusal, Reply};
 use super::topics::{TopicTable, topic_config};
+use super::transaction::Transactions;
 use crate::names::{self, DEFAULT_TOPIC};
 use crate::net::{RequestContext, RequestHandler, not_supported};
 use crate::remoting::body::{PERM_WRITE, TopicConfig};
@@ -52,12 +53,19 @@ pub struct Broker {
     pub(super) activity: Activity,
     pub(super) gate: SendQueue,
     pub(super) lifecycle: Lifecycle,
+    pub(super) transactions: Transactions,
 }
 
 impl Broker {
     /// Opens the broker's state files next to an opened store.
     pub fn new(cfg: BrokerConfig, store: Arc<MessageStore>) -> Result<Self, PersistError> {
         let dir = cfg.data_dir.join("config");
+        let transactions = Transactions::recover(&store, &cfg.transactions).map_err(|e| {
+            super::persist::PersistError::Io {
+                path: "the transaction half/op topics".to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
         let broker = Self {
             topics: TopicTable::open(dir.join("topics.json"))?,
             groups: GroupTable::open(dir.join("subscriptionGroup.json"))?,
@@ -71,6 +79,7 @@ impl Broker {
             activity: Activity::new(),
             gate: SendQueue::new(&store, cfg.max_send_wait),
             lifecycle: Lifecycle::default(),
+            transactions,
             store,
             cfg,
         };
@@ -211,6 +220,7 @@ impl Broker {
             request_code::LOCK_BATCH_MQ => self.lock_batch(req),
             request_code::UNLOCK_BATCH_MQ => self.unlock_batch(req),
             request_code::CONSUMER_SEND_MSG_BACK => self.send_back(req).await,
+            request_code::END_TRANSACTION => self.end_transaction(req).await,
             code if super::admin::is_admin(code) => self.admin(req),
             _ => Ok(not_supported(req)),
         }

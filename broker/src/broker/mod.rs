@@ -5,7 +5,8 @@
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
 //! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
 //! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `acl`
-//! (what each request needs of the ACL), `limits` (instance TPS limits).
+//! (what each request needs of the ACL), `limits` (instance TPS limits), `transaction`
+//! (half messages, END_TRANSACTION, check-back; pending set in `halves`).
 
 mod acl;
 pub mod activity;
@@ -18,6 +19,7 @@ mod consumer;
 mod core;
 pub mod gate;
 pub mod groups;
+mod halves;
 mod lifecycle;
 pub mod limits;
 pub mod locks;
@@ -31,6 +33,7 @@ pub mod schedule;
 mod send;
 pub mod table;
 pub mod topics;
+pub mod transaction;
 
 pub use config::{BrokerConfig, DEFAULT_DELAY_LEVELS, parse_delay_levels};
 pub use core::{Broker, BrokerStats};
