@@ -606,6 +606,14 @@ fn end_transaction_checks_the_producer_group_and_ends_a_half_once() {
             let mut producer = tx_producer(&rt, &namesrv, "txp", group, listener, None).await;
             let (sent, _) = send_half(&producer, message(topic, "commit-4")).await;
             assert_eq!(metric(broker, PENDING), 1);
+            let admin = mq_broker::client::AdminClient::connect(&addr, Duration::from_secs(5))
+                .await
+                .expect("broker reachable");
+            let info = admin.runtime_info().await.expect("runtime info");
+            assert_eq!(
+                info.get("transactionHalfPending").map(String::as_str),
+                Some("1")
+            );
 
             let wrong =
                 support::raw_request(&addr, end_request(&sent, "GID_other", COMMIT, None)).await;
@@ -734,5 +742,62 @@ fn under_acl_only_pub_on_the_topic_and_the_sending_group_end_a_half() {
             assert_eq!(stored, 1, "committed once");
             producer.shutdown().await;
         }
+    });
+}
+
+/// A batch body (`MessageDecoder.encodeMessages`) of `bodies` with `props` each.
+fn batch_body(bodies: &[&str], props: &str) -> Vec<u8> {
+    let mut out = vec![];
+    for body in bodies {
+        let total = 20 + body.len() + 2 + props.len();
+        out.extend((total as i32).to_be_bytes());
+        out.extend(0i32.to_be_bytes());
+        out.extend(0i32.to_be_bytes());
+        out.extend(0i32.to_be_bytes());
+        out.extend((body.len() as i32).to_be_bytes());
+        out.extend(body.as_bytes());
+        out.extend((props.len() as i16).to_be_bytes());
+        out.extend(props.as_bytes());
+    }
+    out
+}
+
+#[test]
+fn a_transactional_batch_is_refused_and_nothing_is_stored() {
+    let dir = TempDir::new("tx-batch");
+    let broker = support::standalone(&dir.0, &[]);
+    let addr = broker.broker();
+    let topic = "TxBatchTopic";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let batch = |sys_flag: &str, props: &str| {
+            RemotingCommand::new_request(request_code::SEND_BATCH_MESSAGE)
+                .with_ext("a", "GID_tx_batch")
+                .with_ext("b", topic)
+                .with_ext("c", "TBW102")
+                .with_ext("d", "1")
+                .with_ext("e", "0")
+                .with_ext("f", sys_flag)
+                .with_ext("g", "0")
+                .with_ext("h", "0")
+                .with_ext("m", "true")
+                .with_body(batch_body(&["one", "two"], props))
+        };
+        for (flag, props) in [("4", ""), ("0", "TRAN_MSG\u{1}true\u{2}")] {
+            let res = support::raw_request(&addr, batch(flag, props)).await;
+            assert_eq!(res.code, response_code::MESSAGE_ILLEGAL, "{:?}", res.remark);
+            assert!(res.remark.unwrap_or_default().contains("transactional"));
+        }
+        assert_eq!(metric(&broker, PENDING), 0);
+        let res = support::raw_request(&addr, batch("0", "")).await;
+        assert_eq!(res.code, response_code::SUCCESS, "{:?}", res.remark);
+        assert_eq!(
+            stored(&addr, topic).await,
+            2,
+            "only the plain batch is stored"
+        );
     });
 }

@@ -453,7 +453,7 @@ impl Broker {
                 self.store.commitlog_max_offset().to_string(),
             ),
             (
-                "transactionHalfPending",
+                super::transaction::RUNTIME_HALF_PENDING,
                 self.transactions().pending().to_string(),
             ),
         ]

@@ -48,6 +48,8 @@ use std::time::Duration;
 pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// The op log: one entry per ended half and per check-back sent.
 pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// GET_BROKER_RUNTIME_INFO key of the pending-half count (what a drain waits for).
+pub const RUNTIME_HALF_PENDING: &str = "transactionHalfPending";
 /// Property marking a half (`MessageConst.PROPERTY_TRANSACTION_PREPARED`).
 pub const PROPERTY_TRAN_MSG: &str = "TRAN_MSG";
 /// Property naming the producer group of a half.
@@ -580,4 +582,83 @@ fn committed(half: &DecodedMessage<'_>, at: u64, topic: &str) -> Result<MessageT
         reconsume_times: half.reconsume_times,
         prepared_transaction_offset: at as i64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn store(name: &str) -> (MessageStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mq-tx-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = StoreConfig::new(&dir);
+        cfg.background = false;
+        (MessageStore::open(cfg).expect("store opens"), dir)
+    }
+
+    fn half(body: &str, immunity: Option<&str>) -> MessageToStore {
+        let mut props = vec![
+            (PROPERTY_REAL_TOPIC, "orders"),
+            (PROPERTY_REAL_QUEUE_ID, "0"),
+            (PROPERTY_PRODUCER_GROUP, "GID_p"),
+        ];
+        if let Some(secs) = immunity {
+            props.push((PROPERTY_CHECK_IMMUNITY, secs));
+        }
+        MessageToStore::new(HALF_TOPIC, 0, body.as_bytes().to_vec()).with_properties(props)
+    }
+
+    fn op(at: u64, tag: &str) -> MessageToStore {
+        MessageToStore::new(OP_TOPIC, 0, at.to_string().into_bytes())
+            .with_properties([(message::property::TAGS, tag)])
+    }
+
+    #[test]
+    fn pending_halves_are_recovered_from_the_half_topic_and_the_op_log() {
+        let (store, dir) = store("recover");
+        let cfg = TransactionConfig::default();
+        let a = store.put(&half("a", None)).unwrap();
+        let b = store.put(&half("b", Some("30"))).unwrap();
+        let c = store.put(&half("c", None)).unwrap();
+        store.put(&op(a.phys_offset, TAG_CHECKED)).unwrap();
+        store.put(&op(c.phys_offset, TAG_ENDED)).unwrap();
+        // Garbage in the op log is skipped, not fatal.
+        store
+            .put(&MessageToStore::new(OP_TOPIC, 0, &b"not an offset"[..]))
+            .unwrap();
+        store.shutdown().unwrap();
+        drop(store);
+
+        let mut reopened = StoreConfig::new(&dir);
+        reopened.background = false;
+        let store = MessageStore::open(reopened).unwrap();
+        let tx = Transactions::recover(&store, &cfg).unwrap();
+        assert_eq!(tx.pending(), 2, "c ended; a and b still pending");
+        let due = tx.pending.due(i64::MAX, 10);
+        let first = |at: u64| due.iter().find(|d| d.0 == at).map(|d| d.1);
+        let pa = first(a.phys_offset).expect("a pending");
+        assert_eq!(pa.checks, 1, "the logged check is counted");
+        assert_eq!(
+            pa.next_check_ms,
+            a.store_timestamp + 6_000,
+            "transaction timeout"
+        );
+        let pb = first(b.phys_offset).expect("b pending");
+        assert_eq!(
+            pb.next_check_ms,
+            b.store_timestamp + 30_000,
+            "immunity time"
+        );
+        assert!(first(c.phys_offset).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn halves_are_sends_with_the_prepared_flag_or_tran_msg() {
+        assert!(is_half(sysflag::TRANSACTION_PREPARED, ""));
+        assert!(is_half(0, "TRAN_MSG\u{1}true\u{2}"));
+        assert!(!is_half(sysflag::TRANSACTION_COMMIT, ""));
+        assert!(!is_half(0, "TRAN_MSG\u{1}false\u{2}"));
+    }
 }
