@@ -203,7 +203,8 @@ pub struct BrokerArgs {
     pub no_vip: bool,
     /// A `broker.conf`-style `key=value` file (namesrvAddr, brokerName, brokerClusterName,
     /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue, aclEnable, aclFile,
-    /// maxSendTps, maxReceiveTps). Flags and their env variables win over it at start;
+    /// maxSendTps, maxReceiveTps, transactionTimeOut, transactionCheckInterval,
+    /// transactionCheckMax). Flags and their env variables win over it at start;
     /// its `namesrvAddr`, `aclEnable`, `maxSendTps` and `maxReceiveTps` are re-read every
     /// second and a change applies at once; a re-read file without `aclEnable`,
     /// `maxSendTps` or `maxReceiveTps` leaves that setting as it is (see `mq_broker::conf`).
@@ -230,36 +231,22 @@ pub struct BrokerArgs {
     #[arg(long, env = "MQ_MAX_RECEIVE_TPS")]
     pub max_receive_tps: Option<u64>,
     /// A half message without `CHECK_IMMUNITY_TIME_IN_SECONDS` is first checked back this
-    /// long after it was stored (RocketMQ's `transactionTimeOut`).
-    #[arg(long, env = "MQ_TRANSACTION_TIMEOUT_MS", default_value_t = 6_000)]
-    pub transaction_timeout_ms: u64,
-    /// Time between check-backs of a pending half (`transactionCheckInterval`).
-    #[arg(
-        long,
-        env = "MQ_TRANSACTION_CHECK_INTERVAL_MS",
-        default_value_t = 60_000
-    )]
-    pub transaction_check_interval_ms: u64,
-    /// Check-backs before a pending half is rolled back (`transactionCheckMax`).
-    #[arg(long, env = "MQ_TRANSACTION_CHECK_MAX", default_value_t = 15)]
-    pub transaction_check_max: u32,
+    /// long after it was stored [default: the config file's `transactionTimeOut`, else
+    /// 6000].
+    #[arg(long, env = "MQ_TRANSACTION_TIMEOUT_MS")]
+    pub transaction_timeout_ms: Option<u64>,
+    /// Time between check-backs of a pending half [default: the config file's
+    /// `transactionCheckInterval`, else 60000].
+    #[arg(long, env = "MQ_TRANSACTION_CHECK_INTERVAL_MS")]
+    pub transaction_check_interval_ms: Option<u64>,
+    /// Check-backs before a pending half is rolled back [default: the config file's
+    /// `transactionCheckMax`, else 15].
+    #[arg(long, env = "MQ_TRANSACTION_CHECK_MAX")]
+    pub transaction_check_max: Option<u32>,
     /// ACL: admin requests need the admin key's signature; with ACL on, every client
     /// request must be signed and granted too.
     #[command(flatten)]
     pub acl: AclArgs,
-}
-
-impl BrokerArgs {
-    /// The transaction settings the flags give.
-    pub fn transactions(&self) -> mq_broker::broker::transaction::TransactionConfig {
-        mq_broker::broker::transaction::TransactionConfig {
-            timeout: std::time::Duration::from_millis(self.transaction_timeout_ms),
-            check_interval: std::time::Duration::from_millis(
-                self.transaction_check_interval_ms.max(1),
-            ),
-            check_max: self.transaction_check_max,
-        }
-    }
 }
 
 /// Standalone settings: a broker plus its own name server.

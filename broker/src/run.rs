@@ -252,7 +252,7 @@ async fn start_broker(
     cfg.acl = acl.acl.clone();
     let tps = file.tps(&args)?;
     cfg.limits = tps.limits.clone();
-    cfg.transactions = args.transactions();
+    cfg.transactions = file.transactions(&args)?;
     let broker = Arc::new(
         Broker::new(cfg, Arc::new(store))
             .context("loading the broker's topics, groups and offsets")?,

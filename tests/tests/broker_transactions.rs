@@ -539,13 +539,18 @@ fn pending_halves_survive_kill9_and_are_checked_after_the_restart() {
 #[test]
 fn a_half_never_answered_is_rolled_back_after_the_check_limit_and_counted() {
     let dir = TempDir::new("tx-limit");
+    // Timing from broker.conf (Java's keys); the flag wins over the file's limit.
+    let conf = dir.0.join("broker.conf");
+    std::fs::write(
+        &conf,
+        "transactionTimeOut=500\ntransactionCheckInterval=500\ntransactionCheckMax=7\n",
+    )
+    .expect("config file");
     let broker = support::standalone(
-        &dir.0,
+        &dir.0.join("store"),
         &[
-            "--transaction-timeout-ms",
-            "500",
-            "--transaction-check-interval-ms",
-            "500",
+            "--config",
+            conf.to_str().expect("UTF-8"),
             "--transaction-check-max",
             "3",
         ],

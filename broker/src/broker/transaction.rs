@@ -48,6 +48,12 @@ use std::time::Duration;
 pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// The op log: one entry per ended half and per check-back sent.
 pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// `broker.conf` key of [`TransactionConfig::timeout`] (ms).
+pub const CONF_TIMEOUT: &str = "transactionTimeOut";
+/// `broker.conf` key of [`TransactionConfig::check_interval`] (ms).
+pub const CONF_CHECK_INTERVAL: &str = "transactionCheckInterval";
+/// `broker.conf` key of [`TransactionConfig::check_max`].
+pub const CONF_CHECK_MAX: &str = "transactionCheckMax";
 /// GET_BROKER_RUNTIME_INFO key of the pending-half count (what a drain waits for).
 pub const RUNTIME_HALF_PENDING: &str = "transactionHalfPending";
 /// Property marking a half (`MessageConst.PROPERTY_TRANSACTION_PREPARED`).
