@@ -47,8 +47,16 @@ fn answer(how: Answer, body: &str) -> LocalTransactionState {
     }
 }
 
-/// Check-backs a producer received: body and when.
-type Checks = Arc<Mutex<Vec<(String, Instant)>>>;
+/// A check-back a producer received.
+#[derive(Clone, Debug)]
+struct Check {
+    body: String,
+    topic: String,
+    at: Instant,
+}
+
+/// Check-backs a producer received.
+type Checks = Arc<Mutex<Vec<Check>>>;
 
 /// A transaction listener answering the local transaction with `local` and check-backs
 /// with `check`, recording each check-back.
@@ -73,10 +81,11 @@ impl TransactionListener for Listener {
 
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
         let body = support::body_text(msg);
-        self.checks
-            .lock()
-            .unwrap()
-            .push((body.clone(), Instant::now()));
+        self.checks.lock().unwrap().push(Check {
+            body: body.clone(),
+            topic: msg.topic().to_string(),
+            at: Instant::now(),
+        });
         answer(self.check, &body)
     }
 }
@@ -402,8 +411,8 @@ fn an_unknown_outcome_is_settled_by_check_back_both_ways_not_before_the_immunity
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|(b, _)| b == body)
-                .map(|(_, at)| *at)
+                .find(|c| c.body == body)
+                .map(|c| c.at)
                 .unwrap_or_else(|| panic!("{body} was checked"))
         };
         let commit_wait = first_check("commit-2") - commit_sent;
@@ -509,10 +518,10 @@ fn pending_halves_survive_kill9_and_are_checked_after_the_restart() {
             .await;
             let seen = checks.lock().unwrap().clone();
             assert!(
-                seen.iter().all(|(_, at)| *at >= restarted),
+                seen.iter().all(|c| c.at >= restarted),
                 "no check-back before the crash (timeout 5 s): {seen:?}"
             );
-            let bodies: Vec<&str> = seen.iter().map(|c| c.0.as_str()).collect();
+            let bodies: Vec<&str> = seen.iter().map(|c| c.body.as_str()).collect();
             assert!(
                 bodies.contains(&"commit-3") && bodies.contains(&"rollback-3"),
                 "{bodies:?}"
@@ -805,4 +814,79 @@ fn a_transactional_batch_is_refused_and_nothing_is_stored() {
             "only the plain batch is stored"
         );
     });
+}
+
+#[test]
+fn check_backs_name_the_topic_as_each_client_sends_it_in_a_namespaced_instance() {
+    let dir = TempDir::new("tx-ns");
+    let instance = "MQ_INST_1_txns";
+    let broker = support::standalone(
+        &dir.0,
+        &[
+            "--instance-id",
+            instance,
+            "--transaction-timeout-ms",
+            "500",
+            "--transaction-check-interval-ms",
+            "500",
+        ],
+    );
+    let (namesrv, addr) = (broker.namesrv(), broker.broker());
+    let topic = "TxNsTopic";
+    let (bare_checks, ns_checks) = (Checks::default(), Checks::default());
+    Client::new().run(|rt| {
+        let (bare_checks, ns_checks) = (bare_checks.clone(), ns_checks.clone());
+        async move {
+            let listener = |checks: &Checks| Listener {
+                local: Answer::Unknown,
+                check: Answer::ByBody,
+                checks: checks.clone(),
+            };
+            let mut bare = tx_producer(
+                &rt,
+                &namesrv,
+                "txp-bare",
+                "GID_tx_ns",
+                listener(&bare_checks),
+                None,
+            )
+            .await;
+            let mut namespaced = TransactionMQProducer::builder(rt.clone())
+                .client_config(rocketmq_client_rust::ClientConfig {
+                    namespace: Some(instance.into()),
+                    ..support::client_config(&namesrv, "txp-ns")
+                })
+                .producer_group("GID_tx_ns2".to_string())
+                .default_topic_queue_nums(1)
+                .transaction_listener(listener(&ns_checks))
+                .build();
+            namespaced
+                .start()
+                .await
+                .expect("namespaced producer starts");
+            send_half(&bare, message(topic, "commit-bare")).await;
+            send_half(&namespaced, message(topic, "commit-ns")).await;
+            eventually("both halves are committed by check-back", DELIVERY, || {
+                metric(&broker, PENDING) == 0 && metric(&broker, COMMITS) == 2
+            })
+            .await;
+            let canonical = format!("{instance}%{topic}");
+            assert_eq!(stored(&addr, &canonical).await, 2, "both in one topic");
+            bare.shutdown().await;
+            namespaced.shutdown().await;
+        }
+    });
+    let bare_checks = bare_checks.lock().unwrap();
+    assert!(
+        bare_checks
+            .iter()
+            .all(|c| c.topic == topic && c.body == "commit-bare"),
+        "a bare client is asked about its bare topic: {bare_checks:?}"
+    );
+    let ns_checks = ns_checks.lock().unwrap();
+    assert!(
+        ns_checks.iter().all(|c| c.body == "commit-ns"),
+        "each producer is asked about its own halves: {ns_checks:?}"
+    );
+    assert!(!bare_checks.is_empty() && !ns_checks.is_empty());
 }
