@@ -60,10 +60,11 @@ impl Broker {
     /// Opens the broker's state files next to an opened store.
     pub fn new(cfg: BrokerConfig, store: Arc<MessageStore>) -> Result<Self, PersistError> {
         let dir = cfg.data_dir.join("config");
-        let transactions = Transactions::recover(&store, &cfg.transactions).map_err(|e| {
+        let state = dir.join("transaction.json");
+        let transactions = Transactions::open(&store, &cfg.transactions, &state).map_err(|e| {
             super::persist::PersistError::Io {
-                path: "the transaction half/op topics".to_owned(),
-                source: std::io::Error::other(e.to_string()),
+                path: state.display().to_string(),
+                source: std::io::Error::other(e),
             }
         })?;
         let broker = Self {

@@ -118,15 +118,37 @@ pub struct Transactions {
     stats: TransactionStats,
 }
 
+/// Where the next recovery starts reading (`config/transaction.json`): every half below
+/// `half_offset` in the half queue has ended, and every op-log entry below `op_offset`
+/// is about such a half (an op is always written after its half). Computed at the end
+/// of a recovery, when no send runs, so the next start reads only what came since.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryStart {
+    /// First half-queue offset that may still be pending.
+    pub half_offset: u64,
+    /// First op-queue offset that may be about such a half.
+    pub op_offset: u64,
+}
+
 impl Transactions {
-    /// Derives the pending halves from the half topic and the op log of `store`.
-    pub fn recover(store: &MessageStore, cfg: &TransactionConfig) -> Result<Self, StoreError> {
+    /// Derives the pending halves from the half topic and the op log of `store`, reading
+    /// from `start` on; returns them and where the next recovery may start.
+    pub fn recover(
+        store: &MessageStore,
+        cfg: &TransactionConfig,
+        start: RecoveryStart,
+    ) -> Result<(Self, RecoveryStart), StoreError> {
         let mut halves = vec![];
-        scan(store, HALF_TOPIC, |at, m| {
+        let mut queue_offsets = std::collections::HashMap::new();
+        scan(store, HALF_TOPIC, start.half_offset, |q, at, m| {
             halves.push((at, first_check_ms(m, cfg)));
+            queue_offsets.insert(at, q);
         })?;
         let mut ops = vec![];
-        scan(store, OP_TOPIC, |_, m| {
+        let mut op_positions = vec![];
+        scan(store, OP_TOPIC, start.op_offset, |q, op_at, m| {
+            op_positions.push((q, op_at));
             let Some(at) = std::str::from_utf8(m.body)
                 .ok()
                 .and_then(|b| b.trim().parse().ok())
@@ -140,16 +162,47 @@ impl Transactions {
             }
         })?;
         let pending = recover(halves, ops);
+        let next = match pending.keys().next() {
+            // The oldest pending half, and the first op written after it.
+            Some(oldest) => RecoveryStart {
+                half_offset: queue_offsets
+                    .get(oldest)
+                    .copied()
+                    .unwrap_or(start.half_offset),
+                op_offset: op_positions
+                    .iter()
+                    .find(|(_, op_at)| op_at > oldest)
+                    .map_or(store.max_offset(OP_TOPIC, 0), |(q, _)| *q),
+            },
+            None => RecoveryStart {
+                half_offset: store.max_offset(HALF_TOPIC, 0),
+                op_offset: store.max_offset(OP_TOPIC, 0),
+            },
+        };
         if !pending.is_empty() {
             tracing::info!(
                 pending = pending.len(),
                 "pending transaction halves recovered"
             );
         }
-        Ok(Self {
+        let recovered = Self {
             pending: PendingHalves::new(pending),
             stats: TransactionStats::default(),
-        })
+        };
+        Ok((recovered, next))
+    }
+
+    /// Recovers from `store` starting where `state` (a [`RecoveryStart`] file) says, and
+    /// writes where the next recovery starts.
+    pub fn open(
+        store: &MessageStore,
+        cfg: &TransactionConfig,
+        state: &std::path::Path,
+    ) -> Result<Self, String> {
+        let start: RecoveryStart = super::persist::load(state).map_err(|e| e.to_string())?;
+        let (recovered, next) = Self::recover(store, cfg, start).map_err(|e| e.to_string())?;
+        super::persist::save(state, &next).map_err(|e| e.to_string())?;
+        Ok(recovered)
     }
 
     /// Halves waiting for a commit or rollback.
@@ -163,19 +216,20 @@ impl Transactions {
     }
 }
 
-/// Calls `each` with the commit-log offset and content of every message of queue 0 of
-/// `topic`, in queue order.
+/// Calls `each` with the queue offset, commit-log offset and content of every message of
+/// queue 0 of `topic` from queue offset `from` on, in queue order.
 fn scan(
     store: &MessageStore,
     topic: &str,
-    mut each: impl FnMut(u64, &DecodedMessage<'_>),
+    from: u64,
+    mut each: impl FnMut(u64, u64, &DecodedMessage<'_>),
 ) -> Result<(), StoreError> {
-    let mut offset = store.min_offset(topic, 0);
+    let mut offset = store.min_offset(topic, 0).max(from);
     loop {
         let got = store.get(topic, 0, offset, RECOVERY_BATCH, 8 << 20, &|_| true)?;
         for m in &got.messages {
             match message::decode(&m.data) {
-                Ok(decoded) => each(m.phys_offset, &decoded),
+                Ok(decoded) => each(m.queue_offset, m.phys_offset, &decoded),
                 Err(e) => {
                     tracing::warn!(topic, phys = m.phys_offset, error = %e, "unreadable transaction entry skipped")
                 }
@@ -639,8 +693,16 @@ mod tests {
         let mut reopened = StoreConfig::new(&dir);
         reopened.background = false;
         let store = MessageStore::open(reopened).unwrap();
-        let tx = Transactions::recover(&store, &cfg).unwrap();
+        let (tx, next) = Transactions::recover(&store, &cfg, RecoveryStart::default()).unwrap();
         assert_eq!(tx.pending(), 2, "c ended; a and b still pending");
+        assert_eq!(
+            next,
+            RecoveryStart {
+                half_offset: 0,
+                op_offset: 0
+            },
+            "a (the oldest pending half) is first, so every op may matter"
+        );
         let due = tx.pending.due(i64::MAX, 10);
         let first = |at: u64| due.iter().find(|d| d.0 == at).map(|d| d.1);
         let pa = first(a.phys_offset).expect("a pending");
@@ -657,6 +719,47 @@ mod tests {
             "immunity time"
         );
         assert!(first(c.phys_offset).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_next_recovery_starts_at_the_oldest_pending_half_and_finds_the_same_set() {
+        let (store, dir) = store("watermark");
+        let cfg = TransactionConfig::default();
+        let a = store.put(&half("a", None)).unwrap();
+        store.put(&op(a.phys_offset, TAG_ENDED)).unwrap();
+        let b = store.put(&half("b", None)).unwrap();
+        store.put(&op(b.phys_offset, TAG_CHECKED)).unwrap();
+        let c = store.put(&half("c", None)).unwrap();
+        store.put(&op(c.phys_offset, TAG_ENDED)).unwrap();
+        let (tx, next) = Transactions::recover(&store, &cfg, RecoveryStart::default()).unwrap();
+        assert_eq!(tx.pending(), 1, "only b");
+        assert_eq!(
+            next,
+            RecoveryStart {
+                half_offset: 1,
+                op_offset: 1
+            },
+            "a and its op are behind; b's check (op 1) is not"
+        );
+        let (again, then) = Transactions::recover(&store, &cfg, next).unwrap();
+        let due = again.pending.due(i64::MAX, 10);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, b.phys_offset);
+        assert_eq!(due[0].1.checks, 1, "b's check is still counted");
+        assert_eq!(then, next);
+
+        // Once b ends, the next start skips everything read so far.
+        store.put(&op(b.phys_offset, TAG_ENDED)).unwrap();
+        let (done, last) = Transactions::recover(&store, &cfg, then).unwrap();
+        assert_eq!(done.pending(), 0);
+        assert_eq!(
+            last,
+            RecoveryStart {
+                half_offset: 3,
+                op_offset: 4
+            }
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
