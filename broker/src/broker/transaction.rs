@@ -15,7 +15,8 @@
 //!   [`OP_TOPIC`] queue 0 (body: the half's commit-log offset; tag `d` ended, `c`
 //!   checked). On startup the pending set is the halves still stored minus those the
 //!   op log ended (`halves.rs`), so halves survive restarts and crashes; only offsets
-//!   are kept in memory.
+//!   are kept in memory. Each recovery reads the two queues from where the previous one
+//!   found the oldest pending half ([`RecoveryStart`], `config/transaction.json`).
 //! - Check-back: a pending half is first checked `CHECK_IMMUNITY_TIME_IN_SECONDS` after
 //!   it was stored (else the broker's transaction timeout), then every check interval:
 //!   CHECK_TRANSACTION_STATE (39, oneway) goes to one live producer connection of its
