@@ -724,6 +724,22 @@ fn under_acl_only_pub_on_the_topic_and_the_sending_group_end_a_half() {
             assert_eq!(metric(broker, PENDING), 1);
 
             let outsider = Some(("outsider", "outsider-secret"));
+            // A half needs PUB on its topic like any send.
+            let mut half = RemotingCommand::new_request(request_code::SEND_MESSAGE_V2)
+                .with_ext("a", "GID_outsider")
+                .with_ext("b", "orders")
+                .with_ext("c", "TBW102")
+                .with_ext("d", "1")
+                .with_ext("e", "0")
+                .with_ext("f", "4")
+                .with_ext("g", "0")
+                .with_ext("h", "0")
+                .with_ext("i", "TRAN_MSG\u{1}true\u{2}PGROUP\u{1}GID_outsider\u{2}")
+                .with_body(&b"sneaky"[..]);
+            mq_broker::acl::sign::sign(&mut half, &Credentials::new("outsider", "outsider-secret"));
+            let res = support::raw_request(&addr, half).await;
+            assert_eq!(res.code, mq_broker::acl::Denied::CODE, "{:?}", res.remark);
+            assert!(res.remark.unwrap_or_default().contains("No PUB permission"));
             for as_group in [group, "GID_outsider"] {
                 let res =
                     support::raw_request(&addr, end_request(&sent, as_group, COMMIT, outsider))
