@@ -12,10 +12,14 @@
 //! 3. consume: every stored message read back with pipelined pulls of `--pull-batch`;
 //! 4. overload: `--overload-in-flight` sends in flight; the share answered SYSTEM_BUSY
 //!    and the latency of the accepted ones (the broker sheds load instead of queueing);
-//! 5. the child's RSS, then a SIGTERM and the time its clean stop took;
-//! 6. queries: `--query-samples` QUERY_MESSAGE lookups by unique key of random messages
+//! 5. queries: `--query-samples` QUERY_MESSAGE lookups by unique key of random messages
 //!    of the peak phase, one at a time, with everything stored (the key index's latency;
-//!    a lookup by KEYS takes the same index path, only the final match differs).
+//!    a lookup by KEYS takes the same index path, only the final match differs);
+//! 6. transactions: `--transaction-secs` of half + commit per sender (`bench_tx.rs`);
+//! 7. the child's RSS, then a SIGTERM and the time its clean stop took.
+
+#[path = "bench_tx.rs"]
+mod tx;
 
 use crate::cli::Flush;
 use anyhow::{Context, Result, bail};
@@ -79,6 +83,9 @@ pub struct BenchArgs {
     /// Seconds of the overload phase.
     #[arg(long, default_value_t = 5)]
     pub overload_secs: u64,
+    /// Seconds of the transactional phase (half + commit per sender; 0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub transaction_secs: u64,
     /// Topic (auto-created with `--queues` queues).
     #[arg(long, default_value = "BenchTopic")]
     pub topic: String,
@@ -317,6 +324,18 @@ async fn measure(args: &BenchArgs, addr: &str, child: Option<&ChildBroker>) -> R
             "overload_accepted_msgs_per_s".into(),
             round(over.rate()).into(),
         );
+    }
+    if args.transaction_secs > 0 {
+        let topic = format!("{}Tx", args.topic);
+        tx::measure(
+            &channels,
+            &topic,
+            args.size,
+            args.senders,
+            args.transaction_secs,
+            &mut report,
+        )
+        .await?;
     }
     if let Some(c) = child {
         let rss = c.rss();

@@ -227,7 +227,8 @@ pub struct BrokerArgs {
     pub no_vip: bool,
     /// A `broker.conf`-style `key=value` file (namesrvAddr, brokerName, brokerClusterName,
     /// storePathRootDir, flushDiskType, waitTimeMillsInSendQueue, aclEnable, aclFile,
-    /// maxSendTps, maxReceiveTps). Flags and their env variables win over it at start;
+    /// maxSendTps, maxReceiveTps, transactionTimeOut, transactionCheckInterval,
+    /// transactionCheckMax). Flags and their env variables win over it at start;
     /// its `namesrvAddr`, `aclEnable`, `maxSendTps` and `maxReceiveTps` are re-read every
     /// second and a change applies at once; a re-read file without `aclEnable`,
     /// `maxSendTps` or `maxReceiveTps` leaves that setting as it is (see `mq_broker::conf`).
@@ -278,6 +279,19 @@ pub struct BrokerArgs {
         hide = true
     )]
     pub stats_bucket_ms: i64,
+    /// A half message without `CHECK_IMMUNITY_TIME_IN_SECONDS` is first checked back this
+    /// long after it was stored [default: the config file's `transactionTimeOut`, else
+    /// 6000].
+    #[arg(long, env = "MQ_TRANSACTION_TIMEOUT_MS")]
+    pub transaction_timeout_ms: Option<u64>,
+    /// Time between check-backs of a pending half [default: the config file's
+    /// `transactionCheckInterval`, else 60000].
+    #[arg(long, env = "MQ_TRANSACTION_CHECK_INTERVAL_MS")]
+    pub transaction_check_interval_ms: Option<u64>,
+    /// Check-backs before a pending half is rolled back [default: the config file's
+    /// `transactionCheckMax`, else 15].
+    #[arg(long, env = "MQ_TRANSACTION_CHECK_MAX")]
+    pub transaction_check_max: Option<u32>,
     /// ACL: admin requests need the admin key's signature; with ACL on, every client
     /// request must be signed and granted too.
     #[command(flatten)]

@@ -258,6 +258,7 @@ fn broker_metrics(m: &mut Exposition, b: &Broker) {
         "Requests being handled now.",
         &[(String::new(), b.in_flight() as u64)],
     );
+    transaction_metrics(m, b);
     let store = b.store();
     let (min, max) = (store.commitlog_min_offset(), store.commitlog_max_offset());
     m.gauge(
@@ -315,6 +316,38 @@ fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The transaction counters (`broker/transaction.rs`).
+fn transaction_metrics(m: &mut Exposition, b: &Broker) {
+    let t = b.transactions();
+    let s = t.stats();
+    let get = |c: &std::sync::atomic::AtomicU64| vec![(String::new(), c.load(Ordering::Relaxed))];
+    m.gauge(
+        "mq_broker_transaction_half_pending",
+        "Half messages waiting for a commit or rollback.",
+        &[(String::new(), t.pending() as u64)],
+    );
+    m.counter(
+        "mq_broker_transaction_checks_total",
+        "Transaction check-backs sent to producers.",
+        &get(&s.checks),
+    );
+    m.counter(
+        "mq_broker_transaction_commits_total",
+        "Half messages committed.",
+        &get(&s.commits),
+    );
+    m.counter(
+        "mq_broker_transaction_rollbacks_total",
+        "Half messages rolled back (by producers or after the check limit).",
+        &get(&s.rollbacks),
+    );
+    m.counter(
+        "mq_broker_transaction_check_limit_rollbacks_total",
+        "Half messages rolled back because they reached the check limit.",
+        &get(&s.check_limit_rollbacks),
+    );
 }
 
 /// Prometheus text format 0.0.4 being written.

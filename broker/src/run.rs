@@ -293,6 +293,7 @@ async fn start_broker(
     cfg.limits = tps.limits.clone();
     cfg.stats_bucket_ms = args.stats_bucket_ms.max(1);
     cfg.stats_max_series = args.stats_max_series;
+    cfg.transactions = file.transactions(&args)?;
     let broker = Arc::new(
         Broker::new(cfg, Arc::new(store))
             .context("loading the broker's topics, groups and offsets")?,
@@ -305,6 +306,7 @@ async fn start_broker(
     ops.set_broker(broker.clone());
     ops.add_server("broker", server.stats());
     tokio::spawn(broker.clone().run_schedule());
+    tokio::spawn(broker.clone().run_transaction_check());
     tokio::spawn(broker.clone().run_maintenance());
     tokio::spawn(server.serve(broker.clone(), until_stopped(stop.clone())));
     if let Some(vip) = vip {

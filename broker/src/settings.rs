@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use mq_broker::acl::watch::AclWatch;
 use mq_broker::acl::{Acl, AclTable};
 use mq_broker::broker::limits::Limits;
+use mq_broker::broker::transaction::TransactionConfig;
 use mq_broker::conf::{self, FileWatch, Live, NamesrvList, Properties};
 use mq_broker::names::Namespace;
 use std::net::SocketAddr;
@@ -126,6 +127,44 @@ impl FileSettings {
             );
         }
         Ok(size)
+    }
+
+    /// Transaction check timing: flags, else the file's `transactionTimeOut`,
+    /// `transactionCheckInterval` (ms) and `transactionCheckMax`, else Java's defaults.
+    pub fn transactions(&self, args: &BrokerArgs) -> Result<TransactionConfig> {
+        use mq_broker::broker::transaction::{CONF_CHECK_INTERVAL, CONF_CHECK_MAX, CONF_TIMEOUT};
+        let default = TransactionConfig::default();
+        let number = |flag: Option<u64>, key: &str, default: u64| -> Result<u64> {
+            match (flag, self.props.get(key)) {
+                (Some(v), _) => Ok(v),
+                (None, Some(v)) => v.trim().parse().with_context(|| {
+                    format!("config file: {key} must be a whole number, not {v:?}")
+                }),
+                (None, None) => Ok(default),
+            }
+        };
+        let millis = |d: Duration| d.as_millis() as u64;
+        Ok(TransactionConfig {
+            timeout: Duration::from_millis(number(
+                args.transaction_timeout_ms,
+                CONF_TIMEOUT,
+                millis(default.timeout),
+            )?),
+            check_interval: Duration::from_millis(
+                number(
+                    args.transaction_check_interval_ms,
+                    CONF_CHECK_INTERVAL,
+                    millis(default.check_interval),
+                )?
+                .max(1),
+            ),
+            check_max: u32::try_from(number(
+                args.transaction_check_max.map(u64::from),
+                CONF_CHECK_MAX,
+                u64::from(default.check_max),
+            )?)
+            .context("transactionCheckMax is too large")?,
+        })
     }
 
     /// The name servers, live: flag/env, else the file, else the embedded name server

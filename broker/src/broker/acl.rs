@@ -17,6 +17,8 @@
 //! - LOCK/UNLOCK_BATCH_MQ: SUB on the group and every topic of the queues;
 //! - GET_MAX/MIN_OFFSET, SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME: SUB on the
 //!   topic;
+//! - END_TRANSACTION: PUB on the real topic of the half it names, checked in the
+//!   processor once the half is loaded (`transaction.rs`), like send-back's topic;
 //! - QUERY_MESSAGE: SUB on the topic (a system topic: admin only, in the processor);
 //! - VIEW_MESSAGE_BY_ID: a valid signature here — the processor loads the message and
 //!   checks SUB on the topic it really is in (system topics: admin only);
@@ -58,6 +60,7 @@ pub const CLIENT_CODES: &[i32] = &[
     CONSUMER_SEND_MSG_BACK,
     QUERY_MESSAGE,
     VIEW_MESSAGE_BY_ID,
+    END_TRANSACTION,
     LOCK_BATCH_MQ,
     UNLOCK_BATCH_MQ,
     GET_MAX_OFFSET,
@@ -136,6 +139,8 @@ pub(super) fn needs(req: &RemotingCommand, ns: &Namespace) -> Result<Needs, Stri
         }
         // Checked against the topic the message really is in, in the processor.
         VIEW_MESSAGE_BY_ID => {}
+        // The half's real topic is known once it is loaded: the processor checks PUB.
+        END_TRANSACTION => {}
         _ => return Ok(Needs::admin()),
     }
     Ok(needs)

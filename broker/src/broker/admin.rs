@@ -455,6 +455,10 @@ impl Broker {
                 "commitLogMaxOffset",
                 self.store.commitlog_max_offset().to_string(),
             ),
+            (
+                super::transaction::RUNTIME_HALF_PENDING,
+                self.transactions().pending().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -58,6 +58,8 @@ pub struct BrokerConfig {
     pub stats_bucket_ms: i64,
     /// Most statistics series (topics + group × topic pairs) tracked.
     pub stats_max_series: usize,
+    /// Transaction check timing and limit.
+    pub transactions: super::transaction::TransactionConfig,
 }
 
 impl BrokerConfig {
@@ -87,6 +89,7 @@ impl BrokerConfig {
             reset_offset_guard: Duration::from_secs(30),
             stats_bucket_ms: super::minute_stats::DEFAULT_BUCKET_MS,
             stats_max_series: super::minute_stats::DEFAULT_MAX_SERIES,
+            transactions: super::transaction::TransactionConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::offsets::ConsumerOffsets;
 use super::persist::PersistError;
 use super::refusal::{Refusal, Reply};
 use super::topics::{TopicTable, topic_config};
+use super::transaction::Transactions;
 use crate::names::{self, DEFAULT_TOPIC};
 use crate::net::{RequestContext, RequestHandler, not_supported};
 use crate::remoting::body::{PERM_WRITE, TopicConfig};
@@ -55,12 +56,20 @@ pub struct Broker {
     pub(super) lifecycle: Lifecycle,
     pub(super) resets: super::reset::ResetGuards,
     pub(super) minutes: MinuteStats,
+    pub(super) transactions: Transactions,
 }
 
 impl Broker {
     /// Opens the broker's state files next to an opened store.
     pub fn new(cfg: BrokerConfig, store: Arc<MessageStore>) -> Result<Self, PersistError> {
         let dir = cfg.data_dir.join("config");
+        let state = dir.join("transaction.json");
+        let transactions = Transactions::open(&store, &cfg.transactions, &state).map_err(|e| {
+            super::persist::PersistError::Io {
+                path: state.display().to_string(),
+                source: std::io::Error::other(e),
+            }
+        })?;
         let broker = Self {
             topics: TopicTable::open(dir.join("topics.json"))?,
             groups: GroupTable::open(dir.join("subscriptionGroup.json"))?,
@@ -80,6 +89,7 @@ impl Broker {
                 cfg.stats_max_series,
                 dir.join("minuteStats.json"),
             ),
+            transactions,
             store,
             cfg,
         };
@@ -238,6 +248,7 @@ impl Broker {
                 None => self.admin(req),
             },
             code if super::consume::is_consume_admin(code) => self.consume_admin(req).await,
+            request_code::END_TRANSACTION => self.end_transaction(req).await,
             _ => Ok(not_supported(req)),
         }
     }

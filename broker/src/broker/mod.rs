@@ -7,7 +7,8 @@
 //! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `query`
 //! (message queries, browse, per-minute statistics in `minute_stats`), `acl` (what each
 //! request needs of the ACL), `limits` (instance TPS limits), `consume` (who consumes
-//! what, calls relayed to clients), `reset` (offset resets), `dlq` (dead-letter resend).
+//! what, calls relayed to clients), `reset` (offset resets), `dlq` (dead-letter resend),
+//! `transaction` (half messages, END_TRANSACTION, check-back; pending set in `halves`).
 
 mod acl;
 pub mod activity;
@@ -22,6 +23,7 @@ mod core;
 mod dlq;
 pub mod gate;
 pub mod groups;
+mod halves;
 mod lifecycle;
 pub mod limits;
 pub mod locks;
@@ -38,6 +40,7 @@ pub mod schedule;
 mod send;
 pub mod table;
 pub mod topics;
+pub mod transaction;
 
 pub use config::{BrokerConfig, DEFAULT_DELAY_LEVELS, parse_delay_levels};
 pub use consume::{GroupList, QueryTopicConsumeByWhoRequestHeader};

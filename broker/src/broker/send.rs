@@ -83,6 +83,9 @@ impl Broker {
             reconsume_times: h.reconsume_times.unwrap_or(0),
             prepared_transaction_offset: 0,
         };
+        if super::transaction::is_half(msg.sys_flag, &msg.properties) {
+            return self.send_half(ctx, req, &h, msg).await;
+        }
         let msg = self.route_delayed(msg, &config)?;
         let results = self.put_send(arrived, vec![msg]).await?;
         Ok(self.send_response(req, &results))
@@ -100,6 +103,15 @@ impl Broker {
             ));
         }
         let items = decode_batch(req.body.clone().unwrap_or_default())?;
+        if items
+            .iter()
+            .any(|i| super::transaction::is_half(h.sys_flag, &i.properties))
+        {
+            return Err(Refusal::new(
+                response_code::MESSAGE_ILLEGAL,
+                "batch messages cannot be transactional",
+            ));
+        }
         let total: usize = items.iter().map(|i| i.body.len()).sum();
         let max = self.store.max_body_bytes();
         if total > max {

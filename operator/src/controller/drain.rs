@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mq_broker::broker::schedule::SCHEDULE_GROUP;
+use mq_broker::broker::transaction::RUNTIME_HALF_PENDING;
 use mq_broker::names::SCHEDULE_TOPIC;
 use mq_broker::remoting::body::PERM_READ;
 
@@ -136,6 +137,19 @@ pub async fn drain(
         if scheduled > 0 {
             waiting.push(format!(
                 "{}: {scheduled} scheduled message(s) not delivered yet",
+                broker.name
+            ));
+        }
+        // Half messages pending there are committed (or rolled back) only there.
+        let halves = admin
+            .runtime_info()
+            .await
+            .ok()
+            .and_then(|info| info.get(RUNTIME_HALF_PENDING)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if halves > 0 {
+            waiting.push(format!(
+                "{}: {halves} transaction half message(s) not committed or rolled back yet",
                 broker.name
             ));
         }
