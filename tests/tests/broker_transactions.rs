@@ -628,6 +628,29 @@ fn end_transaction_checks_the_producer_group_and_ends_a_half_once() {
                 info.get("transactionHalfPending").map(String::as_str),
                 Some("1")
             );
+            // A pending half is in no query, not even the admin's: by unique key, by the
+            // offset id the send returned, by either id through `view_message`.
+            let uniq = sent.msg_id.as_deref().expect("a unique key").to_owned();
+            let offset_id = sent
+                .offset_msg_id
+                .as_deref()
+                .expect("an offset id")
+                .to_owned();
+            let admins = std::slice::from_ref(&admin);
+            assert!(
+                admin
+                    .query_by_unique_key(topic, &uniq)
+                    .await
+                    .expect("query")
+                    .is_empty()
+            );
+            for id in [&uniq, &offset_id] {
+                let seen = mq_broker::client::AdminClient::view_message(admins, topic, id).await;
+                assert!(
+                    matches!(seen, Ok(None) | Err(_)),
+                    "the half stays hidden: {seen:?}"
+                );
+            }
 
             let wrong =
                 support::raw_request(&addr, end_request(&sent, "GID_other", COMMIT, None)).await;
@@ -648,6 +671,12 @@ fn end_transaction_checks_the_producer_group_and_ends_a_half_once() {
             assert_eq!(metric(broker, PENDING), 0);
             assert_eq!(metric(broker, COMMITS), 1);
             assert_eq!(metric(broker, ROLLBACKS), 0);
+            // Committed: the unique key finds exactly the committed copy.
+            let found = admin
+                .query_by_unique_key(topic, &uniq)
+                .await
+                .expect("query");
+            assert_eq!(found.len(), 1, "the committed message only: {found:?}");
 
             let bogus = RemotingCommand::new_request(request_code::END_TRANSACTION)
                 .with_ext("producerGroup", group)

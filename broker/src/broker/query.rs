@@ -211,6 +211,14 @@ fn time_span_json(body: &QueryConsumeTimeSpanBody) -> Bytes {
 }
 
 /// Whether `topic` belongs to the broker (admin only).
+/// Whether a stored message is never shown, not even to the admin: a half or rolled-back
+/// transaction message, or an entry of the transaction half and op topics (a committed
+/// send's offset id names its half there).
+fn is_hidden(topic: &str, sys_flag: i32) -> bool {
+    use super::transaction::{HALF_TOPIC, OP_TOPIC};
+    is_invisible_transaction(sys_flag) || topic == HALF_TOPIC || topic == OP_TOPIC
+}
+
 fn is_system_topic(topic: &str) -> bool {
     names::is_system(topic) || topic.starts_with("RMQ_SYS_")
 }
@@ -269,8 +277,7 @@ impl Broker {
             .into_iter()
             .filter(|f| {
                 message::decode(&f.data).is_ok_and(|m| {
-                    !is_invisible_transaction(m.sys_flag)
-                        && (begin..=end).contains(&m.store_timestamp)
+                    !is_hidden(&m.topic, m.sys_flag) && (begin..=end).contains(&m.store_timestamp)
                 })
             })
             .collect();
@@ -308,7 +315,7 @@ impl Broker {
             .ok_or_else(not_found)?;
         let topic = {
             let m = message::decode(&data).map_err(|_| not_found())?;
-            if is_invisible_transaction(m.sys_flag) {
+            if is_hidden(&m.topic, m.sys_flag) {
                 return Err(not_found());
             }
             m.topic.into_owned()
@@ -396,7 +403,8 @@ impl Broker {
         let h = BrowseMessagesRequestHeader::from_command(req)?;
         let ns = &self.cfg.namespace;
         let topic = ns.canonical(&h.topic);
-        let known = self.topics.get(&topic).is_some() || !self.store.queue_ids(&topic).is_empty();
+        let known = !is_hidden(&topic, 0)
+            && (self.topics.get(&topic).is_some() || !self.store.queue_ids(&topic).is_empty());
         if !known {
             return Err(Refusal::new(
                 response_code::TOPIC_NOT_EXIST,
@@ -569,9 +577,9 @@ mod tests {
     #[tokio::test]
     async fn system_topics_are_answered_only_to_the_admin() {
         let (b, dir) = broker("system");
-        let half = put(&b, "RMQ_SYS_TRANS_HALF_TOPIC", 0, "half", "U1");
+        let waiting = put(&b, "SCHEDULE_TOPIC_XXXX", 0, "waiting", "U1");
         let refused = b
-            .query(&query("RMQ_SYS_TRANS_HALF_TOPIC", "K", false))
+            .query(&query("SCHEDULE_TOPIC_XXXX", "K", false))
             .await
             .unwrap()
             .unwrap_err();
@@ -581,11 +589,22 @@ mod tests {
             refused.remark
         );
         let mut view = RemotingCommand::new_request(request_code::VIEW_MESSAGE_BY_ID)
-            .with_ext("offset", half.to_string());
+            .with_ext("offset", waiting.to_string());
         assert!(b.query(&view).await.unwrap().is_err());
         crate::acl::sign::sign(&mut view, &Credentials::new("admin", "admin-secret"));
         let seen = b.query(&view).await.unwrap().unwrap();
-        assert_eq!(bodies(&seen), ["half"]);
+        assert_eq!(bodies(&seen), ["waiting"]);
+
+        // A half in the transaction half topic is hidden even from the admin: a committed
+        // send's offset id names it, and the console must not show it.
+        let half = put(&b, "RMQ_SYS_TRANS_HALF_TOPIC", 0, "half", "U2");
+        let mut view = RemotingCommand::new_request(request_code::VIEW_MESSAGE_BY_ID)
+            .with_ext("offset", half.to_string());
+        crate::acl::sign::sign(&mut view, &Credentials::new("admin", "admin-secret"));
+        assert!(
+            b.query(&view).await.unwrap().is_err(),
+            "the half is not shown"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -622,6 +641,10 @@ mod tests {
     #[test]
     fn system_topics_are_recognised() {
         assert!(is_system_topic("RMQ_SYS_TRANS_HALF_TOPIC"));
+        assert!(
+            is_hidden("RMQ_SYS_TRANS_HALF_TOPIC", 0) && is_hidden("RMQ_SYS_TRANS_OP_HALF_TOPIC", 0)
+        );
+        assert!(!is_hidden("orders", 0) && is_hidden("orders", sysflag::TRANSACTION_PREPARED));
         assert!(is_system_topic("SCHEDULE_TOPIC_XXXX"));
         assert!(!is_system_topic("orders"));
     }
