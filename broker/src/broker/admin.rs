@@ -452,6 +452,7 @@ impl Broker {
                 "commitLogMaxOffset",
                 self.store.commitlog_max_offset().to_string(),
             ),
+            ("timerPending", self.timer.pending().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -50,6 +50,8 @@ pub struct BrokerConfig {
     pub acl: Acl,
     /// Send and receive TPS limits (unlimited by default; live, shared).
     pub limits: super::limits::Limits,
+    /// How far ahead a message may be scheduled (`TIMER_DELIVER_MS` and kin; 40 days).
+    pub timer_max_delay: Duration,
 }
 
 impl BrokerConfig {
@@ -75,6 +77,7 @@ impl BrokerConfig {
             max_send_wait: super::gate::DEFAULT_MAX_SEND_WAIT,
             acl: Acl::default(),
             limits: super::limits::Limits::default(),
+            timer_max_delay: super::timer::DEFAULT_TIMER_MAX_DELAY,
         }
     }
 }

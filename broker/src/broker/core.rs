@@ -52,12 +52,21 @@ pub struct Broker {
     pub(super) activity: Activity,
     pub(super) gate: SendQueue,
     pub(super) lifecycle: Lifecycle,
+    pub(super) timer: Arc<super::timer_store::TimerStore>,
 }
 
 impl Broker {
     /// Opens the broker's state files next to an opened store.
     pub fn new(cfg: BrokerConfig, store: Arc<MessageStore>) -> Result<Self, PersistError> {
         let dir = cfg.data_dir.join("config");
+        let timer_dir = cfg.data_dir.join("timer");
+        let fsync = store.flush_policy() == crate::store::FlushPolicy::Sync;
+        let timer =
+            super::timer_store::TimerStore::open(&timer_dir, super::timer_store::SLOT, fsync)
+                .map_err(|source| PersistError::Io {
+                    path: timer_dir.display().to_string(),
+                    source,
+                })?;
         let broker = Self {
             topics: TopicTable::open(dir.join("topics.json"))?,
             groups: GroupTable::open(dir.join("subscriptionGroup.json"))?,
@@ -71,6 +80,7 @@ impl Broker {
             activity: Activity::new(),
             gate: SendQueue::new(&store, cfg.max_send_wait),
             lifecycle: Lifecycle::default(),
+            timer: Arc::new(timer),
             store,
             cfg,
         };

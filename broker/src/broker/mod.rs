@@ -3,7 +3,8 @@
 //!
 //! Processors are split by concern: [`send`](self) (send, batch), `pull` (long polling,
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
-//! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
+//! (send-back, DLQ), `schedule` (delay levels), `timer`
+//! (arbitrary-time scheduled messages, kept in `timer_store`), `register` (name servers), `admin`
 //! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `acl`
 //! (what each request needs of the ACL), `limits` (instance TPS limits).
 
@@ -30,6 +31,8 @@ mod retry;
 pub mod schedule;
 mod send;
 pub mod table;
+pub mod timer;
+pub mod timer_store;
 pub mod topics;
 
 pub use config::{BrokerConfig, DEFAULT_DELAY_LEVELS, parse_delay_levels};

@@ -83,6 +83,10 @@ impl Broker {
             reconsume_times: h.reconsume_times.unwrap_or(0),
             prepared_transaction_offset: 0,
         };
+        let msg = match self.keep_timed(req, msg).await? {
+            super::timer::Timed::Now(msg) => msg,
+            super::timer::Timed::Kept(response) => return Ok(response),
+        };
         let msg = self.route_delayed(msg, &config)?;
         let results = self.put_send(arrived, vec![msg]).await?;
         Ok(self.send_response(req, &results))
@@ -106,6 +110,12 @@ impl Broker {
                 return Err(Refusal::new(
                     response_code::MESSAGE_ILLEGAL,
                     "batch messages cannot be delayed",
+                ));
+            }
+            if super::timer::deliver_time(&item.properties, 0)?.is_some() {
+                return Err(Refusal::new(
+                    response_code::MESSAGE_ILLEGAL,
+                    "batch messages cannot be scheduled",
                 ));
             }
             msgs.push(MessageToStore {
