@@ -132,7 +132,8 @@ pub async fn drain(
             .consume_stats(SCHEDULE_GROUP, Some(SCHEDULE_TOPIC))
             .await
             .map(|s| s.total_diff())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + timer_pending(&admin).await;
         if scheduled > 0 {
             waiting.push(format!(
                 "{}: {scheduled} scheduled message(s) not delivered yet",
@@ -177,3 +178,11 @@ pub fn started(conditions: &[Condition]) -> Option<Timestamp> {
 
 /// The default drain bound.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Messages waiting in a broker's timer store (arbitrary-time scheduled messages).
+async fn timer_pending(admin: &mq_broker::client::AdminClient) -> i64 {
+    let info = admin.runtime_info().await.unwrap_or_default();
+    info.get("timerPending")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
