@@ -13,6 +13,8 @@
 //! 4. overload: `--overload-in-flight` sends in flight; the share answered SYSTEM_BUSY
 //!    and the latency of the accepted ones (the broker sheds load instead of queueing);
 //! 5. the child's RSS, then a SIGTERM and the time its clean stop took.
+//!
+//! With `--scheduled N` it measures scheduled messages instead (`bench_timer.rs`).
 
 use crate::cli::Flush;
 use anyhow::{Context, Result, bail};
@@ -26,6 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
+
+#[path = "bench_timer.rs"]
+mod timer;
 
 /// Load-generator settings.
 #[derive(Args, Debug, Clone)]
@@ -82,6 +87,14 @@ pub struct BenchArgs {
     /// Queues of the topic (at most the broker's default of 8 when auto-created).
     #[arg(long, default_value_t = 8)]
     pub queues: i32,
+    /// Scheduled-message mode: N messages scheduled 1 h ahead (sends/s into the timer
+    /// store, broker RSS with them pending), then `--scheduled-due` more due together
+    /// (deliveries/s); replaces the other phases.
+    #[arg(long, default_value_t = 0)]
+    pub scheduled: u64,
+    /// Messages of the scheduled mode's delivery phase.
+    #[arg(long, default_value_t = 200_000)]
+    pub scheduled_due: u64,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -172,7 +185,10 @@ async fn measure(args: &BenchArgs, addr: &str, child: Option<&ChildBroker>) -> R
             );
         }
     }
-    let template = FrameTemplate::new(&args.topic, args.queues, args.size)?;
+    if args.scheduled > 0 {
+        return timer::measure(args, addr, child, &channels[0], report).await;
+    }
+    let template = FrameTemplate::new(&args.topic, args.queues, args.size, "")?;
     let _ = load(
         addr,
         &template,
@@ -431,7 +447,8 @@ impl FrameTemplate {
     /// Digits of the UNIQ_KEY that change per send.
     const UNIQ_DIGITS: usize = 16;
 
-    fn new(topic: &str, queues: i32, size: usize) -> Result<Self> {
+    /// `extra`: more properties (`name\u{1}value\u{2}` pairs) every send carries.
+    fn new(topic: &str, queues: i32, size: usize, extra: &str) -> Result<Self> {
         let marker = format!("BENCH{:08X}", std::process::id());
         let born = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -451,7 +468,7 @@ impl FrameTemplate {
             .with_ext(
                 "i",
                 format!(
-                    "UNIQ_KEY\u{1}{marker}{}\u{2}WAIT\u{1}true\u{2}TAGS\u{1}bench\u{2}",
+                    "UNIQ_KEY\u{1}{marker}{}\u{2}WAIT\u{1}true\u{2}TAGS\u{1}bench\u{2}{extra}",
                     "0".repeat(Self::UNIQ_DIGITS)
                 ),
             )
@@ -996,7 +1013,7 @@ mod tests {
 
     #[test]
     fn a_patched_template_is_a_valid_send_with_its_opaque_and_unique_key() {
-        let t = FrameTemplate::new("BenchTopic", 8, 100).expect("template");
+        let t = FrameTemplate::new("BenchTopic", 8, 100, "").expect("template");
         let mut out = vec![];
         t.write(&mut out, 0xABC, Duration::from_micros(123_456));
         t.write(&mut out, 0xABD, Duration::from_micros(7));

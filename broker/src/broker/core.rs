@@ -201,6 +201,7 @@ impl Broker {
     /// Flushes what a clean stop must not lose: consumer offsets and the store.
     pub fn shutdown(&self) -> Result<(), String> {
         self.offsets.persist().map_err(|e| e.to_string())?;
+        self.timer.sync().map_err(|e| e.to_string())?;
         self.store.shutdown().map_err(|e| e.to_string())
     }
 

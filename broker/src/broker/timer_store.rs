@@ -62,6 +62,9 @@ struct State {
     writers: HashMap<i64, File>,
     /// Every message due at or before this is re-put.
     progress: i64,
+    /// The latest time [`TimerStore::take_due`] handed messages out for: a message due
+    /// at or before it is not kept any more (it could land inside a batch in flight).
+    taken_until: i64,
     loaded: Option<Loaded>,
 }
 
@@ -128,6 +131,7 @@ impl TimerStore {
                 slots,
                 writers: HashMap::new(),
                 progress,
+                taken_until: i64::MIN,
                 loaded: None,
             }),
             pending: AtomicU64::new(pending),
@@ -175,7 +179,7 @@ impl TimerStore {
         let record = encode_record(deliver_ms, msg);
         let mut state = self.lock();
         // Checked under the lock, so a delivery pass never misses a message due before it.
-        if deliver_ms <= now_ms || deliver_ms <= state.progress {
+        if deliver_ms <= now_ms.max(state.taken_until).max(state.progress) {
             return Ok(false);
         }
         let slot = self.slot_of(deliver_ms);
@@ -237,6 +241,7 @@ impl TimerStore {
     /// same messages come again until [`TimerStore::commit`] marks them re-put.
     pub fn take_due(&self, now_ms: i64, max: usize) -> io::Result<DueBatch> {
         let mut state = self.lock();
+        state.taken_until = state.taken_until.max(now_ms);
         loop {
             if state.loaded.is_none() {
                 let Some(&slot) = state.slots.first().filter(|s| **s <= now_ms) else {
