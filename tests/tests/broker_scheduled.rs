@@ -146,6 +146,7 @@ async fn timer_pending(broker: &str) -> u64 {
 /// Asserts `body` arrived no earlier than `due_ms` and at most `late_ms` after it.
 fn assert_on_time(log: &Log, body: &str, due_ms: i64, late_ms: i64) -> Delivery {
     let d = delivered(log, body).unwrap_or_else(|| panic!("{body} was delivered"));
+    println!("{body}: received {} ms after its time", d.at_ms - due_ms);
     assert!(
         d.at_ms >= due_ms,
         "{body} arrived {} ms early",

@@ -24,7 +24,7 @@ use crate::store::MessageToStore;
 use bytes::{Buf, BufMut, Bytes};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -59,7 +59,8 @@ struct Loaded {
 struct State {
     /// Slots that have a file.
     slots: BTreeSet<i64>,
-    writers: HashMap<i64, File>,
+    /// Open slot files and their lengths (kept here, so an append is one `write`).
+    writers: HashMap<i64, (File, u64)>,
     /// Every message due at or before this is re-put.
     progress: i64,
     /// The latest time [`TimerStore::take_due`] handed messages out for: a message due
@@ -212,15 +213,18 @@ impl TimerStore {
             if created && self.fsync {
                 File::open(&self.dir)?.sync_all()?;
             }
-            state.writers.insert(slot, file);
+            let len = file.metadata()?.len();
+            state.writers.insert(slot, (file, len));
         }
-        let file = state.writers.get_mut(&slot).expect("just opened");
-        let pos = file.seek(SeekFrom::End(0))?;
+        let (file, len) = state.writers.get_mut(&slot).expect("just opened");
+        let pos = *len;
         if let Err(e) = file.write_all(record) {
             // A partial record must not stay in front of later ones.
             let _ = file.set_len(pos);
+            state.writers.remove(&slot);
             return Err(e);
         }
+        *len += record.len() as u64;
         if self.fsync {
             file.sync_data()?;
         }
@@ -231,7 +235,7 @@ impl TimerStore {
     /// task calls it as often as the commit log is flushed).
     pub fn sync(&self) -> io::Result<()> {
         let state = self.lock();
-        for file in state.writers.values() {
+        for (file, _) in state.writers.values() {
             file.sync_data()?;
         }
         Ok(())
