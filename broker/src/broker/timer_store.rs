@@ -14,8 +14,8 @@
 //! for the slot names. The messages live outside the commit log, so its retention never
 //! deletes a pending timer (no pinning, no roll-forward needed).
 //!
-//! Crash safety: records are written with one `write` each (fsync'd too when the store
-//! flushes synchronously), so a kill -9 loses nothing acknowledged; a torn tail (power
+//! Crash safety: records are written with one `write` each (and, when the store flushes
+//! synchronously, fsynced before `add` returns, concurrent adds sharing one fsync), so a kill -9 loses nothing acknowledged; a torn tail (power
 //! loss) fails its CRC and is truncated when the store opens. A slot file is deleted
 //! only once every message in it is re-put; a crash between a re-put and the next
 //! `progress` write delivers those messages again (at least once, never lost).
@@ -67,6 +67,8 @@ struct State {
     /// at or before it is not kept any more (it could land inside a batch in flight).
     taken_until: i64,
     loaded: Option<Loaded>,
+    /// Slots appended to since their last fsync (synchronous flush only).
+    dirty: std::collections::HashSet<i64>,
 }
 
 /// Due messages handed out by [`TimerStore::take_due`]; [`TimerStore::commit`] marks
@@ -86,6 +88,10 @@ pub struct TimerStore {
     state: Mutex<State>,
     pending: AtomicU64,
     delivered: AtomicU64,
+    /// Records appended so far (numbered under the state lock).
+    written: AtomicU64,
+    /// Group commit: records up to this number are fsynced.
+    synced: Mutex<u64>,
 }
 
 impl std::fmt::Debug for TimerStore {
@@ -134,9 +140,12 @@ impl TimerStore {
                 progress,
                 taken_until: i64::MIN,
                 loaded: None,
+                dirty: Default::default(),
             }),
             pending: AtomicU64::new(pending),
             delivered: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            synced: Mutex::new(0),
         })
     }
 
@@ -195,7 +204,39 @@ impl TimerStore {
             loaded.entries.insert(at, entry);
         }
         self.pending.fetch_add(1, Ordering::Relaxed);
+        let number = self.written.fetch_add(1, Ordering::AcqRel) + 1;
+        drop(state);
+        if self.fsync {
+            self.make_durable(number)?;
+        }
         Ok(true)
+    }
+
+    /// Group commit: returns once record `number` is fsynced, fsyncing every slot
+    /// written to since the last fsync when no concurrent caller already did.
+    fn make_durable(&self, number: u64) -> io::Result<()> {
+        let mut synced = self
+            .synced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *synced >= number {
+            return Ok(());
+        }
+        let (upto, files) = {
+            let mut state = self.lock();
+            let upto = self.written.load(Ordering::Acquire);
+            let dirty: Vec<i64> = state.dirty.drain().collect();
+            let files = dirty
+                .iter()
+                .filter_map(|slot| state.writers.get(slot).map(|(f, _)| f.try_clone()))
+                .collect::<io::Result<Vec<File>>>()?;
+            (upto, files)
+        };
+        for file in files {
+            file.sync_data()?;
+        }
+        *synced = upto;
+        Ok(())
     }
 
     /// Appends one record to a slot's file; returns where it starts.
@@ -203,7 +244,12 @@ impl TimerStore {
         if !state.writers.contains_key(&slot) {
             if state.writers.len() >= MAX_WRITERS {
                 let victim = *state.writers.keys().next().expect("not empty");
-                state.writers.remove(&victim);
+                if let Some((file, _)) = state.writers.remove(&victim)
+                    && state.dirty.remove(&victim)
+                {
+                    // Its pending group commit has no handle to fsync any more.
+                    file.sync_data()?;
+                }
             }
             let created = state.slots.insert(slot);
             let file = OpenOptions::new()
@@ -226,7 +272,7 @@ impl TimerStore {
         }
         *len += record.len() as u64;
         if self.fsync {
-            file.sync_data()?;
+            state.dirty.insert(slot);
         }
         Ok(pos)
     }
@@ -351,7 +397,13 @@ impl TimerStore {
 /// The index of a slot file and the length of its valid prefix (a torn or corrupt tail
 /// ends it).
 fn scan(path: &Path) -> io::Result<(Vec<Entry>, u64)> {
-    let mut reader = BufReader::with_capacity(1 << 16, File::open(path)?);
+    let file = match File::open(path) {
+        Ok(file) => file,
+        // A slot whose file could not be created holds nothing.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((vec![], 0)),
+        Err(e) => return Err(e),
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, file);
     let mut entries = vec![];
     let mut pos = 0u64;
     let mut header = [0u8; HEADER];

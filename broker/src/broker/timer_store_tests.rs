@@ -252,3 +252,32 @@ fn concurrent_adds_and_deliveries_lose_nothing_and_deliver_once() {
     assert_eq!(unique.len(), 8_000, "nothing lost");
     assert_eq!(seen.len() + direct.len(), 8_000, "nothing delivered twice");
 }
+
+#[test]
+fn synchronous_adds_from_many_threads_are_all_kept() {
+    let dir = Dir::new("sync");
+    let now = 500 * S;
+    {
+        let store = std::sync::Arc::new(
+            TimerStore::open(&dir.0, Duration::from_millis(S as u64), true).unwrap(),
+        );
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50i64 {
+                        let at = now + 1 + (t * 50 + i) * 100;
+                        assert!(store.add(at, now, &msg(&format!("{t}-{i}"))).unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(store.pending(), 400);
+    }
+    let store = open(&dir);
+    assert_eq!(store.pending(), 400);
+    assert_eq!(drain(&store, now + 100 * S).len(), 400);
+}
