@@ -67,6 +67,8 @@ bench: deps
 	@$(BENCH_BIN) bench $(BENCH_ARGS) --flush sync
 	@echo "== load shedding: 512 sends in flight against a 5 ms SYSTEM_BUSY bound =="
 	@$(BENCH_BIN) bench --standalone --duration-secs 0 --overload-secs 8 --max-send-wait-ms 5
+	@echo "== scheduled messages: 1,000,000 pending 1 h ahead (sends/s, RSS), 200,000 due at once (deliveries/s) =="
+	@$(BENCH_BIN) bench --standalone --scheduled 1000000 --scheduled-due 200000 --size 256
 	@echo "== operator on the testbed (release images) =="
 	$(CARGO) build --release -p mq-testbed -p mq-operator -p mq-broker --bins
 	@target/release/mq-operator-bench --topics 1000 --idle-secs 300

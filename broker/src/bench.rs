@@ -17,6 +17,8 @@
 //!    a lookup by KEYS takes the same index path, only the final match differs);
 //! 6. transactions: `--transaction-secs` of half + commit per sender (`bench_tx.rs`);
 //! 7. the child's RSS, then a SIGTERM and the time its clean stop took.
+//!
+//! With `--scheduled N` it measures scheduled messages instead (`bench_timer.rs`).
 
 #[path = "bench_tx.rs"]
 mod tx;
@@ -33,6 +35,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
+
+#[path = "bench_timer.rs"]
+mod timer;
 
 /// Load-generator settings.
 #[derive(Args, Debug, Clone)]
@@ -95,6 +100,14 @@ pub struct BenchArgs {
     /// Lookups by unique key in the query phase (0 skips it).
     #[arg(long, default_value_t = 200)]
     pub query_samples: usize,
+    /// Scheduled-message mode: N messages scheduled 1 h ahead (sends/s into the timer
+    /// store, broker RSS with them pending), then `--scheduled-due` more due together
+    /// (deliveries/s); replaces the other phases.
+    #[arg(long, default_value_t = 0)]
+    pub scheduled: u64,
+    /// Messages of the scheduled mode's delivery phase.
+    #[arg(long, default_value_t = 200_000)]
+    pub scheduled_due: u64,
     /// Also print the figures as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -185,7 +198,10 @@ async fn measure(args: &BenchArgs, addr: &str, child: Option<&ChildBroker>) -> R
             );
         }
     }
-    let template = FrameTemplate::new(&args.topic, args.queues, args.size)?;
+    if args.scheduled > 0 {
+        return timer::measure(args, addr, child, &channels[0], report).await;
+    }
+    let template = FrameTemplate::new(&args.topic, args.queues, args.size, "")?;
     let _ = load(
         addr,
         &template,
@@ -490,7 +506,8 @@ impl FrameTemplate {
     /// Digits of the UNIQ_KEY that change per send.
     const UNIQ_DIGITS: usize = 16;
 
-    fn new(topic: &str, queues: i32, size: usize) -> Result<Self> {
+    /// `extra`: more properties (`name\u{1}value\u{2}` pairs) every send carries.
+    fn new(topic: &str, queues: i32, size: usize, extra: &str) -> Result<Self> {
         let marker = format!("BENCH{:08X}", std::process::id());
         let born = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -510,7 +527,7 @@ impl FrameTemplate {
             .with_ext(
                 "i",
                 format!(
-                    "UNIQ_KEY\u{1}{marker}{}\u{2}WAIT\u{1}true\u{2}TAGS\u{1}bench\u{2}",
+                    "UNIQ_KEY\u{1}{marker}{}\u{2}WAIT\u{1}true\u{2}TAGS\u{1}bench\u{2}{extra}",
                     "0".repeat(Self::UNIQ_DIGITS)
                 ),
             )
@@ -1091,7 +1108,7 @@ mod tests {
 
     #[test]
     fn a_patched_template_is_a_valid_send_with_its_opaque_and_unique_key() {
-        let t = FrameTemplate::new("BenchTopic", 8, 100).expect("template");
+        let t = FrameTemplate::new("BenchTopic", 8, 100, "").expect("template");
         let mut out = vec![];
         t.write(&mut out, 0xABC, Duration::from_micros(123_456));
         t.write(&mut out, 0xABD, Duration::from_micros(7));

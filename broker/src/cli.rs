@@ -216,6 +216,14 @@ pub struct BrokerArgs {
     /// Delay levels (RocketMQ's `messageDelayLevel`).
     #[arg(long, env = "MQ_DELAY_LEVELS", default_value = mq_broker::broker::DEFAULT_DELAY_LEVELS)]
     pub delay_levels: String,
+    /// Scheduled messages (`TIMER_DELIVER_MS`, `__STARTDELIVERTIME`, ...) may be at most
+    /// this many seconds ahead (RocketMQ's `timerMaxDelaySec`; default 40 days).
+    #[arg(long, env = "MQ_TIMER_MAX_DELAY_SECS", default_value_t = 40 * 86_400)]
+    pub timer_max_delay_secs: u64,
+    /// Commit-log segments whose messages are all older than this are deleted
+    /// (RocketMQ's `fileReservedTime`, 72 h); checked every 10 s, or as often as this.
+    #[arg(long, env = "MQ_RETENTION_SECS", default_value_t = 72 * 3600)]
+    pub retention_secs: u64,
     /// Commit-log segment size in bytes.
     #[arg(long, env = "MQ_SEGMENT_SIZE", default_value_t = 1 << 30)]
     pub segment_size: u64,

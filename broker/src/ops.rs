@@ -273,6 +273,16 @@ fn broker_metrics(m: &mut Exposition, b: &Broker) {
     );
     minute_stats_metrics(m, b);
     m.gauge(
+        "mq_broker_timer_pending",
+        "Scheduled messages (TIMER_DELIVER_MS and kin) waiting for their time.",
+        &[(String::new(), b.timer().pending())],
+    );
+    m.counter(
+        "mq_broker_timer_delivered_total",
+        "Scheduled messages re-put to their topic since start.",
+        &[(String::new(), b.timer().delivered())],
+    );
+    m.gauge(
         "mq_broker_registered",
         "1 when at least one name server accepted the last registration.",
         &[(String::new(), u64::from(b.is_registered()))],

@@ -267,6 +267,10 @@ async fn start_broker(
     store_cfg.store_host = advertised;
     store_cfg.commitlog_segment_size = args.segment_size;
     store_cfg.max_body_bytes = max_message;
+    store_cfg.retention = Duration::from_secs(args.retention_secs);
+    store_cfg.clean_interval = store_cfg
+        .clean_interval
+        .min(store_cfg.retention.max(Duration::from_secs(1)));
     store_cfg.tags_code = Some(schedule::tags_code_hook(levels.clone()));
     if file.flush(&args)? == Flush::Sync {
         store_cfg.flush = FlushPolicy::Sync;
@@ -285,6 +289,7 @@ async fn start_broker(
     cfg.auto_create_topics = standalone;
     cfg.auto_create_groups = standalone;
     cfg.delay_levels = levels;
+    cfg.timer_max_delay = Duration::from_secs(args.timer_max_delay_secs);
     cfg.register_interval = Duration::from_secs(args.register_interval_secs.max(1));
     cfg.client_call_timeout = Duration::from_millis(args.client_call_timeout_ms.max(1));
     cfg.reset_offset_guard = Duration::from_secs(args.reset_guard_secs);
@@ -307,6 +312,7 @@ async fn start_broker(
     ops.add_server("broker", server.stats());
     tokio::spawn(broker.clone().run_schedule());
     tokio::spawn(broker.clone().run_transaction_check());
+    tokio::spawn(broker.clone().run_timer());
     tokio::spawn(broker.clone().run_maintenance());
     tokio::spawn(server.serve(broker.clone(), until_stopped(stop.clone())));
     if let Some(vip) = vip {

@@ -459,6 +459,10 @@ impl Broker {
                 super::transaction::RUNTIME_HALF_PENDING,
                 self.transactions().pending().to_string(),
             ),
+            (
+                super::timer::RUNTIME_TIMER_PENDING,
+                self.timer.pending().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

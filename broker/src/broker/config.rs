@@ -60,6 +60,8 @@ pub struct BrokerConfig {
     pub stats_max_series: usize,
     /// Transaction check timing and limit.
     pub transactions: super::transaction::TransactionConfig,
+    /// How far ahead a message may be scheduled (`TIMER_DELIVER_MS` and kin; 40 days).
+    pub timer_max_delay: Duration,
 }
 
 impl BrokerConfig {
@@ -90,6 +92,7 @@ impl BrokerConfig {
             stats_bucket_ms: super::minute_stats::DEFAULT_BUCKET_MS,
             stats_max_series: super::minute_stats::DEFAULT_MAX_SERIES,
             transactions: super::transaction::TransactionConfig::default(),
+            timer_max_delay: super::timer::DEFAULT_TIMER_MAX_DELAY,
         }
     }
 }

@@ -57,6 +57,7 @@ pub struct Broker {
     pub(super) resets: super::reset::ResetGuards,
     pub(super) minutes: MinuteStats,
     pub(super) transactions: Transactions,
+    pub(super) timer: Arc<super::timer_store::TimerStore>,
 }
 
 impl Broker {
@@ -70,6 +71,14 @@ impl Broker {
                 source: std::io::Error::other(e),
             }
         })?;
+        let timer_dir = cfg.data_dir.join("timer");
+        let fsync = store.flush_policy() == crate::store::FlushPolicy::Sync;
+        let timer =
+            super::timer_store::TimerStore::open(&timer_dir, super::timer_store::SLOT, fsync)
+                .map_err(|source| PersistError::Io {
+                    path: timer_dir.display().to_string(),
+                    source,
+                })?;
         let broker = Self {
             topics: TopicTable::open(dir.join("topics.json"))?,
             groups: GroupTable::open(dir.join("subscriptionGroup.json"))?,
@@ -90,6 +99,7 @@ impl Broker {
                 dir.join("minuteStats.json"),
             ),
             transactions,
+            timer: Arc::new(timer),
             store,
             cfg,
         };
@@ -219,6 +229,7 @@ impl Broker {
     pub fn shutdown(&self) -> Result<(), String> {
         self.offsets.persist().map_err(|e| e.to_string())?;
         self.minutes.persist().map_err(|e| e.to_string())?;
+        self.timer.sync().map_err(|e| e.to_string())?;
         self.store.shutdown().map_err(|e| e.to_string())
     }
 

@@ -3,12 +3,13 @@
 //!
 //! Processors are split by concern: [`send`](self) (send, batch), `pull` (long polling,
 //! tag filtering, bare-name rewriting), `consumer` (heartbeat, offsets, locks), `retry`
-//! (send-back, DLQ), `schedule` (delay levels), `register` (name servers), `admin`
-//! (topics, groups, stats, connection lists, runtime info; rates in `activity`), `query`
-//! (message queries, browse, per-minute statistics in `minute_stats`), `acl` (what each
-//! request needs of the ACL), `limits` (instance TPS limits), `consume` (who consumes
-//! what, calls relayed to clients), `reset` (offset resets), `dlq` (dead-letter resend),
-//! `transaction` (half messages, END_TRANSACTION, check-back; pending set in `halves`).
+//! (send-back, DLQ), `schedule` (delay levels), `timer` (arbitrary-time scheduled
+//! messages, kept in `timer_store`), `register` (name servers), `admin` (topics, groups,
+//! stats, connection lists, runtime info; rates in `activity`), `query` (message queries,
+//! browse, per-minute statistics in `minute_stats`), `acl` (what each request needs of the
+//! ACL), `limits` (instance TPS limits), `consume` (who consumes what, calls relayed to
+//! clients), `reset` (offset resets), `dlq` (dead-letter resend), `transaction` (half
+//! messages, END_TRANSACTION, check-back; pending set in `halves`).
 
 mod acl;
 pub mod activity;
@@ -39,6 +40,8 @@ mod retry;
 pub mod schedule;
 mod send;
 pub mod table;
+pub mod timer;
+pub mod timer_store;
 pub mod topics;
 pub mod transaction;
 

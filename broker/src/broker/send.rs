@@ -86,6 +86,10 @@ impl Broker {
         if super::transaction::is_half(msg.sys_flag, &msg.properties) {
             return self.send_half(ctx, req, &h, msg).await;
         }
+        let msg = match self.keep_timed(req, msg).await? {
+            super::timer::Timed::Now(msg) => msg,
+            super::timer::Timed::Kept(response) => return Ok(response),
+        };
         let msg = self.route_delayed(msg, &config)?;
         let results = self.put_send(arrived, vec![msg]).await?;
         Ok(self.send_response(req, &results))
@@ -128,6 +132,12 @@ impl Broker {
                 return Err(Refusal::new(
                     response_code::MESSAGE_ILLEGAL,
                     "batch messages cannot be delayed",
+                ));
+            }
+            if super::timer::deliver_time(&item.properties, 0)?.is_some() {
+                return Err(Refusal::new(
+                    response_code::MESSAGE_ILLEGAL,
+                    "batch messages cannot be scheduled",
                 ));
             }
             msgs.push(MessageToStore {

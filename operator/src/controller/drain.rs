@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mq_broker::broker::schedule::SCHEDULE_GROUP;
+use mq_broker::broker::timer::RUNTIME_TIMER_PENDING;
 use mq_broker::broker::transaction::RUNTIME_HALF_PENDING;
 use mq_broker::names::SCHEDULE_TOPIC;
 use mq_broker::remoting::body::PERM_READ;
@@ -128,25 +129,28 @@ pub async fn drain(
                 ));
             }
         }
-        // Scheduled messages still waiting there are delivered there, to these groups.
+        // Scheduled messages still waiting there are delivered there, to these groups, and
+        // half messages pending there are committed (or rolled back) only there. A broker
+        // that cannot tell is not drained.
+        let info = admin.runtime_info().await.map_err(broker_err)?;
+        let pending = |key: &str| {
+            info.get(key)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
         let scheduled = admin
             .consume_stats(SCHEDULE_GROUP, Some(SCHEDULE_TOPIC))
             .await
             .map(|s| s.total_diff())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + pending(RUNTIME_TIMER_PENDING);
         if scheduled > 0 {
             waiting.push(format!(
                 "{}: {scheduled} scheduled message(s) not delivered yet",
                 broker.name
             ));
         }
-        // Half messages pending there are committed (or rolled back) only there.
-        let halves = admin
-            .runtime_info()
-            .await
-            .ok()
-            .and_then(|info| info.get(RUNTIME_HALF_PENDING)?.parse::<u64>().ok())
-            .unwrap_or(0);
+        let halves = pending(RUNTIME_HALF_PENDING);
         if halves > 0 {
             waiting.push(format!(
                 "{}: {halves} transaction half message(s) not committed or rolled back yet",
