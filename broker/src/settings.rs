@@ -118,7 +118,10 @@ impl FileSettings {
                     conf::MAX_MESSAGE_SIZE
                 )
             })?,
-            (None, None) => mq_broker::store::DEFAULT_MAX_BODY_BYTES,
+            // The default shrinks with a small segment (tests, tiny volumes).
+            (None, None) => mq_broker::store::DEFAULT_MAX_BODY_BYTES
+                .min((args.segment_size / 4) as usize)
+                .max(1024),
         };
         let most = (args.segment_size / 4).min(256 << 20) as usize;
         if !(1024..=most).contains(&size) {
