@@ -118,19 +118,43 @@ pub fn config_map(
 /// Where the ACL Secret is mounted in broker and name-server pods.
 const ACL_DIR: &str = "/etc/mqfleet/acl";
 
-/// The config and ACL volumes (the ACL Secret is optional: pods start before it exists).
-fn config_volumes(names: &Names) -> Value {
-    json!([
-        {"name": "config", "configMap": {"name": names.config()}},
-        {"name": "acl", "secret": {"secretName": names.acl(), "optional": true}},
-    ])
+/// Where the profile's TLS Secret is mounted.
+const TLS_DIR: &str = "/etc/mqfleet/tls";
+
+/// The config and ACL volumes (the ACL Secret is optional: pods start before it exists),
+/// and the profile's TLS Secret (not optional: a server asked to speak TLS does not start
+/// without its certificate; the pod's events name the missing Secret).
+fn config_volumes(names: &Names, effective: &Effective) -> Value {
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": names.config()}}),
+        json!({"name": "acl", "secret": {"secretName": names.acl(), "optional": true}}),
+    ];
+    if let Some(secret) = &effective.tls_secret {
+        volumes.push(json!({"name": "tls", "secret": {"secretName": secret}}));
+    }
+    Value::Array(volumes)
 }
 
-fn config_mounts() -> Value {
-    json!([
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
-        {"name": "acl", "mountPath": ACL_DIR, "readOnly": true},
-    ])
+fn config_mounts(effective: &Effective) -> Vec<Value> {
+    let mut mounts = vec![
+        json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
+        json!({"name": "acl", "mountPath": ACL_DIR, "readOnly": true}),
+    ];
+    if effective.tls_secret.is_some() {
+        mounts.push(json!({"name": "tls", "mountPath": TLS_DIR, "readOnly": true}));
+    }
+    mounts
+}
+
+/// The server flags of the profile's TLS (none without it).
+fn tls_args(effective: &Effective) -> Vec<String> {
+    match effective.tls_secret {
+        Some(_) => vec![
+            format!("--tls-cert={TLS_DIR}/tls.crt"),
+            format!("--tls-key={TLS_DIR}/tls.key"),
+        ],
+        None => vec![],
+    }
 }
 
 /// The part of `broker.conf` a broker reads only at start. Its hash is on the pod
@@ -242,19 +266,21 @@ pub fn namesrv_statefulset(
     settings: &Settings,
     effective: &Effective,
 ) -> StatefulSet {
+    let mut args = vec![
+        "namesrv".to_owned(),
+        format!("--listen=$(POD_IP):{NAMESRV_PORT}"),
+        format!("--http-listen=$(POD_IP):{OPS_PORT}"),
+        format!("--instance-id={}", names.instance_id),
+        format!("--config={CONFIG_DIR}/namesrv.conf"),
+    ];
+    args.extend(tls_args(effective));
     let mut container = json!({
         "name": "namesrv",
         "image": effective.name_server_image,
-        "args": [
-            "namesrv",
-            format!("--listen=$(POD_IP):{NAMESRV_PORT}"),
-            format!("--http-listen=$(POD_IP):{OPS_PORT}"),
-            format!("--instance-id={}", names.instance_id),
-            format!("--config={CONFIG_DIR}/namesrv.conf"),
-        ],
+        "args": args,
         "env": pod_env(names),
         "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
-        "volumeMounts": config_mounts(),
+        "volumeMounts": config_mounts(effective),
         "resources": resources(effective.name_server_resources.as_ref()),
     });
     merge(&mut container, probes());
@@ -262,7 +288,7 @@ pub fn namesrv_statefulset(
     let mut pod = json!({
         "terminationGracePeriodSeconds": 30,
         "containers": [container],
-        "volumes": config_volumes(names),
+        "volumes": config_volumes(names, effective),
     });
     merge(&mut pod, pod_hardening_and_placement(effective));
     from_json(json!({
@@ -300,6 +326,7 @@ pub fn broker_statefulset(
     if instance.spec.independent_naming {
         args.push(format!("--instance-id={}", names.instance_id));
     }
+    args.extend(tls_args(effective));
     let mut container = json!({
         "name": "broker",
         "image": effective.broker_image,
@@ -312,7 +339,7 @@ pub fn broker_statefulset(
     merge(&mut container, probes());
     merge(&mut container, container_security());
     if let Some(mounts) = container["volumeMounts"].as_array_mut() {
-        mounts.extend(config_mounts().as_array().cloned().unwrap_or_default());
+        mounts.extend(config_mounts(effective));
     }
     let mut claim = json!({
         "metadata": {"name": "store", "labels": labels(instance, names, Some("broker"))},
@@ -324,7 +351,7 @@ pub fn broker_statefulset(
     let mut pod = json!({
         "terminationGracePeriodSeconds": 60,
         "containers": [container],
-        "volumes": config_volumes(names),
+        "volumes": config_volumes(names, effective),
     });
     merge(&mut pod, pod_hardening_and_placement(effective));
     from_json(json!({
@@ -463,6 +490,48 @@ default:
 
     fn pod_spec(sts: &StatefulSet) -> k8s_openapi::api::core::v1::PodSpec {
         sts.spec.clone().unwrap().template.spec.unwrap()
+    }
+
+    #[test]
+    fn a_profile_with_tls_mounts_its_secret_and_turns_tls_on_in_every_server() {
+        let (i, s) = (instance(true), settings());
+        let names = Names::of(&i);
+        let tls_of = |sts: &StatefulSet| {
+            let pod = pod_spec(sts);
+            let c = &pod.containers[0];
+            let args = c.args.clone().unwrap_or_default();
+            let volume = pod.volumes.unwrap_or_default().into_iter().find(|v| v.name == "tls");
+            let mount = c.volume_mounts.clone().unwrap_or_default().into_iter().find(|m| m.name == "tls");
+            (args, volume, mount)
+        };
+        for sts in [
+            broker_statefulset(&i, &names, &s, &effective(&i)),
+            namesrv_statefulset(&i, &names, &s, &effective(&i)),
+        ] {
+            let (args, volume, mount) = tls_of(&sts);
+            assert!(volume.is_none() && mount.is_none(), "no TLS without the profile's");
+            assert!(!args.iter().any(|a| a.starts_with("--tls")));
+        }
+        let mut tls = effective(&i);
+        tls.tls_secret = Some("mq-tls".into());
+        for sts in [
+            broker_statefulset(&i, &names, &s, &tls),
+            namesrv_statefulset(&i, &names, &s, &tls),
+        ] {
+            let (args, volume, mount) = tls_of(&sts);
+            let secret = volume.and_then(|v| v.secret).expect("the TLS Secret is a volume");
+            assert_eq!(secret.secret_name.as_deref(), Some("mq-tls"));
+            assert_ne!(secret.optional, Some(true), "a server asked for TLS waits for it");
+            assert_eq!(mount.expect("mounted").mount_path, TLS_DIR);
+            assert!(args.contains(&format!("--tls-cert={TLS_DIR}/tls.crt")), "{args:?}");
+            assert!(args.contains(&format!("--tls-key={TLS_DIR}/tls.key")), "{args:?}");
+        }
+        let parsed = crate::domain::profiles::Profiles::parse(&format!(
+            "{PROFILES}  tls: {{secretName: mq-tls}}\n"
+        ))
+        .unwrap();
+        let from_profile = Effective::of(&i.spec, parsed.get("default").unwrap());
+        assert_eq!(from_profile.tls_secret.as_deref(), Some("mq-tls"));
     }
 
     #[test]

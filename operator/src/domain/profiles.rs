@@ -21,6 +21,8 @@
 //!   nodeSelector: {}              # optional placement of both components' pods
 //!   tolerations: []
 //!   affinity: {}
+//!   tls:                          # optional: TLS beside plaintext on every remoting port
+//!     secretName: mq-tls          # a kubernetes.io/tls Secret of the platform namespace
 //! ```
 //!
 //! An instance takes its profile's values for whatever its spec leaves unset
@@ -68,6 +70,18 @@ pub struct Profile {
     /// Node and pod affinity of the instance's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// TLS on the name servers' and brokers' ports (plaintext clients keep working).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsProfile>,
+}
+
+/// The server certificate of a profile's name servers and brokers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsProfile {
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) in the platform namespace,
+    /// e.g. kept by cert-manager: a renewal applies to new connections without restarts.
+    pub secret_name: String,
 }
 
 /// The brokers of a profile.
@@ -326,6 +340,8 @@ pub struct Effective {
     pub name_server_resources: Option<ResourceRequirements>,
     /// Placement of every pod of the instance.
     pub placement: Placement,
+    /// The TLS Secret mounted into every server pod, if the profile turns TLS on.
+    pub tls_secret: Option<String>,
 }
 
 impl Effective {
@@ -363,6 +379,7 @@ impl Effective {
                 tolerations: profile.tolerations.clone(),
                 affinity: profile.affinity.clone(),
             },
+            tls_secret: profile.tls.as_ref().map(|t| t.secret_name.clone()),
         }
     }
 
