@@ -500,8 +500,17 @@ default:
             let pod = pod_spec(sts);
             let c = &pod.containers[0];
             let args = c.args.clone().unwrap_or_default();
-            let volume = pod.volumes.unwrap_or_default().into_iter().find(|v| v.name == "tls");
-            let mount = c.volume_mounts.clone().unwrap_or_default().into_iter().find(|m| m.name == "tls");
+            let volume = pod
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .find(|v| v.name == "tls");
+            let mount = c
+                .volume_mounts
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m.name == "tls");
             (args, volume, mount)
         };
         for sts in [
@@ -509,7 +518,10 @@ default:
             namesrv_statefulset(&i, &names, &s, &effective(&i)),
         ] {
             let (args, volume, mount) = tls_of(&sts);
-            assert!(volume.is_none() && mount.is_none(), "no TLS without the profile's");
+            assert!(
+                volume.is_none() && mount.is_none(),
+                "no TLS without the profile's"
+            );
             assert!(!args.iter().any(|a| a.starts_with("--tls")));
         }
         let mut tls = effective(&i);
@@ -519,12 +531,24 @@ default:
             namesrv_statefulset(&i, &names, &s, &tls),
         ] {
             let (args, volume, mount) = tls_of(&sts);
-            let secret = volume.and_then(|v| v.secret).expect("the TLS Secret is a volume");
+            let secret = volume
+                .and_then(|v| v.secret)
+                .expect("the TLS Secret is a volume");
             assert_eq!(secret.secret_name.as_deref(), Some("mq-tls"));
-            assert_ne!(secret.optional, Some(true), "a server asked for TLS waits for it");
+            assert_ne!(
+                secret.optional,
+                Some(true),
+                "a server asked for TLS waits for it"
+            );
             assert_eq!(mount.expect("mounted").mount_path, TLS_DIR);
-            assert!(args.contains(&format!("--tls-cert={TLS_DIR}/tls.crt")), "{args:?}");
-            assert!(args.contains(&format!("--tls-key={TLS_DIR}/tls.key")), "{args:?}");
+            assert!(
+                args.contains(&format!("--tls-cert={TLS_DIR}/tls.crt")),
+                "{args:?}"
+            );
+            assert!(
+                args.contains(&format!("--tls-key={TLS_DIR}/tls.key")),
+                "{args:?}"
+            );
         }
         let parsed = crate::domain::profiles::Profiles::parse(&format!(
             "{PROFILES}  tls: {{secretName: mq-tls}}\n"
