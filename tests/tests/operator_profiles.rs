@@ -4,7 +4,8 @@
 //! with its storage size, resources and a hardened pod, whatever image its manifest asks
 //! for (the field is pruned); `spec.cluster` is immutable; an edit of the profile rolls
 //! the brokers; a withdrawn profile shows as `UnknownCluster` in status and the instance
-//! can still be deleted.
+//! can still be deleted; a profile with `tls.secretName` makes its name servers and
+//! brokers serve that Secret's certificate (a TLS handshake verifying our CA succeeds).
 
 use std::time::Duration;
 
@@ -357,7 +358,10 @@ async fn profiles_end_to_end() -> Result<()> {
         message.contains("spec.cluster \"temp\"") && message.contains("profiles: default"),
         "{message}"
     );
-    for name in ["ghost", "plain"] {
+    // 6. A profile with TLS: its servers present the mounted Secret's certificate.
+    tls_profile(tb, &client, &api, &edited).await?;
+
+    for name in ["ghost", "plain", "secure"] {
         api.delete(name, &DeleteParams::default()).await?;
     }
     tb.until(&client, NS, "both instances gone", WAIT, || {
@@ -376,5 +380,108 @@ async fn profiles_end_to_end() -> Result<()> {
     })
     .await?;
     set_profiles(&client, &original).await?;
+    Ok(())
+}
+
+/// A CA and a certificate for `localhost` it signed: (CA PEM, certificate PEM, key PEM).
+fn tls_material() -> Result<(String, String, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &issuer)?;
+    Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// Completes a TLS handshake with `addr`, verifying its certificate against `ca_pem` for
+/// the name `localhost`.
+fn tls_handshake(addr: &str, ca_pem: &str) -> Result<()> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into()?)?;
+    let mut sock = std::net::TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    sock.set_write_timeout(Some(Duration::from_secs(10)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(())
+}
+
+/// Profile `secure` = `base`'s `default` with `tls.secretName: mq-tls`; an instance on it
+/// runs, and its name server and broker complete a verified TLS handshake.
+async fn tls_profile(
+    tb: &Testbed,
+    client: &Client,
+    api: &Api<DynamicObject>,
+    base: &serde_yaml::Value,
+) -> Result<()> {
+    let (ca, cert, key) = tls_material()?;
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "mq-tls", "namespace": PLATFORM},
+        "stringData": {"tls.crt": cert, "tls.key": key},
+    });
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), PLATFORM)
+        .patch(
+            "mq-tls",
+            &PatchParams::apply("mq-testbed").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    let mut with_tls = base.clone();
+    with_tls["secure"] = base["default"].clone();
+    with_tls["secure"]["tls"] = serde_yaml::from_str("{secretName: mq-tls}")?;
+    set_profiles(client, &with_tls).await?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    tb.until(
+        client,
+        NS,
+        "the webhook knowing profile secure",
+        WAIT,
+        || {
+            let api = api.clone();
+            let dry_run = dry_run.clone();
+            async move {
+                api.create(&dry_run, &manifest("secure", "secure"))
+                    .await
+                    .map(|_| Some(()))
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await?;
+    api.create(&PostParams::default(), &manifest("secure", "secure"))
+        .await?;
+    let instance = running(tb, client, "secure").await?;
+    let id = instance
+        .status
+        .and_then(|s| s.instance_id)
+        .context("no instance id")?;
+    for (component, port) in [("namesrv", 9876), ("broker", 10911)] {
+        let (_, ip) = mq_testbed::operator::server_pod(client, &id, component, 0)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let (addr, ca) = (format!("{ip}:{port}"), ca.clone());
+        tokio::task::spawn_blocking(move || tls_handshake(&addr, &ca))
+            .await?
+            .with_context(|| format!("a TLS handshake with the {component}"))?;
+    }
     Ok(())
 }
