@@ -42,6 +42,11 @@ async fn clock_past(t: i64) {
     eventually("the clock ticks", Duration::from_secs(2), || now_ms() > t).await;
 }
 
+/// Waits until the wall clock has passed `t`, at most a minute away.
+async fn next_minute(t: i64) {
+    eventually("the next minute", Duration::from_secs(62), || now_ms() > t).await;
+}
+
 /// What one send returned: body, unique key (`msg_id`) and offset id.
 #[derive(Debug, Clone)]
 struct Sent {
@@ -546,15 +551,16 @@ fn sample(page: &str, series: &str) -> Option<u64> {
 
 const STATS_TOPIC: &str = "StatsTopic";
 const STATS_GROUP: &str = "GID_stats";
-const BUCKET_MS: i64 = 1000;
+/// The statistics bucket: a real minute (the broker's default).
+const MINUTE_MS: i64 = 60_000;
 
-/// The sum of a series' buckets and how many are non-zero.
-async fn stats_sum(admin: &AdminClient, group: Option<&str>) -> (u64, usize) {
+/// The sum of a series' buckets of `bucket_ms` and how many are non-zero.
+async fn stats_sum(admin: &AdminClient, group: Option<&str>, bucket_ms: i64) -> (u64, usize) {
     let stats = admin
         .stats_minutes(STATS_TOPIC, group, None, None)
         .await
         .expect("stats");
-    assert_eq!(stats.bucket_ms, BUCKET_MS);
+    assert_eq!(stats.bucket_ms, bucket_ms);
     assert!(stats.tracked);
     (
         stats.minutes.iter().map(|(_, n)| n).sum(),
@@ -566,7 +572,9 @@ async fn stats_sum(admin: &AdminClient, group: Option<&str>) -> (u64, usize) {
 fn minute_buckets_sum_to_what_was_sent_and_consumed_also_after_a_clean_restart() {
     let dir = TempDir::new("stats");
     let store = dir.0.join("store");
-    let args = ["--stats-bucket-ms", "1000"];
+    // Real minute buckets: the sends span two of them (the wait for the next minute is
+    // under 60 s).
+    let args: [&str; 0] = [];
     let broker = support::standalone(&store, &args);
     let (namesrv, addr) = (broker.namesrv(), broker.broker());
     let got = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -589,11 +597,11 @@ fn minute_buckets_sum_to_what_was_sent_and_consumed_also_after_a_clean_restart()
                 .expect("subscribe");
             consumer.register_message_listener_concurrently(support::Collect(got.clone()));
             consumer.start().await.expect("consumer starts");
-            // 599 more over two buckets (the bucket is a "minute" of 1 s here).
+            // 599 more over two minutes: half now, half once the next minute began.
             for i in 0..599 {
                 if i == 300 {
                     let t = now_ms();
-                    clock_past(t - t % BUCKET_MS + BUCKET_MS).await;
+                    next_minute(t - t % MINUTE_MS + MINUTE_MS).await;
                 }
                 send(&p, STATS_TOPIC, &format!("s-{i}"), &[]).await;
             }
@@ -605,8 +613,8 @@ fn minute_buckets_sum_to_what_was_sent_and_consumed_also_after_a_clean_restart()
             p.shutdown().await;
             let admin = admin(&addr, None).await;
             (
-                stats_sum(&admin, None).await,
-                stats_sum(&admin, Some(STATS_GROUP)).await,
+                stats_sum(&admin, None, MINUTE_MS).await,
+                stats_sum(&admin, Some(STATS_GROUP), MINUTE_MS).await,
             )
         }
     });
@@ -631,8 +639,8 @@ fn minute_buckets_sum_to_what_was_sent_and_consumed_also_after_a_clean_restart()
     let after = Client::new().run(|_| async move {
         let admin = admin(&addr, None).await;
         (
-            stats_sum(&admin, None).await,
-            stats_sum(&admin, Some(STATS_GROUP)).await,
+            stats_sum(&admin, None, MINUTE_MS).await,
+            stats_sum(&admin, Some(STATS_GROUP), MINUTE_MS).await,
         )
     });
     assert_eq!(
@@ -649,7 +657,7 @@ fn minute_buckets_sum_to_what_was_sent_and_consumed_also_after_a_clean_restart()
 fn minute_buckets_written_before_a_kill_survive_it() {
     let dir = TempDir::new("stats-kill");
     let store = dir.0.join("store");
-    let args = ["--stats-bucket-ms", "1000"];
+    let args: [&str; 0] = [];
     let broker = support::standalone(&store, &args);
     let namesrv = broker.namesrv();
     Client::new().run(|rt| async move {
@@ -673,7 +681,7 @@ fn minute_buckets_written_before_a_kill_survive_it() {
     broker.kill9();
     let broker = support::standalone(&store, &args);
     let addr = broker.broker();
-    let (sum, _) =
-        Client::new().run(|_| async move { stats_sum(&admin(&addr, None).await, None).await });
+    let (sum, _) = Client::new()
+        .run(|_| async move { stats_sum(&admin(&addr, None).await, None, MINUTE_MS).await });
     assert_eq!(sum, 25, "counts written before the kill are kept");
 }
