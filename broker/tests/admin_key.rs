@@ -18,7 +18,7 @@ use mq_broker::remoting::body::{self, RegisterBrokerBody, TopicConfigSerializeWr
 use mq_broker::remoting::{RemotingCommand, request_code, response_code};
 use process::{BrokerProcess, TempDir};
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -210,28 +210,6 @@ fn send(topic: &str) -> RemotingCommand {
         .with_body(&b"hello"[..])
 }
 
-/// `GET path` on an ops port: the body of a 200 answer.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("ops port accepts");
-    s.set_read_timeout(Some(CALL)).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request written");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response read");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
-/// The value of an unlabelled sample of the process's `/metrics`.
-fn metric(process: &BrokerProcess, series: &str) -> u64 {
-    let page = http_get(&process.addr("http"), "/metrics");
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in {page}"))
-}
-
 /// Runs `mq-broker admin …` against `namesrv`; whether it succeeded, and its output
 /// (stdout and stderr).
 async fn admin_cli(namesrv: &str, args: &[&str]) -> (bool, String) {
@@ -383,16 +361,16 @@ async fn with_acl_off_admin_requests_and_registrations_need_the_instance_key() {
         "the route lists the real broker only"
     );
     assert!(!lists_broker(&namesrv, "rogue").await);
-    let refused_by_namesrv = metric(&ns, "mq_acl_refusals_total");
+    let refused_by_namesrv = ns.metric("mq_acl_refusals_total");
     assert_eq!(refused_by_namesrv, 6, "each refusal is counted");
     assert_eq!(
-        metric(&mq, "mq_acl_refusals_total"),
+        mq.metric("mq_acl_refusals_total"),
         7,
         "the broker counts its refusals (six admin calls, one unlisted code)"
     );
-    assert_eq!(metric(&mq, "mq_acl_enabled"), 0, "ACL is off");
-    assert_eq!(metric(&mq, "mq_acl_admin_key"), 1);
-    assert_eq!(metric(&ns, "mq_acl_admin_key"), 1);
+    assert_eq!(mq.metric("mq_acl_enabled"), 0, "ACL is off");
+    assert_eq!(mq.metric("mq_acl_admin_key"), 1);
+    assert_eq!(ns.metric("mq_acl_admin_key"), 1);
 
     // The same registration signed with the key is accepted: the refusals above were
     // the signature's doing, not the request's.
@@ -466,8 +444,8 @@ async fn with_acl_on_and_no_accounts_yet_the_key_still_works_and_a_file_without_
     args.extend(key_args(KEY));
     let mq = broker(&dir.0.join("store"), "broker-acl", &namesrv, &args);
     let addr = mq.broker();
-    assert_eq!(metric(&mq, "mq_acl_enabled"), 1);
-    assert_eq!(metric(&ns, "mq_acl_enabled"), 1);
+    assert_eq!(mq.metric("mq_acl_enabled"), 1);
+    assert_eq!(ns.metric("mq_acl_enabled"), 1);
 
     eventually("the broker has registered", || {
         lists_broker(&namesrv, "broker-acl")
@@ -507,7 +485,7 @@ async fn with_acl_on_and_no_accounts_yet_the_key_still_works_and_a_file_without_
         lists_broker(&second_addr, "broker-acl")
     })
     .await;
-    assert_eq!(metric(&mq, "mq_acl_enabled"), 1, "ACL is still on");
+    assert_eq!(mq.metric("mq_acl_enabled"), 1, "ACL is still on");
     let answer = call(&ch, send("AclTopic")).await;
     assert_eq!(
         answer.code,

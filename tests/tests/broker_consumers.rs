@@ -803,22 +803,10 @@ fn trace_tells_each_group_where_a_message_stands() {
 #[test]
 fn consumer_admin_codes_need_the_admin_key_under_acl() {
     let dir = TempDir::new("consumers-acl");
-    let acl = dir.0.join("plain_acl.json");
-    std::fs::write(
-        &acl,
-        r#"{"accounts": [
-          {"accessKey": "user", "secretKey": "user-secret", "topicPerms": ["T=PUB|SUB"]},
-          {"accessKey": "platform", "secretKey": "platform-secret", "admin": true}]}"#,
-    )
-    .unwrap();
-    let conf = dir.0.join("broker.conf");
-    std::fs::write(
-        &conf,
-        format!("aclEnable=true\naclFile={}\n", acl.display()),
-    )
-    .unwrap();
-    let store = dir.0.join("store");
-    let broker = support::standalone(&store, &["--config", conf.to_str().unwrap()]);
+    let accounts = r#"{"accounts": [
+      {"accessKey": "user", "secretKey": "user-secret", "topicPerms": ["T=PUB|SUB"]},
+      {"accessKey": "platform", "secretKey": "platform-secret", "admin": true}]}"#;
+    let broker = support::standalone_with_acl(&dir.0, accounts, &[]);
     let addr = broker.broker();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,8 +4,8 @@
 mod support;
 
 use rocketmq_client_rust::{
-    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
-    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer,
+    MQPushConsumer, MessageListenerConcurrently,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -61,14 +61,6 @@ impl MessageListenerConcurrently for Listener {
     }
 }
 
-fn message(topic: &str, body: &str) -> Message {
-    Message::builder()
-        .topic(topic)
-        .tags("T")
-        .body_slice(body.as_bytes())
-        .build_unchecked()
-}
-
 struct ConsumerSpec<'a> {
     instance: &'a str,
     group: &'a str,
@@ -104,24 +96,6 @@ async fn start_consumer(
     consumer
 }
 
-async fn started_producer(
-    rt: Arc<rocketmq_client_rust::ClientRuntime>,
-    namesrv: &str,
-    topic: &str,
-) -> DefaultMQProducer {
-    let mut producer = DefaultMQProducer::builder(rt)
-        .client_config(support::client_config(namesrv, "producer"))
-        .producer_group("GID_delivery_producer".to_string())
-        .build();
-    producer.start().await.expect("producer starts");
-    producer
-        .send(message(topic, "warmup"))
-        .await
-        .expect("warm-up send creates the topic");
-    support::wait_for_route(namesrv, topic).await;
-    producer
-}
-
 #[test]
 fn broadcasting_consumers_each_get_every_message() {
     let dir = TempDir::new("broadcast");
@@ -131,7 +105,13 @@ fn broadcasting_consumers_each_get_every_message() {
     Client::new().run(|rt| {
         let log = log.clone();
         async move {
-            let mut producer = started_producer(rt.clone(), &namesrv, "BroadcastTopic").await;
+            let mut producer = support::warmed_producer(
+                rt.clone(),
+                &namesrv,
+                "BroadcastTopic",
+                "GID_delivery_producer",
+            )
+            .await;
             let mut consumers = vec![];
             for name in ["b1", "b2"] {
                 let spec = ConsumerSpec {
@@ -145,7 +125,7 @@ fn broadcasting_consumers_each_get_every_message() {
             }
             for i in 0..50 {
                 producer
-                    .send(message("BroadcastTopic", &format!("m{i}")))
+                    .send(support::message("BroadcastTopic", &format!("m{i}")))
                     .await
                     .expect("send");
             }
@@ -194,7 +174,13 @@ fn a_failing_message_is_retried_with_counts_then_lands_in_the_dlq() {
     Client::new().run(|rt| {
         let log = log.clone();
         async move {
-            let mut producer = started_producer(rt.clone(), &namesrv, "RetryTopic").await;
+            let mut producer = support::warmed_producer(
+                rt.clone(),
+                &namesrv,
+                "RetryTopic",
+                "GID_delivery_producer",
+            )
+            .await;
             let spec = ConsumerSpec {
                 instance: "r1",
                 group: "GID_retry",
@@ -204,11 +190,11 @@ fn a_failing_message_is_retried_with_counts_then_lands_in_the_dlq() {
             };
             let mut consumer = start_consumer(rt.clone(), &namesrv, spec, &log).await;
             producer
-                .send(message("RetryTopic", "poison-1"))
+                .send(support::message("RetryTopic", "poison-1"))
                 .await
                 .expect("send");
             producer
-                .send(message("RetryTopic", "fine-1"))
+                .send(support::message("RetryTopic", "fine-1"))
                 .await
                 .expect("send");
             let poison = |log: &Log| {
@@ -284,7 +270,13 @@ fn a_delay_level_message_arrives_on_time() {
     let sent_at = Client::new().run(|rt| {
         let log = log.clone();
         async move {
-            let mut producer = started_producer(rt.clone(), &namesrv, "DelayTopic").await;
+            let mut producer = support::warmed_producer(
+                rt.clone(),
+                &namesrv,
+                "DelayTopic",
+                "GID_delivery_producer",
+            )
+            .await;
             let spec = ConsumerSpec {
                 instance: "d1",
                 group: "GID_delay",
@@ -295,7 +287,7 @@ fn a_delay_level_message_arrives_on_time() {
             let mut consumer = start_consumer(rt.clone(), &namesrv, spec, &log).await;
             // Let the consumer take its queues, so "on time" measures the broker only.
             producer
-                .send(message("DelayTopic", "ready"))
+                .send(support::message("DelayTopic", "ready"))
                 .await
                 .expect("send");
             eventually("the consumer to run", Duration::from_secs(30), || {

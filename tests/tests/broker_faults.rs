@@ -5,7 +5,6 @@ mod support;
 
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
-use rocketmq_model::common::message::message_single::Message;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -13,14 +12,6 @@ use std::time::{Duration, Instant};
 use support::{Client, TempDir, eventually};
 
 type Bodies = Arc<Mutex<Vec<String>>>;
-
-fn message(topic: &str, body: &str) -> Message {
-    Message::builder()
-        .topic(topic)
-        .tags("T")
-        .body_slice(body.as_bytes())
-        .build_unchecked()
-}
 
 /// Produces `bodies` to `topic` and consumes them back with a fresh consumer of `group`;
 /// returns what the consumer got once it has them all (or panics after the deadline).
@@ -39,7 +30,7 @@ async fn round_trip(
     producer.start().await.expect("producer starts");
     for body in bodies {
         producer
-            .send(message(topic, body))
+            .send(support::message(topic, body))
             .await
             .expect("send")
             .expect("send result");

@@ -418,15 +418,7 @@ const READER: (&str, &str) = ("reader", "reader-secret");
 #[test]
 fn under_acl_sub_on_a_topic_queries_it_and_nothing_else_and_browse_needs_the_admin() {
     let dir = TempDir::new("queries-acl");
-    let (conf, acl) = (dir.0.join("broker.conf"), dir.0.join("plain_acl.json"));
-    std::fs::write(&acl, ACCOUNTS).expect("acl file");
-    std::fs::write(
-        &conf,
-        format!("aclEnable=true\naclFile={}\n", acl.display()),
-    )
-    .expect("config file");
-    let store = dir.0.join("store");
-    let broker = support::standalone(&store, &["--config", conf.to_str().expect("UTF-8")]);
+    let broker = support::standalone_with_acl(&dir.0, ACCOUNTS, &[]);
     let (namesrv, addr) = (broker.namesrv(), broker.broker());
     Client::new().run(|rt| async move {
         let root = admin(&addr, Some(ADMIN)).await;

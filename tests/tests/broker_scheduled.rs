@@ -74,32 +74,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn message(topic: &str, body: &str) -> Message {
-    Message::builder()
-        .topic(topic)
-        .tags("T")
-        .body_slice(body.as_bytes())
-        .build_unchecked()
-}
-
-async fn started_producer(
-    rt: Arc<rocketmq_client_rust::ClientRuntime>,
-    namesrv: &str,
-    topic: &str,
-) -> DefaultMQProducer {
-    let mut producer = DefaultMQProducer::builder(rt)
-        .client_config(support::client_config(namesrv, "producer"))
-        .producer_group("GID_scheduled_producer".to_string())
-        .build();
-    producer.start().await.expect("producer starts");
-    producer
-        .send(message(topic, "warmup"))
-        .await
-        .expect("warm-up send creates the topic");
-    support::wait_for_route(namesrv, topic).await;
-    producer
-}
-
 /// A push consumer of `topic` that has taken its queues (it received a `ready` message
 /// sent through `producer`), so arrival times measure the broker only.
 async fn ready_consumer(
@@ -119,7 +93,10 @@ async fn ready_consumer(
     consumer.subscribe(topic, "*").await.expect("subscribe");
     consumer.register_message_listener_concurrently(Listener(log.clone()));
     consumer.start().await.expect("consumer starts");
-    producer.send(message(topic, "ready")).await.expect("send");
+    producer
+        .send(support::message(topic, "ready"))
+        .await
+        .expect("send");
     eventually("the consumer to run", Duration::from_secs(30), || {
         delivered(log, "ready").is_some()
     })
@@ -186,7 +163,9 @@ fn timer_messages_arrive_on_time_keeping_their_id_keys_and_tags() {
     let (ids, sent) = Client::new().run(|rt| {
         let log = log.clone();
         async move {
-            let producer = started_producer(rt.clone(), &namesrv, topic).await;
+            let producer =
+                support::warmed_producer(rt.clone(), &namesrv, topic, "GID_scheduled_producer")
+                    .await;
             let mut consumer = ready_consumer(rt, &namesrv, topic, &producer, &log).await;
             let before = now_ms();
             let mut at3 = Message::builder()
@@ -196,9 +175,9 @@ fn timer_messages_arrive_on_time_keeping_their_id_keys_and_tags() {
                 .body_slice(b"at+3s")
                 .build_unchecked();
             at3.set_deliver_time_ms((before + 3_000) as u64);
-            let mut in10 = message(topic, "in+10s");
+            let mut in10 = support::message(topic, "in+10s");
             in10.set_delay_time_sec(10);
-            let mut in4 = message(topic, "in+4000ms");
+            let mut in4 = support::message(topic, "in+4000ms");
             in4.set_delay_time_ms(4_000);
             let mut ids = vec![];
             for m in [at3, in10, in4] {
@@ -257,14 +236,16 @@ fn start_deliver_time_of_4x_clients_works_the_same() {
     let due = Client::new().run(|rt| {
         let log = log.clone();
         async move {
-            let producer = started_producer(rt.clone(), &namesrv, topic).await;
+            let producer =
+                support::warmed_producer(rt.clone(), &namesrv, topic, "GID_scheduled_producer")
+                    .await;
             let mut consumer = ready_consumer(rt, &namesrv, topic, &producer, &log).await;
             let due = now_ms() + 3_000;
-            let mut m = message(topic, "4x");
+            let mut m = support::message(topic, "4x");
             m.put_property("__STARTDELIVERTIME".into(), due.to_string().into());
             producer.send(m).await.expect("send");
             // A time already past is delivered at once.
-            let mut past = message(topic, "past");
+            let mut past = support::message(topic, "past");
             past.put_property("__STARTDELIVERTIME".into(), "1000".into());
             producer.send(past).await.expect("send");
             eventually("the 4.x message", Duration::from_secs(20), || {
@@ -290,9 +271,10 @@ fn a_scheduled_message_survives_a_kill9_of_the_broker() {
     let namesrv = broker.namesrv();
     let topic = "TimerCrashTopic";
     let due = Client::new().run(|rt| async move {
-        let producer = started_producer(rt, &namesrv, topic).await;
+        let producer =
+            support::warmed_producer(rt, &namesrv, topic, "GID_scheduled_producer").await;
         let due = now_ms() + 5_000;
-        let mut m = message(topic, "survivor");
+        let mut m = support::message(topic, "survivor");
         m.set_deliver_time_ms(due as u64);
         producer.send(m).await.expect("send");
         due
@@ -310,7 +292,9 @@ fn a_scheduled_message_survives_a_kill9_of_the_broker() {
             if now_ms() < due {
                 assert_eq!(pending, 1, "still waiting after the crash");
             }
-            let producer = started_producer(rt.clone(), &namesrv, topic).await;
+            let producer =
+                support::warmed_producer(rt.clone(), &namesrv, topic, "GID_scheduled_producer")
+                    .await;
             let mut consumer = ready_consumer(rt, &namesrv, topic, &producer, &log).await;
             eventually("the scheduled message", Duration::from_secs(30), || {
                 delivered(&log, "survivor").is_some()
@@ -331,9 +315,10 @@ fn more_than_40_days_ahead_is_refused_with_the_limit_in_the_error() {
     let (namesrv, addr) = (broker.namesrv(), broker.broker());
     let topic = "TimerLimitTopic";
     Client::new().run(|rt| async move {
-        let producer = started_producer(rt, &namesrv, topic).await;
+        let producer =
+            support::warmed_producer(rt, &namesrv, topic, "GID_scheduled_producer").await;
         let day = 86_400_000;
-        let mut far = message(topic, "41 days");
+        let mut far = support::message(topic, "41 days");
         far.set_deliver_time_ms((now_ms() + 41 * day) as u64);
         let err = producer
             .send(far)
@@ -358,7 +343,7 @@ fn more_than_40_days_ahead_is_refused_with_the_limit_in_the_error() {
             "{:?}",
             garbage.remark
         );
-        let mut ok = message(topic, "39 days");
+        let mut ok = support::message(topic, "39 days");
         ok.set_deliver_time_ms((now_ms() + 39 * day) as u64);
         producer.send(ok).await.expect("39 days ahead is fine");
         assert_eq!(timer_pending(&addr).await, 1, "only the 39-day one waits");
@@ -375,7 +360,9 @@ fn delay_levels_1_to_3_keep_their_default_times() {
     let sent = Client::new().run(|rt| {
         let log = log.clone();
         async move {
-            let producer = started_producer(rt.clone(), &namesrv, topic).await;
+            let producer =
+                support::warmed_producer(rt.clone(), &namesrv, topic, "GID_scheduled_producer")
+                    .await;
             let mut consumer = ready_consumer(rt, &namesrv, topic, &producer, &log).await;
             let mut sent = vec![];
             for level in 1..=3 {
@@ -427,9 +414,11 @@ fn a_message_scheduled_beyond_the_retention_still_arrives() {
     let due = Client::new().run(|rt| {
         let log = log.clone();
         async move {
-            let producer = started_producer(rt.clone(), &namesrv, topic).await;
+            let producer =
+                support::warmed_producer(rt.clone(), &namesrv, topic, "GID_scheduled_producer")
+                    .await;
             let due = now_ms() + 9_000;
-            let mut m = message(topic, "patient");
+            let mut m = support::message(topic, "patient");
             m.set_deliver_time_ms(due as u64);
             producer.send(m).await.expect("send");
             let admin = AdminClient::connect(&addr, Duration::from_secs(5))
@@ -451,7 +440,7 @@ fn a_message_scheduled_beyond_the_retention_still_arrives() {
                 );
                 for _ in 0..20 {
                     producer
-                        .send(message(topic, &filler))
+                        .send(support::message(topic, &filler))
                         .await
                         .expect("filler send");
                 }

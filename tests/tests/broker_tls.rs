@@ -87,14 +87,6 @@ async fn send_all(
     ok
 }
 
-fn metric(process: &support::BrokerProcess, name: &str) -> u64 {
-    let text = process.metrics();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn tls_and_plaintext_clients_share_the_ports_and_a_stalled_handshake_is_closed() {
     // This test binary links both rustls providers (the client's transport asks for
@@ -178,7 +170,7 @@ fn tls_and_plaintext_clients_share_the_ports_and_a_stalled_handshake_is_closed()
         .collect();
     assert_eq!(received, expected, "exactly the trusted sends arrived");
     assert!(
-        metric(&broker, "mq_remoting_tls_connections_total") >= 2,
+        broker.metric("mq_remoting_tls_connections_total") >= 2,
         "the TLS clients came over TLS:\n{}",
         broker.metrics()
     );
@@ -198,7 +190,7 @@ fn tls_and_plaintext_clients_share_the_ports_and_a_stalled_handshake_is_closed()
         closed && started.elapsed() < Duration::from_secs(9),
         "a stalled handshake is closed by the server, not left open"
     );
-    assert!(metric(&broker, "mq_remoting_tls_handshake_failures_total") >= 1);
+    assert!(broker.metric("mq_remoting_tls_handshake_failures_total") >= 1);
     let bodies: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
     let (ns, ca3) = (namesrv.clone(), ca.clone());
     let ok = Client::new().run(|rt| async move {

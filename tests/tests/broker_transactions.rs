@@ -22,7 +22,7 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::result::SendResult;
 use std::any::Any;
-use std::io::{Read, Write};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{BrokerProcess, Client, TempDir, eventually};
@@ -242,27 +242,6 @@ fn count(got: &Deliveries, body: &str) -> usize {
         .count()
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("ops port accepts");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request written");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response read");
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
-/// The value of an unlabelled series of the broker's `/metrics`.
-fn metric(process: &BrokerProcess, series: &str) -> u64 {
-    let page = http_get(&process.addr("http"), "/metrics");
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in {page}"))
-}
-
 const PENDING: &str = "mq_broker_transaction_half_pending";
 const COMMITS: &str = "mq_broker_transaction_commits_total";
 const ROLLBACKS: &str = "mq_broker_transaction_rollbacks_total";
@@ -354,9 +333,9 @@ fn committed_is_delivered_once_with_its_ids_and_rolled_back_never() {
         assert_eq!(delivered.keys.as_deref(), Some("key-commit-1"));
         // Halves never took a slot of the real queue: only the commit and the marker.
         assert_eq!(stored(&addr, topic).await, 2);
-        assert_eq!(metric(&broker, COMMITS), 1);
-        assert_eq!(metric(&broker, ROLLBACKS), 1);
-        assert_eq!(metric(&broker, PENDING), 0);
+        assert_eq!(broker.metric(COMMITS), 1);
+        assert_eq!(broker.metric(ROLLBACKS), 1);
+        assert_eq!(broker.metric(PENDING), 0);
         assert!(
             checks.lock().unwrap().is_empty(),
             "ended halves are never checked"
@@ -391,17 +370,14 @@ fn an_unknown_outcome_is_settled_by_check_back_both_ways_not_before_the_immunity
         let mut producer = tx_producer(&rt, &namesrv, "txp", "GID_tx_check", listener, None).await;
         let (_, commit_sent) = send_half(&producer, immune_message(topic, "commit-2", 4)).await;
         let (_, rollback_sent) = send_half(&producer, message(topic, "rollback-2")).await;
-        assert_eq!(metric(&broker, PENDING), 2, "unknown halves wait");
+        assert_eq!(broker.metric(PENDING), 2, "unknown halves wait");
         support::wait_for_route(&namesrv, topic).await;
         let (mut consumer, got) = consumer(&rt, &namesrv, "GID_tx_check_c", topic).await;
         eventually("the check-back commits", DELIVERY, || {
             count(&got, "commit-2") > 0
         })
         .await;
-        eventually("both halves end", DELIVERY, || {
-            metric(&broker, PENDING) == 0
-        })
-        .await;
+        eventually("both halves end", DELIVERY, || broker.metric(PENDING) == 0).await;
         let mut plain = plain_producer(&rt, &namesrv, None).await;
         marker(&plain, topic, &got).await;
         assert_eq!(count(&got, "commit-2"), 1, "{got:?}");
@@ -425,9 +401,9 @@ fn an_unknown_outcome_is_settled_by_check_back_both_ways_not_before_the_immunity
             rollback_wait >= Duration::from_secs(2),
             "first check after the broker's transaction timeout, not {rollback_wait:?}"
         );
-        assert_eq!(metric(&broker, COMMITS), 1);
-        assert_eq!(metric(&broker, ROLLBACKS), 1);
-        assert!(metric(&broker, CHECKS) >= 2);
+        assert_eq!(broker.metric(COMMITS), 1);
+        assert_eq!(broker.metric(ROLLBACKS), 1);
+        assert!(broker.metric(CHECKS) >= 2);
         consumer.shutdown().await;
         producer.shutdown().await;
         plain.shutdown().await;
@@ -507,13 +483,13 @@ fn pending_halves_survive_kill9_and_are_checked_after_the_restart() {
                 .expect("transactional producer starts");
             send_half(&producer, message(topic, "commit-3")).await;
             send_half(&producer, message(topic, "rollback-3")).await;
-            assert_eq!(metric(&before, PENDING), 2);
+            assert_eq!(before.metric(PENDING), 2);
             before.kill9();
             let restarted = Instant::now();
             let after = standalone_at(&store, ns_port, broker_port, &flags);
-            assert_eq!(metric(&after, PENDING), 2, "pending halves recovered");
+            assert_eq!(after.metric(PENDING), 2, "pending halves recovered");
             eventually("both halves end after the restart", DELIVERY, || {
-                metric(&after, PENDING) == 0
+                after.metric(PENDING) == 0
             })
             .await;
             let seen = checks.lock().unwrap().clone();
@@ -536,8 +512,8 @@ fn pending_halves_survive_kill9_and_are_checked_after_the_restart() {
             .await;
             assert_eq!(count(&got, "commit-3"), 1, "{got:?}");
             assert_eq!(count(&got, "rollback-3"), 0, "{got:?}");
-            assert_eq!(metric(&after, COMMITS), 1);
-            assert_eq!(metric(&after, ROLLBACKS), 1);
+            assert_eq!(after.metric(COMMITS), 1);
+            assert_eq!(after.metric(ROLLBACKS), 1);
             consumer.shutdown().await;
             producer.shutdown().await;
             plain.shutdown().await;
@@ -580,13 +556,13 @@ fn a_half_never_answered_is_rolled_back_after_the_check_limit_and_counted() {
                 tx_producer(&rt, &namesrv, "txp", "GID_tx_limit", listener, None).await;
             send_half(&producer, message(topic, "limbo")).await;
             eventually("the half is rolled back at the limit", DELIVERY, || {
-                metric(broker, LIMIT_ROLLBACKS) == 1
+                broker.metric(LIMIT_ROLLBACKS) == 1
             })
             .await;
-            assert_eq!(metric(broker, PENDING), 0);
-            assert_eq!(metric(broker, ROLLBACKS), 1);
+            assert_eq!(broker.metric(PENDING), 0);
+            assert_eq!(broker.metric(ROLLBACKS), 1);
             assert_eq!(
-                metric(broker, CHECKS),
+                broker.metric(CHECKS),
                 3,
                 "exactly --transaction-check-max checks"
             );
@@ -619,7 +595,7 @@ fn end_transaction_checks_the_producer_group_and_ends_a_half_once() {
             };
             let mut producer = tx_producer(&rt, &namesrv, "txp", group, listener, None).await;
             let (sent, _) = send_half(&producer, message(topic, "commit-4")).await;
-            assert_eq!(metric(broker, PENDING), 1);
+            assert_eq!(broker.metric(PENDING), 1);
             let admin = mq_broker::client::AdminClient::connect(&addr, Duration::from_secs(5))
                 .await
                 .expect("broker reachable");
@@ -657,7 +633,7 @@ fn end_transaction_checks_the_producer_group_and_ends_a_half_once() {
             assert_eq!(wrong.code, response_code::SYSTEM_ERROR);
             let remark = wrong.remark.clone().unwrap_or_default();
             assert!(remark.contains("producer group"), "{remark}");
-            assert_eq!(metric(broker, PENDING), 1, "a wrong group changes nothing");
+            assert_eq!(broker.metric(PENDING), 1, "a wrong group changes nothing");
 
             let first = support::raw_request(&addr, end_request(&sent, group, COMMIT, None)).await;
             assert_eq!(first.code, response_code::SUCCESS, "{:?}", first.remark);
@@ -668,9 +644,9 @@ fn end_transaction_checks_the_producer_group_and_ends_a_half_once() {
                 let remark = repeated.remark.unwrap_or_default();
                 assert!(remark.contains("already ended"), "{remark}");
             }
-            assert_eq!(metric(broker, PENDING), 0);
-            assert_eq!(metric(broker, COMMITS), 1);
-            assert_eq!(metric(broker, ROLLBACKS), 0);
+            assert_eq!(broker.metric(PENDING), 0);
+            assert_eq!(broker.metric(COMMITS), 1);
+            assert_eq!(broker.metric(ROLLBACKS), 0);
             // Committed: the unique key finds exactly the committed copy.
             let found = admin
                 .query_by_unique_key(topic, &uniq)
@@ -718,15 +694,7 @@ const ACCOUNTS: &str = r#"{"accounts": [
 #[test]
 fn under_acl_only_pub_on_the_topic_and_the_sending_group_end_a_half() {
     let dir = TempDir::new("tx-acl");
-    let (conf, acl) = (dir.0.join("broker.conf"), dir.0.join("plain_acl.json"));
-    std::fs::write(&acl, ACCOUNTS).expect("ACL file");
-    std::fs::write(
-        &conf,
-        format!("aclEnable=true\naclFile={}\n", acl.display()),
-    )
-    .expect("config file");
-    let store = dir.0.join("store");
-    let broker = support::standalone(&store, &["--config", conf.to_str().expect("UTF-8")]);
+    let broker = support::standalone_with_acl(&dir.0, ACCOUNTS, &[]);
     let (namesrv, addr) = (broker.namesrv(), broker.broker());
     let owner = ("owner", "owner-secret");
     Client::new().run(|rt| {
@@ -750,7 +718,7 @@ fn under_acl_only_pub_on_the_topic_and_the_sending_group_end_a_half() {
             let mut producer =
                 tx_producer(&rt, &namesrv, "txp", group, listener, Some(owner)).await;
             let (sent, _) = send_half(&producer, message("orders", "commit-5")).await;
-            assert_eq!(metric(broker, PENDING), 1);
+            assert_eq!(broker.metric(PENDING), 1);
 
             let outsider = Some(("outsider", "outsider-secret"));
             // A half needs PUB on its topic like any send.
@@ -787,12 +755,12 @@ fn under_acl_only_pub_on_the_topic_and_the_sending_group_end_a_half() {
                 support::raw_request(&addr, end_request(&sent, group, ROLLBACK, None)).await;
             assert_eq!(unsigned.code, mq_broker::acl::Denied::CODE);
             assert!(unsigned.remark.unwrap_or_default().contains("accessKey"));
-            assert_eq!(metric(broker, PENDING), 1, "refused ends change nothing");
+            assert_eq!(broker.metric(PENDING), 1, "refused ends change nothing");
 
             let res =
                 support::raw_request(&addr, end_request(&sent, group, COMMIT, Some(owner))).await;
             assert_eq!(res.code, response_code::SUCCESS, "{:?}", res.remark);
-            assert_eq!(metric(broker, PENDING), 0);
+            assert_eq!(broker.metric(PENDING), 0);
             let stats = admin
                 .topic_stats("orders")
                 .await
@@ -850,7 +818,7 @@ fn a_transactional_batch_is_refused_and_nothing_is_stored() {
             assert_eq!(res.code, response_code::MESSAGE_ILLEGAL, "{:?}", res.remark);
             assert!(res.remark.unwrap_or_default().contains("transactional"));
         }
-        assert_eq!(metric(&broker, PENDING), 0);
+        assert_eq!(broker.metric(PENDING), 0);
         let res = support::raw_request(&addr, batch("0", "")).await;
         assert_eq!(res.code, response_code::SUCCESS, "{:?}", res.remark);
         assert_eq!(
@@ -912,7 +880,7 @@ fn check_backs_name_the_topic_as_each_client_sends_it_in_a_namespaced_instance()
             send_half(&bare, message(topic, "commit-bare")).await;
             send_half(&namespaced, message(topic, "commit-ns")).await;
             eventually("both halves are committed by check-back", DELIVERY, || {
-                metric(&broker, PENDING) == 0 && metric(&broker, COMMITS) == 2
+                broker.metric(PENDING) == 0 && broker.metric(COMMITS) == 2
             })
             .await;
             let canonical = format!("{instance}%{topic}");

@@ -106,6 +106,19 @@ impl BrokerProcess {
             .unwrap_or_default()
     }
 
+    /// The sum of metric `name`'s samples (every label set) on the process's `/metrics`
+    /// (0 when it has none).
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
+            .sum()
+    }
+
     /// SIGKILLs the process (a crash) and reaps it.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -40,6 +40,54 @@ pub fn standalone(store_dir: &Path, extra: &[&str]) -> BrokerProcess {
     BrokerProcess::standalone(&broker_binary(), store_dir, extra)
 }
 
+/// `mq-broker standalone` with ACL on: `accounts` is the ACL file's text (its JSON form),
+/// written with a `broker.conf` into `dir`; the store is `dir/store`.
+pub fn standalone_with_acl(dir: &Path, accounts: &str, extra: &[&str]) -> BrokerProcess {
+    let (conf, acl) = (dir.join("broker.conf"), dir.join("plain_acl.json"));
+    std::fs::write(&acl, accounts).expect("ACL file");
+    std::fs::write(
+        &conf,
+        format!("aclEnable=true\naclFile={}\n", acl.display()),
+    )
+    .expect("config file");
+    let mut args = vec!["--config", conf.to_str().expect("UTF-8 temp path")];
+    args.extend_from_slice(extra);
+    standalone(&dir.join("store"), &args)
+}
+
+/// A message of `topic` with tag `T` and `body`.
+pub fn message(
+    topic: &str,
+    body: &str,
+) -> rocketmq_model::common::message::message_single::Message {
+    rocketmq_model::common::message::message_single::Message::builder()
+        .topic(topic)
+        .tags("T")
+        .body_slice(body.as_bytes())
+        .build_unchecked()
+}
+
+/// A started producer of `group`, after a warm-up send that creates `topic` (the broker
+/// auto-creates) and until the name server routes it.
+pub async fn warmed_producer(
+    rt: Arc<rocketmq_client_rust::ClientRuntime>,
+    namesrv: &str,
+    topic: &str,
+    group: &str,
+) -> rocketmq_client_rust::DefaultMQProducer {
+    let mut producer = rocketmq_client_rust::DefaultMQProducer::builder(rt)
+        .client_config(client_config(namesrv, "producer"))
+        .producer_group(group.to_owned())
+        .build();
+    producer.start().await.expect("producer starts");
+    producer
+        .send(message(topic, "warmup"))
+        .await
+        .expect("warm-up send creates the topic");
+    wait_for_route(namesrv, topic).await;
+    producer
+}
+
 /// `mq-broker namesrv` on loopback with ephemeral ports.
 pub fn namesrv_only() -> BrokerProcess {
     BrokerProcess::start(
