@@ -84,6 +84,11 @@ impl Broker {
             tick.tick().await;
             for level in 0..self.cfg.delay_levels.len() as i32 {
                 if let Err(e) = self.deliver_due(level).await {
+                    // A clean stop cancels the store tasks under way: nothing is lost (the
+                    // level's offset did not move), and it is no fault worth a warning.
+                    if self.is_stopping() {
+                        return;
+                    }
                     tracing::warn!(level = level + 1, error = %e.remark, "delayed delivery failed; retrying");
                 }
             }
