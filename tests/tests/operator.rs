@@ -1047,10 +1047,24 @@ async fn idle_and_failover() -> Result<()> {
         metric(&lead, "mq_operator_leader").await? == 1.0,
         "the holder does not say it leads"
     );
-    let (writes, reconciles) = (
-        metric(&lead, "mq_operator_api_writes_total").await?,
-        metric(&lead, "mq_operator_reconciles_total{kind=\"MQTopic\"}").await?,
-    );
+    // Idle begins once the operator has converged: a whole resync period without a write
+    // (the instance's last status update can land just after its topics are counted). A
+    // resync that keeps writing never gets here and fails below the deadline.
+    let settle_deadline = std::time::Instant::now() + RUNNING;
+    let mut writes = metric(&lead, "mq_operator_api_writes_total").await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(RESYNC_SECS + 1)).await;
+        let now = metric(&lead, "mq_operator_api_writes_total").await?;
+        if now == writes {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < settle_deadline,
+            "the operator kept writing ({writes} → {now}) for {RUNNING:?} after converging"
+        );
+        writes = now;
+    }
+    let reconciles = metric(&lead, "mq_operator_reconciles_total{kind=\"MQTopic\"}").await?;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let reconciled =
         metric(&lead, "mq_operator_reconciles_total{kind=\"MQTopic\"}").await? - reconciles;
