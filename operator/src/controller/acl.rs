@@ -23,128 +23,13 @@ use mq_broker::acl::Credentials;
 use serde_json::json;
 
 use super::workloads::Names;
-use crate::crd::{MQEmpower, MQGroup, MQInstance, MQTopic, Relation};
+use crate::crd::{MQEmpower, MQGroup, MQInstance, MQTopic};
+pub use crate::domain::accounts::{ACCOUNT_LABEL, Account, BadAccount, affects, read_accounts};
 
-/// Label marking a Secret of the platform namespace as an account.
-pub const ACCOUNT_LABEL: &str = "mqfleet.io/account";
 /// The platform admin key's Secret.
 pub const ADMIN_SECRET: &str = "mq-operator-admin";
 /// The key of the ACL file in an instance's ACL Secret.
 pub const ACL_FILE_KEY: &str = "plain_acl.yml";
-
-/// An account, from its Secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Account {
-    /// The user id (decimal).
-    pub user_id: String,
-    /// The tenant namespace it works in.
-    pub namespace: String,
-    /// The tenant a sub-account belongs to.
-    pub parent_user_id: Option<String>,
-    /// Its key pair.
-    pub credentials: Credentials,
-}
-
-impl Account {
-    /// The account a Secret describes, or what is wrong with it.
-    pub fn from_secret(secret: &Secret) -> Result<Self, String> {
-        let empty = Default::default();
-        let data = secret.data.as_ref().unwrap_or(&empty);
-        let text = |key: &str| -> Result<Option<String>, String> {
-            match data.get(key) {
-                None => Ok(None),
-                Some(v) => String::from_utf8(v.0.clone())
-                    .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
-                    .map_err(|_| format!("{key} is not UTF-8 text")),
-            }
-        };
-        let required = |key: &str| text(key)?.ok_or_else(|| format!("{key} is missing or empty"));
-        let user_id = required("userId")?;
-        if user_id.len() > 20 || !user_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("userId {user_id:?} is not a decimal user id"));
-        }
-        Ok(Self {
-            user_id,
-            namespace: required("namespace")?,
-            parent_user_id: text("parentUserId")?,
-            credentials: Credentials::new(required("accessKey")?, required("secretKey")?),
-        })
-    }
-}
-
-/// An account Secret the ACL cannot use, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BadAccount {
-    /// The Secret's name (in the platform namespace).
-    pub secret: String,
-    /// Its resourceVersion (one Event per bad version).
-    pub version: String,
-    /// The tenant namespace it names, when readable: the instances it affects.
-    pub namespace: Option<String>,
-    /// What is wrong, for the platform admin.
-    pub reason: String,
-}
-
-/// The usable accounts among `secrets`, and the unusable ones: malformed Secrets, and
-/// Secrets sharing one accessKey (neither can be trusted to be the key's owner). One bad
-/// Secret never costs the others their access.
-pub fn read_accounts(secrets: &[std::sync::Arc<Secret>]) -> (Vec<Account>, Vec<BadAccount>) {
-    let mut good: Vec<(&Secret, Account)> = Vec::new();
-    let mut bad = Vec::new();
-    for secret in secrets {
-        match Account::from_secret(secret) {
-            Ok(account) => good.push((secret, account)),
-            Err(reason) => bad.push(BadAccount {
-                namespace: secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("namespace"))
-                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty()),
-                secret: secret.name_any(),
-                version: secret.resource_version().unwrap_or_default(),
-                reason,
-            }),
-        }
-    }
-    let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (secret, account) in &good {
-        holders
-            .entry(account.credentials.access_key.clone())
-            .or_default()
-            .push(secret.name_any());
-    }
-    holders.retain(|_, names| names.len() > 1);
-    let (kept, dropped): (Vec<_>, Vec<_>) = good
-        .into_iter()
-        .partition(|(_, a)| !holders.contains_key(&a.credentials.access_key));
-    for (secret, account) in dropped {
-        let name = secret.name_any();
-        let others: Vec<&str> = holders[&account.credentials.access_key]
-            .iter()
-            .filter(|n| **n != name)
-            .map(String::as_str)
-            .collect();
-        bad.push(BadAccount {
-            reason: format!(
-                "its accessKey is also the accessKey of {}; access keys must be unique, so neither is in any ACL",
-                others.join(", ")
-            ),
-            namespace: Some(account.namespace),
-            version: secret.resource_version().unwrap_or_default(),
-            secret: name,
-        });
-    }
-    bad.sort_by(|a, b| a.secret.cmp(&b.secret));
-    (kept.into_iter().map(|(_, a)| a).collect(), bad)
-}
-
-/// Whether `bad` may concern the instances of namespace `ns` (an account whose namespace
-/// cannot be read may be anyone's).
-pub fn affects(bad: &BadAccount, ns: &str) -> bool {
-    bad.namespace.as_deref().is_none_or(|n| n == ns)
-}
 
 /// The platform's master key, made once and kept in [`ADMIN_SECRET`] (replicas racing to
 /// make it agree: the loser reads the winner's). Fails when the OS random source cannot
@@ -251,32 +136,30 @@ fn perm_name(bits: u8) -> &'static str {
 
 /// The ACL file's JSON.
 pub fn render(inputs: &AclInputs) -> String {
+    use crate::domain::access;
     let ns = inputs.instance.namespace().unwrap_or_default();
-    let owned_by = |owner: &Option<String>, user: &str| owner.as_deref() == Some(user);
     let mut accounts = vec![json!({
         "accessKey": inputs.admin.access_key, "secretKey": inputs.admin.secret_key, "admin": true,
     })];
     for account in inputs.accounts {
-        let user = account.user_id.as_str();
-        let tenant_here = account.namespace == ns && account.parent_user_id.is_none();
-        let sub_here = account.namespace == ns && account.parent_user_id.is_some();
+        let tenant_here = access::is_tenant_of(account, &ns);
         let mut topics: BTreeMap<&str, u8> = BTreeMap::new();
         let mut groups: BTreeMap<&str, u8> = BTreeMap::new();
         for t in &inputs.topics {
-            if tenant_here || (sub_here && owned_by(&t.spec.owner, user)) {
-                *topics.entry(&t.spec.topic).or_default() |= 6;
+            let bits = access::topic_rights(account, t, &inputs.empowers).bits();
+            if bits != 0 {
+                *topics.entry(&t.spec.topic).or_default() |= bits;
             }
         }
         for g in &inputs.groups {
-            if tenant_here || owned_by(&g.spec.owner, user) {
-                *groups.entry(&g.spec.group_id).or_default() |= 4;
+            if access::uses_group(account, g) {
+                *groups.entry(&g.spec.group_id).or_default() |= access::SUBSCRIBE;
             }
         }
+        // A grant on a topic that has no MQTopic (yet) still opens it, as before.
         for e in &inputs.empowers {
-            let for_this = e.spec.empower_user.to_string() == user
-                && e.spec.sub_account == account.parent_user_id.is_some();
-            if for_this {
-                *topics.entry(&e.spec.topic).or_default() |= relation_bits(e.spec.relation);
+            if access::grant_applies(e, account) {
+                *topics.entry(&e.spec.topic).or_default() |= access::relation_bits(e);
             }
         }
         if !tenant_here && topics.is_empty() && groups.is_empty() {
@@ -298,10 +181,6 @@ pub fn render(inputs: &AclInputs) -> String {
         }));
     }
     serde_json::to_string_pretty(&json!({ "accounts": accounts })).unwrap_or_default()
-}
-
-fn relation_bits(relation: Relation) -> u8 {
-    u8::try_from(relation.code()).unwrap_or(0) & 6
 }
 
 /// The instance's ACL Secret holding `file`.
@@ -386,6 +265,8 @@ mod tests {
             namespace: ns.into(),
             parent_user_id: parent.map(Into::into),
             credentials: Credentials::new(format!("AK{user}"), format!("SK{user}")),
+            allow_instance_write: false,
+            allow_topic_write: false,
         }
     }
 
@@ -401,94 +282,6 @@ mod tests {
                 .unwrap_or_default()
         };
         Some((strings("topicPerms"), strings("groupPerms")))
-    }
-
-    fn account_secret(name: &str, data: &[(&str, &str)]) -> std::sync::Arc<Secret> {
-        std::sync::Arc::new(Secret {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                resource_version: Some("7".into()),
-                ..Default::default()
-            },
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn bad_account_secrets_are_reported_and_cost_the_others_nothing() {
-        let good = |name: &str, user: &str, ak: &str| {
-            account_secret(
-                name,
-                &[
-                    ("userId", user),
-                    ("namespace", "shop"),
-                    ("accessKey", ak),
-                    ("secretKey", "s"),
-                ],
-            )
-        };
-        let secrets = vec![
-            good("a", "10", "AK10"),
-            account_secret(
-                "no-key",
-                &[
-                    ("userId", "11"),
-                    ("namespace", "shop"),
-                    ("accessKey", "AK11"),
-                ],
-            ),
-            account_secret(
-                "bad-user",
-                &[
-                    ("userId", "eleven"),
-                    ("namespace", "x"),
-                    ("accessKey", "K"),
-                    ("secretKey", "s"),
-                ],
-            ),
-            good("dup-1", "12", "SHARED"),
-            good("dup-2", "13", "SHARED"),
-            good("b", "14", "AK14"),
-        ];
-        let (accounts, bad) = read_accounts(&secrets);
-        let users: Vec<&str> = accounts.iter().map(|a| a.user_id.as_str()).collect();
-        assert_eq!(users, ["10", "14"]);
-        let bad: Vec<(&str, &str)> = bad
-            .iter()
-            .map(|b| (b.secret.as_str(), b.reason.as_str()))
-            .collect();
-        assert_eq!(bad.len(), 4, "{bad:?}");
-        assert!(
-            bad.contains(&("no-key", "secretKey is missing or empty")),
-            "{bad:?}"
-        );
-        assert!(
-            bad.iter()
-                .any(|(s, r)| *s == "bad-user" && r.contains("not a decimal"))
-        );
-        assert!(
-            bad.iter()
-                .any(|(s, r)| *s == "dup-1" && r.contains("dup-2"))
-        );
-        assert!(
-            bad.iter()
-                .any(|(s, r)| *s == "dup-2" && r.contains("dup-1"))
-        );
-        let (_, bad) = read_accounts(&secrets);
-        let no_key = bad.iter().find(|b| b.secret == "no-key").unwrap();
-        assert!(affects(no_key, "shop") && !affects(no_key, "other"));
-        let unreadable = BadAccount {
-            secret: "x".into(),
-            version: "1".into(),
-            namespace: None,
-            reason: String::new(),
-        };
-        assert!(affects(&unreadable, "anyone"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! ([`keys`]) and the cluster profiles an instance runs on ([`profiles`]).
 //! Pure functions only: nothing here talks to the API server or a broker.
 
+pub mod access;
+pub mod accounts;
 pub mod claims;
 pub mod ids;
 pub mod immutable;
