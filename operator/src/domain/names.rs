@@ -72,3 +72,66 @@ impl Names {
         format!("{}-admin", self.base)
     }
 }
+
+/// The name of an object the console creates for `display` (a topic, group id, instance
+/// or grant as the user named it): `<sanitised display>-<8 hex>`, the hex from a SHA-256
+/// of `identity` (e.g. instance id and real name). Mixed-case names become valid object
+/// names, and two names that sanitise alike (`Orders`, `orders_`) still get two objects.
+pub fn console_object_name(display: &str, identity: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in identity {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let hash = hasher.finalize();
+    let hex: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let mut stem: String = display
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    // 63 (label-safe, so the name can be a label value too) minus "-" and 8 hex.
+    stem.truncate(54);
+    let stem = stem.trim_matches('-');
+    if stem.is_empty() {
+        format!("x-{hex}")
+    } else {
+        format!("{stem}-{hex}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_names_are_valid_stable_and_distinct() {
+        let a = console_object_name("Orders_Prod", &["MQ_INST_1", "Orders_Prod"]);
+        assert_eq!(
+            a,
+            console_object_name("Orders_Prod", &["MQ_INST_1", "Orders_Prod"])
+        );
+        assert!(a.starts_with("orders-prod-") && a.len() == "orders-prod-".len() + 8);
+        let b = console_object_name("orders-prod", &["MQ_INST_1", "orders-prod"]);
+        assert_ne!(a, b, "names that sanitise alike stay apart");
+        let c = console_object_name("Orders_Prod", &["MQ_INST_2", "Orders_Prod"]);
+        assert_ne!(a, c, "one name in two instances");
+        let long = console_object_name(&"A".repeat(64), &["i"]);
+        assert!(long.len() <= 63);
+        let re = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        assert!(re(&a) && re(&long) && re(&console_object_name("__", &["i"])));
+        // Parts are length-framed: ("ab","c") and ("a","bc") differ.
+        assert_ne!(
+            console_object_name("x", &["ab", "c"]),
+            console_object_name("x", &["a", "bc"])
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The `/json/*` operations, one file per family (spec §6). Every handler is
+//! `async fn(&Scope, &Params) -> ApiResult` over an authenticated caller and parsed
+//! parameters; [`dispatch`] picks it by path.
+
+pub mod region;
+pub mod scope;
+
+use crate::envelope::{ApiError, ApiResult, ErrorCode};
+use crate::params::Params;
+pub use scope::Scope;
+
+/// Every path the console serves (the metrics' endpoint label is one of these or `other`).
+pub const PATHS: &[&str] = &[
+    "/json/region/list",
+    "/json/cluster/list",
+    "/json/vpcTunnel/tunnelSwitch",
+    "/json/instance/baseInfo",
+    "/json/instance/create",
+    "/json/instance/delete",
+    "/json/instance/list",
+    "/json/instance/update",
+    "/json/topic/create",
+    "/json/topic/delete",
+    "/json/topic/get",
+    "/json/topic/listInPage",
+    "/json/topic/update",
+    "/json/topic/listNames",
+    "/json/topic/subDetail",
+    "/json/group/create",
+    "/json/group/delete",
+    "/json/group/list",
+    "/json/group/subDetail",
+    "/json/group/consumerUpdate",
+    "/json/consumer/accumulate",
+    "/json/consumer/status",
+    "/json/consumer/getConnection",
+    "/json/consumer/timespan",
+    "/json/consumer/resetoffset",
+    "/json/message/trace",
+    "/json/message/getById",
+    "/json/message/getByKey",
+    "/json/message/getByPagedTopic",
+    "/json/trend/topicInputTps",
+    "/json/trend/groupOutputTps",
+    "/json/empower/create",
+    "/json/empower/createBySub",
+    "/json/empower/delete",
+    "/json/empower/list",
+    "/json/message/getByIdInDLQ",
+    "/json/message/getByPagedDLQ",
+    "/json/message/resendByIdInDLQ",
+];
+
+/// Whether `path` is a write (audited with an Event on the written object).
+pub fn is_write(path: &str) -> bool {
+    [
+        "create",
+        "delete",
+        "update",
+        "createBySub",
+        "consumerUpdate",
+        "resetoffset",
+        "resendByIdInDLQ",
+        "tunnelSwitch",
+    ]
+    .iter()
+    .any(|w| path.ends_with(&format!("/{w}")))
+}
+
+/// Runs the operation of `path`.
+pub async fn dispatch(path: &str, s: &Scope<'_>, p: &Params) -> ApiResult {
+    match path {
+        "/json/region/list" => region::regions(s, p).await,
+        "/json/cluster/list" => region::clusters(s, p).await,
+        "/json/vpcTunnel/tunnelSwitch" => region::tunnel_switch(s, p).await,
+        _ => Err(ApiError::new(
+            ErrorCode::ApiNotFound,
+            format!("{path} is not an operation of this console"),
+        )),
+    }
+}
