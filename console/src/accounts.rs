@@ -90,3 +90,13 @@ pub fn authenticate(
     replay.admit(access_key, stamp, signature, stamp + window_ms, now_ms)?;
     Ok(account)
 }
+
+/// The user id of the tenant (primary) account of namespace `ns`.
+pub fn tenant_of(store: &Store<Secret>, ns: &str) -> Option<String> {
+    store
+        .state()
+        .iter()
+        .filter_map(|s| Account::from_secret(s).ok())
+        .find(|a| a.namespace == ns && !a.is_sub())
+        .map(|a| a.user_id)
+}

@@ -39,7 +39,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
     let settings = options.settings;
     let task_key = match options.task_key.trim() {
-        "" => read_task_key(&client, &settings.platform).await?,
+        "" => wait_task_key(&client, &settings.platform).await,
         key => key.as_bytes().to_vec(),
     };
     let caches = Caches::start(&client, &settings.platform, &options.profiles_configmap);
@@ -63,6 +63,22 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(stopped())
         .await
         .context("serving HTTP")
+}
+
+/// The task key from its Secret, waiting (bounded) for the operator to make it; without
+/// it the console still serves, and only paged message queries are refused.
+async fn wait_task_key(client: &Client, platform: &str) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match read_task_key(client, platform).await {
+            Ok(key) => return key,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(error = %format!("{e:#}"), "no task key: paged message queries are refused until the console restarts with one");
+                return Vec::new();
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
 }
 
 /// The task key from its Secret (key `key`).

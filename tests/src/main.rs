@@ -206,6 +206,7 @@ async fn up(
             println!("a healthy testbed is already running in {}", dir.display());
             apply_all(&current.state, apply).await?;
             print_usage(&current.state);
+            print_console(&current.state).await;
             return Ok(ExitCode::SUCCESS);
         }
         tracing::info!(dir = %dir.display(), "clearing a stopped or broken testbed first");
@@ -235,6 +236,7 @@ async fn up(
     );
     apply_all(&state, apply).await?;
     print_usage(&state);
+    print_console(&state).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -272,6 +274,31 @@ async fn apply_crds_from(client: &kube::Client, crds: Option<&Path>) -> anyhow::
         names.join(", ")
     );
     Ok(())
+}
+
+/// The console's export line, when `deploy/` installed it (Service `mq-console`).
+async fn print_console(state: &State) {
+    use k8s_openapi::api::core::v1::Service;
+    let Ok(config) = mq_testbed::kubeconfig::load(&state.kubeconfig).await else {
+        return;
+    };
+    let Ok(client) = mq_testbed::kubeclient::client(config) else {
+        return;
+    };
+    let services: kube::Api<Service> =
+        kube::Api::namespaced(client, mq_testbed::operator::PLATFORM);
+    let ip = services
+        .get_opt("mq-console")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.spec?.cluster_ip);
+    if let Some(ip) = ip {
+        println!("export MQ_CONSOLE_URL=http://{ip}:8080");
+        println!(
+            "console accounts: target/debug/mq-console account create --namespace <ns>; then export MQ_ACCESS_KEY/MQ_SECRET_KEY and call e.g. target/debug/mq-console call /json/instance/list"
+        );
+    }
 }
 
 fn print_usage(state: &State) {

@@ -2,8 +2,14 @@
 //! `async fn(&Scope, &Params) -> ApiResult` over an authenticated caller and parsed
 //! parameters; [`dispatch`] picks it by path.
 
+pub mod empower;
+pub mod group;
+pub mod instance;
 pub mod region;
 pub mod scope;
+pub mod topic;
+pub mod view;
+pub mod writes;
 
 use crate::envelope::{ApiError, ApiResult, ErrorCode};
 use crate::params::Params;
@@ -73,6 +79,25 @@ pub async fn dispatch(path: &str, s: &Scope<'_>, p: &Params) -> ApiResult {
         "/json/region/list" => region::regions(s, p).await,
         "/json/cluster/list" => region::clusters(s, p).await,
         "/json/vpcTunnel/tunnelSwitch" => region::tunnel_switch(s, p).await,
+        "/json/instance/baseInfo" => instance::base_info(s, p).await,
+        "/json/instance/create" => instance::create(s, p).await,
+        "/json/instance/delete" => instance::delete(s, p).await,
+        "/json/instance/list" => instance::list(s, p).await,
+        "/json/instance/update" => instance::update(s, p).await,
+        "/json/topic/create" => topic::create(s, p).await,
+        "/json/topic/delete" => topic::delete(s, p).await,
+        "/json/topic/get" => topic::get(s, p).await,
+        "/json/topic/listInPage" => topic::list_in_page(s, p).await,
+        "/json/topic/update" => topic::update(s, p).await,
+        "/json/topic/listNames" => topic::list_names(s, p).await,
+        "/json/group/create" => group::create(s, p).await,
+        "/json/group/delete" => group::delete(s, p).await,
+        "/json/group/list" => group::list(s, p).await,
+        "/json/group/consumerUpdate" => group::consumer_update(s, p).await,
+        "/json/empower/create" => empower::create(s, p).await,
+        "/json/empower/createBySub" => empower::create_by_sub(s, p).await,
+        "/json/empower/delete" => empower::delete(s, p).await,
+        "/json/empower/list" => empower::list(s, p).await,
         _ => Err(ApiError::new(
             ErrorCode::ApiNotFound,
             format!("{path} is not an operation of this console"),
