@@ -76,7 +76,12 @@ impl SignedClient {
 
     /// `params` with the common parameters and the signature added, form-encoded.
     pub fn signed_form(&self, params: &[(&str, &str)]) -> String {
-        let stamp = self.stamp().to_string();
+        self.signed_form_at(params, self.stamp())
+    }
+
+    /// [`Self::signed_form`] with `__preventCache` = `stamp` (tests of the clock window).
+    pub fn signed_form_at(&self, params: &[(&str, &str)], stamp: i64) -> String {
+        let stamp = stamp.to_string();
         let mut all: Vec<(&str, &str)> = params.to_vec();
         all.push((sign::PREVENT_CACHE, &stamp));
         all.push((sign::ACCESS_KEY, &self.access_key));
@@ -99,6 +104,15 @@ impl SignedClient {
         let request = hyper::Request::post(format!("{}{path}", self.base))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(self.signed_form(params))))
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        self.send(request).await
+    }
+
+    /// POSTs an already encoded form as it is (to replay or tamper with one).
+    pub async fn post_form(&self, path: &str, form: String) -> Result<(u16, Value), CallError> {
+        let request = hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
             .map_err(|e| CallError::Transport(e.to_string()))?;
         self.send(request).await
     }

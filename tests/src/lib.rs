@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod certs;
+pub mod console;
 pub mod controlplane;
 pub mod crds;
 pub mod error;
