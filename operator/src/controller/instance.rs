@@ -53,6 +53,15 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         refuse(ctx, instance, "PlatformKeyInvalid", problem.clone()).await?;
         return Ok(Action::requeue(ctx.resync));
     }
+    // A limit of spec §4 broken: a new instance gets nothing (not even its id); one that
+    // already runs keeps running and only its Ready condition says so.
+    let limit = super::limits::instance_refusal(ctx, instance);
+    if let Some((reason, message)) = &limit
+        && ownership::held_by(&ctx.records, instance).is_none()
+    {
+        refuse(ctx, instance, reason, message.clone()).await?;
+        return Ok(Action::requeue(super::limits::RECHECK.min(ctx.resync)));
+    }
     // The instance id names every workload and every namespaced topic: it cannot move, and
     // it is this instance's alone (the ownership record, which tenants cannot write).
     let identity = instance_identity(instance);
@@ -203,11 +212,22 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     }
     status.conditions.retain(|c| c.type_ != conventions::PAUSED);
     record_bad_accounts(&mut status.conditions, &bad_accounts, generation);
+    if let Some((reason, message)) = limit.clone() {
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, reason, message, generation),
+        );
+    }
     write_status(ctx, instance, status).await?;
-    Ok(Action::requeue(if running && !draining {
+    let next = if running && !draining {
         ctx.resync
     } else {
         STARTING
+    };
+    Ok(Action::requeue(if limit.is_some() {
+        next.min(super::limits::RECHECK)
+    } else {
+        next
     }))
 }
 

@@ -15,6 +15,7 @@ mod fixtures;
 pub mod health;
 pub mod instance;
 pub mod kit;
+pub mod limits;
 pub mod metrics;
 pub mod ownership;
 pub mod status;
