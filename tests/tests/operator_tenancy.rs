@@ -6,7 +6,8 @@
 //! nothing; B's forced deletion leaves A alone. The admin plane is signed whatever the
 //! tenant ACL says: with ACL off an unsigned pod can neither create nor delete a topic nor
 //! register a broker, clients still send and consume unsigned, and instance A's admin key
-//! does not open instance B's brokers. The limits of spec §4 meet kubectl users too: the
+//! does not open instance B's brokers, and neither does A's console key, which reads A's
+//! broker with ACL off but creates nothing. The limits of spec §4 meet kubectl users too: the
 //! webhook refuses a topic beyond its instance's `topicCapacity` and a second instance
 //! with a namespace's taken `instanceName`.
 
@@ -378,6 +379,8 @@ async fn tenancy() -> Result<()> {
             .is_ok(),
         "B's own key must open B's broker"
     );
+    // The console key (ACL off here) reads A's broker, creates nothing, and opens only A's.
+    support::console_key_reads_only(tb, &client, A_ID, "ORDERS", Some(B_ID)).await?;
     // A forged broker registration is refused unless signed with A's key, and the
     // refused ones register nothing (the signed one proves the request itself is valid).
     let namesrv = format!("{a_namesrv}:9876");

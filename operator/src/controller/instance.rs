@@ -98,6 +98,8 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     // Before the pods, so a broker starts with its admin key and, with ACL on, its accounts.
     let admin = acl::admin_secret(instance, &names, platform, &ctx.instance_admin(&names));
     apply_object(ctx, platform, &admin).await?;
+    let console = acl::console_secret(instance, &names, platform, &ctx.instance_console(&names));
+    apply_object(ctx, platform, &console).await?;
     let bad_accounts = acl::sync(ctx, instance, &names).await?;
     report_bad_accounts(ctx, &bad_accounts).await;
     apply_object(
@@ -592,6 +594,7 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), platform);
     delete_owned(&secrets, &names.acl(), instance).await?;
     delete_owned(&secrets, &names.admin(), instance).await?;
+    delete_owned(&secrets, &names.console(), instance).await?;
     if let Some(resource) = &ctx.pdb {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
         for name in [names.broker(), names.namesrv()] {

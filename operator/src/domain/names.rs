@@ -71,4 +71,9 @@ impl Names {
     pub fn admin(&self) -> String {
         format!("{}-admin", self.base)
     }
+
+    /// Secret with the instance's console key (what the console reads the brokers with).
+    pub fn console(&self) -> String {
+        format!("{}-console", self.base)
+    }
 }
