@@ -610,3 +610,40 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
     tracing::info!(instance = %instance.name_any(), id = %names.instance_id, "instance removed");
     Ok(Action::await_change())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{Expect, cache, instance};
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_new_instance_named_like_an_older_one_gets_nothing_and_says_why() {
+        let (ctx, server, mut caches) = Context::test();
+        let first = instance("shop", "first", "FIRST", "2026-01-01T00:00:00Z");
+        let mut second = instance("shop", "second", "SECOND", "2026-02-01T00:00:00Z");
+        second.spec.instance_name = "first".into();
+        cache(&mut caches.instances, first);
+        cache(&mut caches.instances, second.clone());
+        // No id record claimed, no workload applied: only the status and its Event.
+        let served = server.run(vec![
+            Expect::ok(
+                "PATCH",
+                "/apis/mqfleet.io/v1alpha1/namespaces/shop/mqinstances/second/status",
+                serde_json::to_value(&second).unwrap(),
+            )
+            .with_body("InstanceNameTaken"),
+            Expect::ok(
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+                json!({}),
+            )
+            .with_body("MQInstance/first"),
+        ]);
+        let action = reconcile(Arc::new(second), ctx.clone())
+            .await
+            .expect("a broken limit is a status, not an error");
+        assert_eq!(action, Action::requeue(super::super::limits::RECHECK));
+        served.await.expect("the API server saw only the refusal");
+    }
+}
