@@ -141,6 +141,28 @@ async fn limits_refused(tb: &Testbed, client: &Client, ns_b: &str) -> Result<()>
     Ok(())
 }
 
+/// The operator made the console's task key at start: Secret `mq-console-task-key` of the
+/// platform namespace, 64 hex digits under `key`.
+async fn task_key_made(client: &Client) -> Result<()> {
+    let name = mq_operator::domain::keys::CONSOLE_TASK_KEY_SECRET;
+    let secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
+        .get(name)
+        .await
+        .with_context(|| format!("Secret {PLATFORM}/{name}"))?;
+    let key = secret
+        .data
+        .unwrap_or_default()
+        .remove("key")
+        .unwrap_or_default()
+        .0;
+    ensure!(
+        key.len() == 64 && key.iter().all(u8::is_ascii_hexdigit),
+        "the task key is {:?}",
+        String::from_utf8_lossy(&key)
+    );
+    Ok(())
+}
+
 /// The API server's schema refusal of `result` (its message).
 fn invalid<T: std::fmt::Debug>(result: kube::Result<T>) -> Result<String> {
     match result {
@@ -312,6 +334,7 @@ async fn tenancy() -> Result<()> {
     .await?;
     mq_testbed::operator::webhook_in_force(tb, &client, ns_a, "orders").await?;
     limits_refused(tb, &client, ns_b).await?;
+    task_key_made(&client).await?;
 
     // Clients send and consume unsigned (tenant ACL is off).
     let got = round_trip(&endpoint, "before").await;
