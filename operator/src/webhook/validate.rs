@@ -106,7 +106,7 @@ pub async fn review(
             }
             let peers = cached(&lookup.instances, &instance.namespace()).await?;
             let peers = peers.iter().map(AsRef::as_ref);
-            match quotas::instance_refusal(&instance, peers) {
+            match quotas::instance_refusal(&newcomer(&instance), peers) {
                 Some((_, refusal)) => Ok(Some(format!("MQInstance: {refusal}"))),
                 None => instance_create(lookup, &instance).await,
             }
@@ -136,7 +136,7 @@ pub async fn review(
             let refusal = child(&lookup.topics, req, |t: &MQTopic| t.spec.immutable_fields());
             match refusal.await? {
                 None if matches!(req.operation, Operation::Create) => {
-                    topic_limits(lookup, &new(req)?).await
+                    topic_limits(lookup, &newcomer(&new(req)?)).await
                 }
                 other => Ok(other),
             }
@@ -149,7 +149,7 @@ pub async fn review(
                     let instances = cached(&lookup.instances, &group.namespace()).await?;
                     let groups = cached(&lookup.groups, &group.namespace()).await?;
                     Ok(quotas::name_conflict(
-                        &group,
+                        &newcomer(&group),
                         instances.iter().map(AsRef::as_ref),
                         groups.iter().map(AsRef::as_ref),
                     )
@@ -182,6 +182,14 @@ pub async fn review(
         }
         _ => Ok(None),
     }
+}
+
+/// `obj` as the youngest of its kind: a create is checked as coming after everything
+/// stored, even one stored within the same second (creation times have seconds only).
+fn newcomer<K: Resource + Clone>(obj: &K) -> K {
+    let mut obj = obj.clone();
+    obj.meta_mut().creation_timestamp = None;
+    obj
 }
 
 fn typed<K: DeserializeOwned>(obj: Option<&DynamicObject>) -> Result<K, ReviewError> {
@@ -386,6 +394,24 @@ mod tests {
             "spec": {"instance": "i", "topic": topic, "orderType": 0},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_create_is_checked_as_younger_than_a_topic_stored_in_the_same_second() {
+        let instance: MQInstance = serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": "i", "namespace": "t"},
+            "spec": {"instanceName": "i", "cluster": "c", "topicCapacity": 1},
+        }))
+        .unwrap();
+        let stamp = json!("2026-01-01T00:00:00Z");
+        let mut stored = topic("b", "STORED", false);
+        let mut incoming = topic("a", "INCOMING", false);
+        stored.metadata.creation_timestamp = serde_json::from_value(stamp.clone()).unwrap();
+        incoming.metadata.creation_timestamp = serde_json::from_value(stamp).unwrap();
+        // By name alone "a" would be older and take the only place.
+        assert!(quotas::topic_capacity(&incoming, &instance, [&stored]).is_none());
+        assert!(quotas::topic_capacity(&newcomer(&incoming), &instance, [&stored]).is_some());
     }
 
     #[test]
