@@ -281,10 +281,25 @@ pub async fn instance_admin_key(
     client: &Client,
     instance_id: &str,
 ) -> Result<mq_broker::acl::Credentials> {
-    use k8s_openapi::api::core::v1::Secret;
     let names = mq_operator::controller::workloads::Names::for_id(instance_id.to_owned());
+    key_in_secret(client, &names.admin()).await
+}
+
+/// The console key of instance `instance_id`, from the Secret `<base>-console` the
+/// operator writes for the console.
+pub async fn instance_console_key(
+    client: &Client,
+    instance_id: &str,
+) -> Result<mq_broker::acl::Credentials> {
+    let names = mq_operator::controller::workloads::Names::for_id(instance_id.to_owned());
+    key_in_secret(client, &names.console()).await
+}
+
+/// The `accessKey`/`secretKey` of Secret `name` in the platform namespace.
+async fn key_in_secret(client: &Client, name: &str) -> Result<mq_broker::acl::Credentials> {
+    use k8s_openapi::api::core::v1::Secret;
     let secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
-        .get(&names.admin())
+        .get(name)
         .await?;
     let data = secret.data.unwrap_or_default();
     let text = |k: &str| {

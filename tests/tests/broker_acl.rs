@@ -488,3 +488,98 @@ fn with_an_admin_key_and_acl_off_clients_stay_open_and_admin_calls_need_the_key(
         p.shutdown().await;
     });
 }
+
+/// The console key of the console-role test (`console: true` in the ACL file).
+const CONSOLE: (&str, &str) = ("mqfleet-console-x", "console-secret");
+
+#[test]
+fn a_console_key_reads_and_resets_but_cannot_send_create_or_pull() {
+    let accounts = format!(
+        r#"{ACCOUNTS}, {{"accessKey": "{}", "secretKey": "{}", "console": true}}"#,
+        CONSOLE.0, CONSOLE.1
+    );
+    let env = AclBroker::start("acl-console", &accounts, true);
+    let namesrv = env.namesrv();
+    Client::new().run(|rt| async move {
+        env.create("orders", "GID_acl").await;
+        let mut good = producer(
+            &rt,
+            &namesrv,
+            "p-good",
+            Some(("producer", "producer-secret")),
+        )
+        .await;
+        let sent = good
+            .send(message("orders", "for-the-console"))
+            .await
+            .expect("a granted send")
+            .expect("a send result");
+        let uniq = sent.msg_id.expect("a unique key").to_string();
+        good.shutdown().await;
+
+        // It reads: broker figures, and the message by its unique key.
+        let console = env.admin(Some(CONSOLE)).await;
+        let info = console
+            .runtime_info()
+            .await
+            .expect("the console reads runtime info");
+        assert!(!info.is_empty());
+        let found = console
+            .query_by_unique_key("orders", &uniq)
+            .await
+            .expect("the console queries a message");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].body, b"for-the-console".to_vec());
+        // It resets a group's offsets (skip everything accumulated).
+        let offsets = console
+            .reset_offset("orders", "GID_acl", None, true)
+            .await
+            .expect("the console resets an offset");
+        assert_eq!(offsets.values().sum::<i64>(), 1, "{offsets:?}");
+
+        // It cannot create a topic, pull, or send; nothing of those is stored.
+        let err = console
+            .create_topic(&topic_config("console-made", 4))
+            .await
+            .expect_err("a console key cannot create a topic");
+        assert!(err.to_string().contains("console key"), "{err}");
+        let pull = RemotingCommand::new_request(request_code::PULL_MESSAGE)
+            .with_ext("consumerGroup", "GID_acl")
+            .with_ext("topic", "orders")
+            .with_ext("queueId", "0")
+            .with_ext("queueOffset", "0")
+            .with_ext("maxMsgNums", "32")
+            .with_ext("sysFlag", "2")
+            .with_ext("commitOffset", "0")
+            .with_ext("suspendTimeoutMillis", "0")
+            .with_ext("subVersion", "0");
+        let answer = console.request(pull).await.expect("the broker answers");
+        assert_eq!(
+            answer.code,
+            response_code::SYSTEM_ERROR,
+            "{:?}",
+            answer.remark
+        );
+        assert!(
+            answer
+                .remark
+                .as_deref()
+                .is_some_and(|r| r.contains("console key")),
+            "{:?}",
+            answer.remark
+        );
+        let mut as_console = producer(&rt, &namesrv, "p-console", Some(CONSOLE)).await;
+        assert!(
+            !sends(&as_console, "orders", "from-the-console").await,
+            "a console key cannot send"
+        );
+        as_console.shutdown().await;
+        assert_eq!(
+            env.stored("orders").await,
+            1,
+            "only the granted send is stored"
+        );
+        let topics = env.admin(Some(ADMIN)).await.topics().await.expect("topics");
+        assert!(!topics.iter().any(|t| t.topic_name == "console-made"));
+    });
+}

@@ -2,7 +2,8 @@
 //! Secret from the accounts, its topics and groups and its grants; its brokers enforce it
 //! against the real `rocketmq-client-rust` with `AclClientRPCHook`. And the quickstart:
 //! `examples/` becomes a running instance that clients use, and its grant takes effect
-//! once its account exists.
+//! once its account exists. The console's per-instance key reads the brokers (with ACL
+//! on) but cannot create a topic.
 
 mod support;
 
@@ -218,6 +219,10 @@ fn the_brokers_enforce_keys_and_grants_from_the_resources() -> Result<()> {
         "no ACL Secret {secret_name} in the platform namespace"
     );
     runtime.block_on(bad_accounts_reported(tb, &client))?;
+    // The console's key (Secret <base>-console) reads the brokers and changes nothing.
+    runtime.block_on(support::console_key_reads_only(
+        tb, &client, &id, TOPIC, None,
+    ))?;
 
     // The tenant's keys produce and consume; no keys, or another tenant's, store nothing.
     let received = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -6,7 +6,10 @@
 //! nothing; B's forced deletion leaves A alone. The admin plane is signed whatever the
 //! tenant ACL says: with ACL off an unsigned pod can neither create nor delete a topic nor
 //! register a broker, clients still send and consume unsigned, and instance A's admin key
-//! does not open instance B's brokers.
+//! does not open instance B's brokers, and neither does A's console key, which reads A's
+//! broker with ACL off but creates nothing. The limits of spec §4 meet kubectl users too: the
+//! webhook refuses a topic beyond its instance's `topicCapacity` and a second instance
+//! with a namespace's taken `instanceName`.
 
 mod support;
 
@@ -104,6 +107,60 @@ fn refused<T: std::fmt::Debug>(result: kube::Result<T>) -> Result<String> {
         Err(kube::Error::Api(e)) if e.message.contains("denied the request") => Ok(e.message),
         other => anyhow::bail!("expected the webhook to refuse, got {other:?}"),
     }
+}
+
+/// Tenant B's instance `mine` (topicCapacity 1) takes one topic and the webhook refuses a
+/// second; a second instance named like `mine` is refused too. Leaves no topic behind.
+async fn limits_refused(tb: &Testbed, client: &Client, ns_b: &str) -> Result<()> {
+    let topics: Api<MQTopic> = Api::namespaced(client.clone(), ns_b);
+    let one = mq_testbed::operator::topic("one", "mine", "ONE");
+    create::<MQTopic>(client, ns_b, one).await?;
+    mq_testbed::operator::topics_ready(tb, client, ns_b, 1, RUNNING).await?;
+    let two = mq_testbed::operator::topic("two", "mine", "TWO");
+    let message = refused(create::<MQTopic>(client, ns_b, two).await)?;
+    ensure!(
+        message.contains("spec.topicCapacity") && message.contains("at most 1"),
+        "{message}"
+    );
+    let mut twin = instance("mine-twin", "B_TWIN");
+    twin["spec"]["instanceName"] = json!("mine");
+    let message = refused(create::<MQInstance>(client, ns_b, twin).await)?;
+    ensure!(
+        message.contains("spec.instanceName") && message.contains("MQInstance/mine"),
+        "{message}"
+    );
+    topics.delete("one", &DeleteParams::default()).await?;
+    tb.until(client, ns_b, "topic one gone", RUNNING, || {
+        let topics = topics.clone();
+        async move {
+            let left = topics.get_opt("one").await.map_err(|e| e.to_string())?;
+            Ok(left.is_none().then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// The operator made the console's task key at start: Secret `mq-console-task-key` of the
+/// platform namespace, 64 hex digits under `key`.
+async fn task_key_made(client: &Client) -> Result<()> {
+    let name = mq_operator::domain::keys::CONSOLE_TASK_KEY_SECRET;
+    let secret = Api::<Secret>::namespaced(client.clone(), PLATFORM)
+        .get(name)
+        .await
+        .with_context(|| format!("Secret {PLATFORM}/{name}"))?;
+    let key = secret
+        .data
+        .unwrap_or_default()
+        .remove("key")
+        .unwrap_or_default()
+        .0;
+    ensure!(
+        key.len() == 64 && key.iter().all(u8::is_ascii_hexdigit),
+        "the task key is {:?}",
+        String::from_utf8_lossy(&key)
+    );
+    Ok(())
 }
 
 /// The API server's schema refusal of `result` (its message).
@@ -260,7 +317,9 @@ async fn tenancy() -> Result<()> {
     .await?;
     let group = mq_testbed::operator::group("tenancy", "orders", "GID_TENANCY");
     create::<MQGroup>(&client, ns_a, group).await?;
-    create::<MQInstance>(&client, ns_b, instance("mine", B_ID)).await?;
+    let mut mine = instance("mine", B_ID);
+    mine["spec"]["topicCapacity"] = json!(1);
+    create::<MQInstance>(&client, ns_b, mine).await?;
     let endpoint = wait_running(tb, &a_api, "orders").await?;
     wait_running(tb, &b_api, "mine").await?;
     mq_testbed::operator::topics_ready(tb, &client, ns_a, 1, RUNNING).await?;
@@ -274,6 +333,8 @@ async fn tenancy() -> Result<()> {
     })
     .await?;
     mq_testbed::operator::webhook_in_force(tb, &client, ns_a, "orders").await?;
+    limits_refused(tb, &client, ns_b).await?;
+    task_key_made(&client).await?;
 
     // Clients send and consume unsigned (tenant ACL is off).
     let got = round_trip(&endpoint, "before").await;
@@ -341,6 +402,8 @@ async fn tenancy() -> Result<()> {
             .is_ok(),
         "B's own key must open B's broker"
     );
+    // The console key (ACL off here) reads A's broker, creates nothing, and opens only A's.
+    support::console_key_reads_only(tb, &client, A_ID, "ORDERS", Some(B_ID)).await?;
     // A forged broker registration is refused unless signed with A's key, and the
     // refused ones register nothing (the signed one proves the request itself is valid).
     let namesrv = format!("{a_namesrv}:9876");

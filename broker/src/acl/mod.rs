@@ -32,6 +32,7 @@
 //! on/off switch (`aclEnable`, re-read from the config file), the accounts (the ACL
 //! file, re-read by [`watch`]) and the admin key (fixed at start).
 
+pub mod console;
 pub mod perm;
 pub mod sign;
 pub mod table;
@@ -229,6 +230,36 @@ mod tests {
         let mut n = Needs::default();
         n.topic(topic, Perm::PUB);
         Ok(n)
+    }
+
+    #[test]
+    fn a_console_key_works_with_acl_off_and_stays_in_its_codes() {
+        let text = r#"{"accounts":[{"accessKey":"console","secretKey":"SKC","console":true}]}"#;
+        let table = AclTable::parse(text, &Namespace::default()).unwrap();
+        let admin_key = Credentials::new("mq-admin", "instance-1");
+        let console = Credentials::new("console", "SKC");
+        for enabled in [false, true] {
+            let acl = Acl::with_admin_key(enabled, table.clone(), Some(admin_key.clone()));
+            let signed = |code: i32, key: &Credentials| {
+                let mut req = RemotingCommand::new_request(code).with_ext("topic", "orders");
+                sign::sign(&mut req, key);
+                req
+            };
+            let stats = signed(request_code::GET_CONSUME_STATS, &console);
+            assert_eq!(acl.authorize_admin(&stats), Ok(()), "ACL on: {enabled}");
+            let create = signed(request_code::UPDATE_AND_CREATE_TOPIC, &console);
+            assert!(acl.authorize_admin(&create).is_err(), "ACL on: {enabled}");
+            let forged = signed(
+                request_code::GET_CONSUME_STATS,
+                &Credentials::new("console", "x"),
+            );
+            assert!(acl.authorize_admin(&forged).is_err(), "ACL on: {enabled}");
+        }
+        // With ACL on, client-plane codes outside the role are refused too.
+        let acl = Acl::with_admin_key(true, table, Some(admin_key));
+        let mut send = send("orders");
+        sign::sign(&mut send, &console);
+        assert!(acl.authorize(&send, || pub_on("orders")).is_err());
     }
 
     #[test]

@@ -14,10 +14,14 @@
 //!     topicPerms: [orders=PUB|SUB, audit=PUB]
 //!     groupPerms: [GID_a=SUB]
 //!   - {accessKey: platform, secretKey: "...", admin: true}
+//!   - {accessKey: mqfleet-console-x, secretKey: "...", console: true}
 //! ```
 //!
 //! Perms: `DENY`, `PUB`, `SUB`, `PUB|SUB` (or `SUB|PUB`, `ANY`); defaults apply to names
-//! not listed and are `DENY` when absent. Names are bare (or already namespaced) and are
+//! not listed and are `DENY` when absent. `console: true` (our addition, never together
+//! with `admin: true`) makes the account a console key: exactly the request codes of
+//! [`super::console::CONSOLE_CODES`], on every topic and group, and nothing else; its
+//! perms are ignored. Names are bare (or already namespaced) and are
 //! canonicalised into the server's instance namespace, so namespaced and bare clients
 //! meet the same grant. Unknown fields are ignored — including Java's
 //! `whiteRemoteAddress` and `globalWhiteRemoteAddresses`: an address never replaces a
@@ -40,6 +44,8 @@ struct FileAccount {
     secret_key: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     admin: Option<String>,
+    #[serde(default, deserialize_with = "scalar_text")]
+    console: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
     default_topic_perm: Option<String>,
     #[serde(default, deserialize_with = "scalar_text")]
@@ -84,6 +90,7 @@ pub struct Account {
     access_key: String,
     secret_key: Secret,
     admin: bool,
+    console: bool,
     default_topic: Perm,
     default_group: Perm,
     topics: HashMap<String, Perm>,
@@ -101,6 +108,11 @@ impl Account {
         self.admin
     }
 
+    /// Whether the account is a console key (see [`super::console`]).
+    pub fn is_console(&self) -> bool {
+        self.console
+    }
+
     /// Whether the account may make request `code` needing `needs`; the refusal's remark
     /// otherwise.
     pub fn check(&self, code: i32, needs: &Needs) -> Result<(), String> {
@@ -108,6 +120,16 @@ impl Account {
             return Ok(());
         }
         let ak = &self.access_key;
+        // A console key is decided by the code alone, on every topic and group.
+        if self.console {
+            return if super::console::allows(code) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "accessKey={ak} is a console key, which may not make request code={code}"
+                ))
+            };
+        }
         if needs.admin {
             return Err(format!(
                 "Need admin permission for request code={code}, but accessKey={ak} is not"
@@ -210,17 +232,23 @@ fn account(raw: FileAccount, ns: &Namespace) -> Result<Account, String> {
         .filter(|k| !k.is_empty())
         .ok_or_else(|| format!("secretKey of {access_key} is missing"))?;
     let perm = |p: Option<String>| p.map_or(Ok(Perm::DENY), |p| Perm::parse(&p));
-    let admin = match raw.admin.as_deref().map(str::trim) {
-        None | Some("false") | Some("") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(format!(
-                "admin of {access_key} is {other:?}, not true/false"
-            ));
-        }
+    let switch = |name: &str, value: Option<String>| match value.as_deref().map(str::trim) {
+        None | Some("false") | Some("") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(format!(
+            "{name} of {access_key} is {other:?}, not true/false"
+        )),
     };
+    let admin = switch("admin", raw.admin)?;
+    let console = switch("console", raw.console)?;
+    if admin && console {
+        return Err(format!(
+            "{access_key} is both admin and console; a console key is never an admin"
+        ));
+    }
     Ok(Account {
         admin,
+        console,
         default_topic: perm(raw.default_topic_perm)?,
         default_group: perm(raw.default_group_perm)?,
         topics: grants(raw.topic_perms, ns)?,
@@ -354,6 +382,45 @@ mod tests {
             ak1.check(code, &bare).is_err(),
             "the server checks canonical names"
         );
+    }
+
+    #[test]
+    fn a_console_key_makes_exactly_the_console_codes_on_any_name() {
+        let text = "accounts:\n  - {accessKey: console, secretKey: SKC, console: \"true\", topicPerms: [orders=DENY]}\n";
+        let t = AclTable::parse(text, &Namespace::new(Some("MQ_INST_1_x"))).unwrap();
+        let console = t.get("console").unwrap();
+        assert!(console.is_console() && !console.is_admin());
+        assert!(
+            t.signer().is_none(),
+            "a console key never signs as the server"
+        );
+        let anything = needs(&[("MQ_INST_1_x%orders", Perm::SUB)], &["MQ_INST_1_x%GID_a"]);
+        for code in [
+            request_code::QUERY_MESSAGE,
+            request_code::GET_CONSUME_STATS,
+            request_code::INVOKE_BROKER_TO_RESET_OFFSET,
+            crate::broker::RESEND_DLQ_MESSAGE,
+        ] {
+            assert!(console.check(code, &anything).is_ok(), "code {code}");
+            assert!(console.check(code, &Needs::admin()).is_ok(), "code {code}");
+        }
+        for code in [
+            request_code::SEND_MESSAGE,
+            request_code::PULL_MESSAGE,
+            request_code::UPDATE_CONSUMER_OFFSET,
+            request_code::UPDATE_AND_CREATE_TOPIC,
+            request_code::REGISTER_BROKER,
+        ] {
+            let err = console.check(code, &Needs::signature_only()).unwrap_err();
+            assert!(err.contains("console key"), "{err}");
+        }
+        let both =
+            r#"{"accounts":[{"accessKey":"a","secretKey":"s","admin":true,"console":true}]}"#;
+        let err = AclTable::parse(both, &Namespace::default()).unwrap_err();
+        assert!(err.contains("both admin and console"), "{err}");
+        let bad = r#"{"accounts":[{"accessKey":"a","secretKey":"s","console":"yes"}]}"#;
+        let err = AclTable::parse(bad, &Namespace::default()).unwrap_err();
+        assert!(err.contains("console of a"), "{err}");
     }
 
     #[test]

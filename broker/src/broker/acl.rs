@@ -30,6 +30,23 @@
 //!   QUERY_CONSUME_TIME_SPAN, BROWSE_MESSAGES and GET_STATS_MINUTES are such).
 //!
 //! The client codes are checked only when ACL (`aclEnable`) is on.
+//!
+//! The console role (an ACL-file account with `console: true`, the per-instance key the
+//! operator writes into Secret `<base>-console` for the console): such an account is
+//! decided by the request code alone, on every topic and group of the broker, whether or
+//! not ACL is on (the admin-plane codes among them are checked with the admin key like
+//! any admin request) — it may make exactly [`crate::acl::console::CONSOLE_CODES`]:
+//! GET_ALL_TOPIC_CONFIG (21), GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201),
+//! GET_BROKER_RUNTIME_INFO (28), GET_CONSUME_STATS (208), GET_TOPIC_STATS_INFO (202),
+//! GET_CONSUMER_CONNECTION_LIST (203), QUERY_TOPIC_CONSUME_BY_WHO (300),
+//! QUERY_CONSUME_TIME_SPAN (303), QUERY_MESSAGE (12), VIEW_MESSAGE_BY_ID (33),
+//! SEARCH_OFFSET_BY_TIMESTAMP (29), BROWSE_MESSAGES (30000), GET_STATS_MINUTES (30001),
+//! GET_CONSUMER_RUNNING_INFO (307), INVOKE_BROKER_TO_RESET_OFFSET (222) and
+//! RESEND_DLQ_MESSAGE (30002) — what the admin client's console calls send. Every other
+//! code is refused (`accessKey=… is a console key, which may not make request code=…`):
+//! it cannot send, pull, commit offsets, change topics or groups, or register a broker.
+//! System topics, open only to the admin plane for queries, are open to it too (they hold
+//! only this instance's messages).
 
 use super::consumer::{
     ConsumerGroupHeader, ConsumerOffsetHeader, QueueHeader, UnregisterClientHeader,

@@ -8,6 +8,10 @@
 //!   `mq-operator-admin`, see [`crate::domain::keys`]): everything; the operator signs its
 //!   admin calls with it and the brokers their registrations (they get it from the
 //!   Secret `<base>-admin`, whether or not tenant ACL is on);
+//! - the instance's console key (also derived, in Secret `<base>-console` for the
+//!   console): the console role (`console: true`), exactly the broker requests the
+//!   console's reads, offset resets and dead-letter resends make, whether or not tenant
+//!   ACL is on;
 //! - a tenant account of the instance's namespace: every topic and group of the instance;
 //! - a sub-account of that namespace: the topics and groups it owns (`spec.owner`), and
 //!   what an `MQEmpower` with `subAccount: true` grants it;
@@ -87,10 +91,32 @@ pub fn admin_secret(
     platform: &str,
     key: &Credentials,
 ) -> Secret {
+    key_secret(instance, names, names.admin(), platform, key)
+}
+
+/// The Secret `<base>-console` holding the instance's console key, which the console
+/// reads the instance's brokers with (same keys as the admin-key Secret).
+pub fn console_secret(
+    instance: &MQInstance,
+    names: &Names,
+    platform: &str,
+    key: &Credentials,
+) -> Secret {
+    key_secret(instance, names, names.console(), platform, key)
+}
+
+/// A Secret `name` of the instance holding `key` as `accessKey`/`secretKey`.
+fn key_secret(
+    instance: &MQInstance,
+    names: &Names,
+    name: String,
+    platform: &str,
+    key: &Credentials,
+) -> Secret {
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
     Secret {
         metadata: ObjectMeta {
-            name: Some(names.admin()),
+            name: Some(name),
             namespace: Some(platform.into()),
             labels: Some(super::workloads::labels(instance, names, None)),
             ..Default::default()
@@ -122,6 +148,8 @@ pub struct AclInputs<'a> {
     pub accounts: &'a [Account],
     /// The instance's admin key.
     pub admin: &'a Credentials,
+    /// The instance's console key.
+    pub console: &'a Credentials,
 }
 
 /// Permission bits as the ACL file spells them.
@@ -138,10 +166,21 @@ fn perm_name(bits: u8) -> &'static str {
 pub fn render(inputs: &AclInputs) -> String {
     use crate::domain::access;
     let ns = inputs.instance.namespace().unwrap_or_default();
-    let mut accounts = vec![json!({
-        "accessKey": inputs.admin.access_key, "secretKey": inputs.admin.secret_key, "admin": true,
-    })];
+    let mut accounts = vec![
+        json!({
+            "accessKey": inputs.admin.access_key, "secretKey": inputs.admin.secret_key, "admin": true,
+        }),
+        json!({
+            "accessKey": inputs.console.access_key, "secretKey": inputs.console.secret_key, "console": true,
+        }),
+    ];
+    let reserved = [&inputs.admin.access_key, &inputs.console.access_key];
     for account in inputs.accounts {
+        // An account may not pose as the platform's keys (nor make the file list a key
+        // twice, which the brokers refuse as a whole).
+        if reserved.contains(&&account.credentials.access_key) {
+            continue;
+        }
         let tenant_here = access::is_tenant_of(account, &ns);
         let mut topics: BTreeMap<&str, u8> = BTreeMap::new();
         let mut groups: BTreeMap<&str, u8> = BTreeMap::new();
@@ -241,6 +280,7 @@ pub async fn sync(
         ),
         accounts: &accounts,
         admin: &ctx.instance_admin(names),
+        console: &ctx.instance_console(names),
     });
     super::apply::apply_object(ctx, platform, &secret(instance, names, platform, file)).await?;
     Ok(bad)
@@ -323,6 +363,7 @@ mod tests {
             account("30", "third", None),
         ];
         let admin = Credentials::new("platform", "secret");
+        let console = Credentials::new("mqfleet-console-i", "console-secret");
         let rendered = render(&AclInputs {
             instance: &instance,
             topics: vec![&t1, &t2],
@@ -330,6 +371,7 @@ mod tests {
             empowers: vec![&e],
             accounts: &accounts,
             admin: &admin,
+            console: &console,
         });
         let (topics, groups) = perms(&rendered, "AK10").unwrap();
         assert_eq!(topics, ["AUDIT=PUB|SUB", "ORDERS=PUB|SUB"]);
@@ -343,5 +385,63 @@ mod tests {
         assert!(perms(&rendered, "AK30").is_none(), "no access, no entry");
         let v: Value = serde_json::from_str(&rendered).unwrap();
         assert_eq!(v["accounts"][0]["admin"], true);
+    }
+
+    #[test]
+    fn the_console_key_gets_the_console_role_with_acl_on_or_off() {
+        let admin = Credentials::new("mqfleet-admin-i", "admin-secret");
+        let console = Credentials::new("mqfleet-console-i", "console-secret");
+        // A tenant account trying to pose as the console key is left out.
+        let mut impostor = account("40", "shop", None);
+        impostor.credentials = Credentials::new("mqfleet-console-i", "guess");
+        let accounts = [account("10", "shop", None), impostor];
+        for acl in [false, true] {
+            let instance: MQInstance = obj(
+                "MQInstance",
+                "i",
+                json!({"instanceName": "i", "cluster": "c", "aclEnabled": acl}),
+            );
+            let rendered = render(&AclInputs {
+                instance: &instance,
+                topics: vec![],
+                groups: vec![],
+                empowers: vec![],
+                accounts: &accounts,
+                admin: &admin,
+                console: &console,
+            });
+            let v: Value = serde_json::from_str(&rendered).unwrap();
+            let entries: Vec<&Value> = v["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["accessKey"] == "mqfleet-console-i")
+                .collect();
+            assert_eq!(entries.len(), 1, "{rendered}");
+            assert_eq!(entries[0]["secretKey"], "console-secret");
+            assert_eq!(entries[0]["console"], true);
+            assert!(entries[0].get("admin").is_none());
+            // The brokers read the file, and the console entry is a console key there.
+            let table = mq_broker::acl::AclTable::parse(&rendered, &Default::default()).unwrap();
+            assert!(table.get("mqfleet-console-i").unwrap().is_console());
+        }
+    }
+
+    #[test]
+    fn the_console_key_secret_sits_beside_the_admin_key_secret() {
+        let instance: MQInstance = obj(
+            "MQInstance",
+            "i",
+            json!({"instanceName": "i", "cluster": "c", "instanceId": "ORDERS_PROD"}),
+        );
+        let names = Names::for_id("ORDERS_PROD".into());
+        let master = Credentials::new("mqfleet-platform", "master-secret");
+        let key = crate::domain::keys::console_key(&master, "ORDERS_PROD");
+        let secret = console_secret(&instance, &names, "mqfleet-system", &key);
+        assert_eq!(secret.metadata.name.as_deref(), Some("orders-prod-console"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("mqfleet-system"));
+        let data = secret.data.unwrap();
+        assert_eq!(data[ADMIN_ACCESS_KEY].0, b"mqfleet-console-orders-prod");
+        assert_eq!(data[ADMIN_SECRET_KEY].0, key.secret_key.as_bytes());
     }
 }

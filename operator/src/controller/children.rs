@@ -33,17 +33,25 @@ const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(3);
 pub trait Child: Reported + Claim {
     /// The deletion policy.
     fn deletion_policy(&self) -> DeletionPolicy;
+    /// The limit of spec §4 it breaks, if any ([`super::limits`]).
+    fn limits(&self, ctx: &Context) -> Option<crate::domain::quotas::Refusal>;
 }
 
 impl Child for MQTopic {
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
     }
+    fn limits(&self, ctx: &Context) -> Option<crate::domain::quotas::Refusal> {
+        super::limits::topic_refusal(ctx, self)
+    }
 }
 
 impl Child for MQGroup {
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy
+    }
+    fn limits(&self, ctx: &Context) -> Option<crate::domain::quotas::Refusal> {
+        super::limits::group_refusal(ctx, self)
     }
 }
 
@@ -167,6 +175,14 @@ async fn gate<K: Child>(
         )
         .await?;
         return Ok(Some(Action::requeue(ctx.resync)));
+    }
+    // Beyond the instance's capacity, or a name another shared-naming instance holds:
+    // reported, and nothing is created on the brokers.
+    if let Some((reason, message)) = obj.limits(ctx) {
+        set_ready(ctx, obj, Some(Phase::Failed), false, reason, message).await?;
+        return Ok(Some(Action::requeue(
+            super::limits::RECHECK.min(ctx.resync),
+        )));
     }
     Ok(None)
 }
@@ -527,6 +543,42 @@ mod tests {
         served
             .await
             .expect("the API server saw exactly the conflict report");
+    }
+
+    #[tokio::test]
+    async fn a_topic_beyond_the_capacity_only_reports_it() {
+        let (ctx, server, mut caches) = Context::test();
+        let instance: MQInstance = serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": "orders", "namespace": "shop", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"instanceName": "orders", "cluster": "c", "topicCapacity": 1},
+        }))
+        .unwrap();
+        cache(&mut caches.instances, instance);
+        let first = topic("first", "2026-01-01T00:00:00Z");
+        let mut second = topic("second", "2026-02-01T00:00:00Z");
+        second.spec.topic = "OTHER".into();
+        cache(&mut caches.topics, first);
+        cache(&mut caches.topics, second.clone());
+        // No instance lookup, no broker: only the status and its Event.
+        let served = server.run(vec![
+            Expect::ok(
+                "PATCH",
+                "/apis/mqfleet.io/v1alpha1/namespaces/shop/mqtopics/second/status",
+                serde_json::to_value(&second).unwrap(),
+            )
+            .with_body("TopicCapacityExceeded"),
+            Expect::ok(
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+                json!({}),
+            ),
+        ]);
+        let action = reconcile_topic(Arc::new(second), ctx.clone())
+            .await
+            .expect("over capacity is a status, not an error");
+        assert_eq!(action, Action::requeue(super::super::limits::RECHECK));
+        served.await.expect("the API server saw only the report");
     }
 
     #[tokio::test]

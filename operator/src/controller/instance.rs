@@ -53,6 +53,15 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         refuse(ctx, instance, "PlatformKeyInvalid", problem.clone()).await?;
         return Ok(Action::requeue(ctx.resync));
     }
+    // A limit of spec §4 broken: a new instance gets nothing (not even its id); one that
+    // already runs keeps running and only its Ready condition says so.
+    let limit = super::limits::instance_refusal(ctx, instance);
+    if let Some((reason, message)) = &limit
+        && ownership::held_by(&ctx.records, instance).is_none()
+    {
+        refuse(ctx, instance, reason, message.clone()).await?;
+        return Ok(Action::requeue(super::limits::RECHECK.min(ctx.resync)));
+    }
     // The instance id names every workload and every namespaced topic: it cannot move, and
     // it is this instance's alone (the ownership record, which tenants cannot write).
     let identity = instance_identity(instance);
@@ -89,6 +98,8 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     // Before the pods, so a broker starts with its admin key and, with ACL on, its accounts.
     let admin = acl::admin_secret(instance, &names, platform, &ctx.instance_admin(&names));
     apply_object(ctx, platform, &admin).await?;
+    let console = acl::console_secret(instance, &names, platform, &ctx.instance_console(&names));
+    apply_object(ctx, platform, &console).await?;
     let bad_accounts = acl::sync(ctx, instance, &names).await?;
     report_bad_accounts(ctx, &bad_accounts).await;
     apply_object(
@@ -203,11 +214,22 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     }
     status.conditions.retain(|c| c.type_ != conventions::PAUSED);
     record_bad_accounts(&mut status.conditions, &bad_accounts, generation);
+    if let Some((reason, message)) = limit.clone() {
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, reason, message, generation),
+        );
+    }
     write_status(ctx, instance, status).await?;
-    Ok(Action::requeue(if running && !draining {
+    let next = if running && !draining {
         ctx.resync
     } else {
         STARTING
+    };
+    Ok(Action::requeue(if limit.is_some() {
+        next.min(super::limits::RECHECK)
+    } else {
+        next
     }))
 }
 
@@ -572,6 +594,7 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), platform);
     delete_owned(&secrets, &names.acl(), instance).await?;
     delete_owned(&secrets, &names.admin(), instance).await?;
+    delete_owned(&secrets, &names.console(), instance).await?;
     if let Some(resource) = &ctx.pdb {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), platform, resource);
         for name in [names.broker(), names.namesrv()] {
@@ -586,4 +609,41 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
     ownership::release(ctx, &record).await?;
     tracing::info!(instance = %instance.name_any(), id = %names.instance_id, "instance removed");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{Expect, cache, instance};
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_new_instance_named_like_an_older_one_gets_nothing_and_says_why() {
+        let (ctx, server, mut caches) = Context::test();
+        let first = instance("shop", "first", "FIRST", "2026-01-01T00:00:00Z");
+        let mut second = instance("shop", "second", "SECOND", "2026-02-01T00:00:00Z");
+        second.spec.instance_name = "first".into();
+        cache(&mut caches.instances, first);
+        cache(&mut caches.instances, second.clone());
+        // No id record claimed, no workload applied: only the status and its Event.
+        let served = server.run(vec![
+            Expect::ok(
+                "PATCH",
+                "/apis/mqfleet.io/v1alpha1/namespaces/shop/mqinstances/second/status",
+                serde_json::to_value(&second).unwrap(),
+            )
+            .with_body("InstanceNameTaken"),
+            Expect::ok(
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+                json!({}),
+            )
+            .with_body("MQInstance/first"),
+        ]);
+        let action = reconcile(Arc::new(second), ctx.clone())
+            .await
+            .expect("a broken limit is a status, not an error");
+        assert_eq!(action, Action::requeue(super::super::limits::RECHECK));
+        served.await.expect("the API server saw only the refusal");
+    }
 }

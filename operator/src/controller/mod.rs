@@ -15,9 +15,11 @@ mod fixtures;
 pub mod health;
 pub mod instance;
 pub mod kit;
+pub mod limits;
 pub mod metrics;
 pub mod ownership;
 pub mod status;
+pub mod task_key;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -107,6 +109,12 @@ impl Context {
     /// to that instance's brokers and name servers, and opens no other instance's.
     pub fn instance_admin(&self, names: &workloads::Names) -> mq_broker::acl::Credentials {
         crate::domain::keys::instance_admin_key(&self.admin, &names.instance_id)
+    }
+
+    /// The console key of the instance whose objects are `names`: the console reads its
+    /// brokers with it, limited there to the console role.
+    pub fn instance_console(&self, names: &workloads::Names) -> mq_broker::acl::Credentials {
+        crate::domain::keys::console_key(&self.admin, &names.instance_id)
     }
 
     /// Publishes a Warning Event about `reference` once per `key` for the life of the
@@ -307,6 +315,8 @@ pub async fn run_controllers(
         }
         Err(e) => return Err(e),
     };
+    // The console's replicas sign paged-query task ids with it.
+    task_key::ensure_console_task_key(&client, &settings.namespace).await?;
     let reporter = Reporter {
         controller: OPERATOR.into(),
         instance: std::env::var("POD_NAME").ok(),

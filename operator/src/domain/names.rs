@@ -71,6 +71,11 @@ impl Names {
     pub fn admin(&self) -> String {
         format!("{}-admin", self.base)
     }
+
+    /// Secret with the instance's console key (what the console reads the brokers with).
+    pub fn console(&self) -> String {
+        format!("{}-console", self.base)
+    }
 }
 
 /// The name of an object the console creates for `display` (a topic, group id, instance

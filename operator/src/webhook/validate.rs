@@ -2,8 +2,10 @@
 //! a change to an immutable field, a second topic or group claiming a name its instance
 //! already gave out, and deleting an instance that still has topics or groups (unless
 //! annotated `mqfleet.io/force-delete: "true"`), and an instance naming a cluster profile
-//! the platform does not offer. The operator reports the same cases in status for
-//! clusters without the webhook.
+//! the platform does not offer, and what breaks a limit of spec §4
+//! ([`crate::domain::quotas`]: topic capacity, instance names and counts, one instance
+//! without independent naming per owner, names shared across such instances). The
+//! operator reports the same cases in status for clusters without the webhook.
 
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, ImmutableFields, MQEmpower, MQGroup, MQInstance, MQTopic,
@@ -12,6 +14,7 @@ use crate::domain::claims::{Claim, children_of, duplicate_grant, taken_by};
 use crate::domain::ids;
 use crate::domain::immutable::{changes_between, describe_changes, instance_identity};
 use crate::domain::profiles::Unresolved;
+use crate::domain::quotas;
 use crate::domain::records as ownership;
 use crate::watch::profiles::ProfileCache;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -39,6 +42,7 @@ pub struct Lookup {
     topics: Store<MQTopic>,
     groups: Store<MQGroup>,
     empowers: Store<MQEmpower>,
+    instances: Store<MQInstance>,
     profiles: ProfileCache,
 }
 
@@ -55,6 +59,7 @@ impl Lookup {
             topics: cache(&client),
             groups: cache(&client),
             empowers: cache(&client),
+            instances: cache(&client),
             recorder: Recorder::new(client.clone(), reporter),
             platform: platform.to_owned(),
             profiles,
@@ -96,17 +101,29 @@ pub async fn review(
     match (kind, &req.operation) {
         ("MQInstance", Operation::Create) => {
             let instance: MQInstance = new(req)?;
-            match unknown_cluster(&lookup.profiles, None, &instance).await? {
-                Some(refusal) => Ok(Some(refusal)),
+            if let Some(refusal) = unknown_cluster(&lookup.profiles, None, &instance).await? {
+                return Ok(Some(refusal));
+            }
+            let peers = cached(&lookup.instances, &instance.namespace()).await?;
+            let peers = peers.iter().map(AsRef::as_ref);
+            match quotas::instance_refusal(&newcomer(&instance), peers) {
+                Some((_, refusal)) => Ok(Some(format!("MQInstance: {refusal}"))),
                 None => instance_create(lookup, &instance).await,
             }
         }
         ("MQInstance", Operation::Update) => {
             let (old, new): (MQInstance, MQInstance) = (old(req)?, new(req)?);
-            match changed(kind, instance_identity(&old), instance_identity(&new)) {
-                Some(refusal) => Ok(Some(refusal)),
-                None => unknown_cluster(&lookup.profiles, Some(&old), &new).await,
+            if let Some(refusal) = changed(kind, instance_identity(&old), instance_identity(&new)) {
+                return Ok(Some(refusal));
             }
+            if old.spec.instance_name != new.spec.instance_name {
+                let peers = cached(&lookup.instances, &new.namespace()).await?;
+                let peers = peers.iter().map(AsRef::as_ref);
+                if let Some((_, refusal)) = quotas::instance_name_taken(&new, peers) {
+                    return Ok(Some(format!("MQInstance: {refusal}")));
+                }
+            }
+            unknown_cluster(&lookup.profiles, Some(&old), &new).await
         }
         ("MQInstance", Operation::Delete) => {
             let instance: MQInstance = old(req)?;
@@ -116,10 +133,30 @@ pub async fn review(
             instance_delete(&lookup.topics, &lookup.groups, &instance).await
         }
         ("MQTopic", Operation::Create | Operation::Update) => {
-            child(&lookup.topics, req, |t: &MQTopic| t.spec.immutable_fields()).await
+            let refusal = child(&lookup.topics, req, |t: &MQTopic| t.spec.immutable_fields());
+            match refusal.await? {
+                None if matches!(req.operation, Operation::Create) => {
+                    topic_limits(lookup, &newcomer(&new(req)?)).await
+                }
+                other => Ok(other),
+            }
         }
         ("MQGroup", Operation::Create | Operation::Update) => {
-            child(&lookup.groups, req, |g: &MQGroup| g.spec.immutable_fields()).await
+            let refusal = child(&lookup.groups, req, |g: &MQGroup| g.spec.immutable_fields());
+            match refusal.await? {
+                None if matches!(req.operation, Operation::Create) => {
+                    let group: MQGroup = new(req)?;
+                    let instances = cached(&lookup.instances, &group.namespace()).await?;
+                    let groups = cached(&lookup.groups, &group.namespace()).await?;
+                    Ok(quotas::name_conflict(
+                        &newcomer(&group),
+                        instances.iter().map(AsRef::as_ref),
+                        groups.iter().map(AsRef::as_ref),
+                    )
+                    .map(|(_, refusal)| format!("MQGroup: {refusal}")))
+                }
+                other => Ok(other),
+            }
         }
         ("MQEmpower", Operation::Create) => {
             let grant: MQEmpower = new(req)?;
@@ -145,6 +182,14 @@ pub async fn review(
         }
         _ => Ok(None),
     }
+}
+
+/// `obj` as the youngest of its kind: a create is checked as coming after everything
+/// stored, even one stored within the same second (creation times have seconds only).
+fn newcomer<K: Resource + Clone>(obj: &K) -> K {
+    let mut obj = obj.clone();
+    obj.meta_mut().creation_timestamp = None;
+    obj
 }
 
 fn typed<K: DeserializeOwned>(obj: Option<&DynamicObject>) -> Result<K, ReviewError> {
@@ -201,6 +246,23 @@ where
             )
         }),
     )
+}
+
+/// A new topic: within its instance's capacity, and (without independent naming) its name
+/// not used by another such instance of the namespace. A topic naming an instance that
+/// does not exist (yet) is let through: its status says so.
+async fn topic_limits(lookup: &Lookup, topic: &MQTopic) -> Result<Option<String>, ReviewError> {
+    let instances = cached(&lookup.instances, &topic.namespace()).await?;
+    let topics = cached(&lookup.topics, &topic.namespace()).await?;
+    let instances = instances.iter().map(AsRef::as_ref);
+    let topics = topics.iter().map(AsRef::as_ref);
+    let capacity = instances
+        .clone()
+        .find(|i| i.name_any() == topic.spec.instance)
+        .and_then(|i| quotas::topic_capacity(topic, i, topics.clone()));
+    Ok(capacity
+        .or_else(|| quotas::name_conflict(topic, instances, topics))
+        .map(|(_, refusal)| format!("MQTopic: {refusal}")))
 }
 
 /// A new instance: its id must be allowed, and not held by another instance (ids with one
@@ -332,6 +394,24 @@ mod tests {
             "spec": {"instance": "i", "topic": topic, "orderType": 0},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_create_is_checked_as_younger_than_a_topic_stored_in_the_same_second() {
+        let instance: MQInstance = serde_json::from_value(json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": "i", "namespace": "t"},
+            "spec": {"instanceName": "i", "cluster": "c", "topicCapacity": 1},
+        }))
+        .unwrap();
+        let stamp = json!("2026-01-01T00:00:00Z");
+        let mut stored = topic("b", "STORED", false);
+        let mut incoming = topic("a", "INCOMING", false);
+        stored.metadata.creation_timestamp = serde_json::from_value(stamp.clone()).unwrap();
+        incoming.metadata.creation_timestamp = serde_json::from_value(stamp).unwrap();
+        // By name alone "a" would be older and take the only place.
+        assert!(quotas::topic_capacity(&incoming, &instance, [&stored]).is_none());
+        assert!(quotas::topic_capacity(&newcomer(&incoming), &instance, [&stored]).is_some());
     }
 
     #[test]

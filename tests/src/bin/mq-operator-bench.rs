@@ -49,7 +49,10 @@ async fn main() -> Result<()> {
 
     let began = Instant::now();
     let instances: Api<MQInstance> = Api::namespaced(client.clone(), NS);
-    let instance = serde_json::from_value(operator::instance("bench", 1))?;
+    let mut manifest = operator::instance("bench", 1);
+    // Room for every topic (the default capacity is 100).
+    manifest["spec"]["topicCapacity"] = serde_json::json!(topics.max(100));
+    let instance = serde_json::from_value(manifest)?;
     instances.create(&PostParams::default(), &instance).await?;
     wait(&tb, &client, "the instance Running", || {
         let instances = instances.clone();

@@ -325,3 +325,74 @@ pub fn round_trip(
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default()
 }
+
+/// The operator's console key of instance `instance_id` (Secret `<base>-console`): it
+/// reads the instance's broker 0 (its topics, which hold `topic`, and its runtime info),
+/// cannot create a topic there, and is neither the admin key nor accepted by the broker
+/// of `other_id` (when given). Polls until the broker has the key (its ACL file is a
+/// mounted Secret).
+pub async fn console_key_reads_only(
+    tb: &mq_testbed::Testbed,
+    client: &kube::Client,
+    instance_id: &str,
+    topic: &str,
+    other_id: Option<&str>,
+) -> anyhow::Result<()> {
+    use mq_broker::client::AdminClient;
+    use mq_testbed::operator::{PLATFORM, instance_admin_key, instance_console_key, server_pod};
+    let key = instance_console_key(client, instance_id).await?;
+    let base = mq_operator::domain::ids::base(instance_id);
+    anyhow::ensure!(
+        key.access_key == format!("mqfleet-console-{base}"),
+        "{key:?}"
+    );
+    let admin = instance_admin_key(client, instance_id).await?;
+    anyhow::ensure!(
+        key.secret_key != admin.secret_key,
+        "the console key is the admin key"
+    );
+    let broker = |id: String| async move {
+        let (_, ip) = server_pod(client, &id, "broker", 0).await?;
+        Ok::<_, String>(format!("{ip}:10911"))
+    };
+    let connect = |addr: String, key: mq_broker::acl::Credentials| async move {
+        AdminClient::connect(&addr, Duration::from_secs(5))
+            .await
+            .map(|c| c.with_credentials(key))
+            .map_err(|e| e.to_string())
+    };
+    let addr = broker(instance_id.to_owned())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let what = format!("the console key reading {instance_id}'s broker");
+    tb.until(client, PLATFORM, &what, Duration::from_secs(60), || {
+        let (addr, key) = (addr.clone(), key.clone());
+        async move {
+            let console = connect(addr, key).await?;
+            let info = console.runtime_info().await.map_err(|e| e.to_string())?;
+            let topics = console.topics().await.map_err(|e| e.to_string())?;
+            let has = topics.iter().any(|t| t.topic_name.ends_with(topic));
+            Ok((!info.is_empty() && has).then_some(()))
+        }
+    })
+    .await?;
+    let console = connect(addr, key.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let config = mq_broker::broker::topics::topic_config("CONSOLE_MADE", 1);
+    let err = console
+        .create_topic(&config)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the console key created a topic"))?;
+    anyhow::ensure!(err.to_string().contains("console key"), "{err}");
+    if let Some(other) = other_id {
+        let addr = broker(other.to_owned()).await.map_err(anyhow::Error::msg)?;
+        let elsewhere = connect(addr, key).await.map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            elsewhere.runtime_info().await.is_err(),
+            "{instance_id}'s console key opened {other}'s broker"
+        );
+    }
+    Ok(())
+}
