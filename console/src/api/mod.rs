@@ -2,8 +2,13 @@
 //! `async fn(&Scope, &Params) -> ApiResult` over an authenticated caller and parsed
 //! parameters; [`dispatch`] picks it by path.
 
+pub mod consumer;
+pub mod dlq;
+pub mod live;
+pub mod message;
 pub mod region;
 pub mod scope;
+pub mod trend;
 
 use crate::envelope::{ApiError, ApiResult, ErrorCode};
 use crate::params::Params;
@@ -73,6 +78,22 @@ pub async fn dispatch(path: &str, s: &Scope<'_>, p: &Params) -> ApiResult {
         "/json/region/list" => region::regions(s, p).await,
         "/json/cluster/list" => region::clusters(s, p).await,
         "/json/vpcTunnel/tunnelSwitch" => region::tunnel_switch(s, p).await,
+        "/json/consumer/accumulate" => consumer::accumulate(s, p).await,
+        "/json/consumer/status" => consumer::status(s, p).await,
+        "/json/consumer/getConnection" => consumer::get_connection(s, p).await,
+        "/json/consumer/timespan" => consumer::timespan(s, p).await,
+        "/json/consumer/resetoffset" => consumer::reset_offset(s, p).await,
+        "/json/topic/subDetail" => consumer::topic_sub_detail(s, p).await,
+        "/json/group/subDetail" => consumer::group_sub_detail(s, p).await,
+        "/json/message/trace" => message::trace(s, p).await,
+        "/json/message/getById" => message::get_by_id(s, p).await,
+        "/json/message/getByKey" => message::get_by_key(s, p).await,
+        "/json/message/getByPagedTopic" => message::get_by_paged_topic(s, p).await,
+        "/json/trend/topicInputTps" => trend::topic_input_tps(s, p).await,
+        "/json/trend/groupOutputTps" => trend::group_output_tps(s, p).await,
+        "/json/message/getByIdInDLQ" => dlq::get_by_id(s, p).await,
+        "/json/message/getByPagedDLQ" => dlq::get_by_paged(s, p).await,
+        "/json/message/resendByIdInDLQ" => dlq::resend_by_id(s, p).await,
         _ => Err(ApiError::new(
             ErrorCode::ApiNotFound,
             format!("{path} is not an operation of this console"),
