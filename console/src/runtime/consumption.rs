@@ -224,7 +224,8 @@ impl Runtime {
         Ok(out)
     }
 
-    /// What client `client_id` of `group` reports of itself, asked through `broker`.
+    /// What client `client_id` of `group` reports of itself, asked through `broker`
+    /// (which forwards the group name as that client registered it).
     pub async fn running_info(
         &self,
         broker: &Broker,

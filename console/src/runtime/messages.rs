@@ -105,8 +105,10 @@ impl Runtime {
     ) -> Result<Vec<MessageTrack>, ApiError> {
         let b = &brokers[found.broker];
         let m = &found.message;
+        // Canonical names throughout: the broker then answers canonical names too, so the
+        // consume stats' topics compare equal to the message's.
         let tracked = TrackedMessage {
-            topic: m.topic.clone(),
+            topic: t.names.canonical(&m.topic),
             queue_id: m.queue_id,
             queue_offset: m.queue_offset,
             tags: m.tags().map(str::to_owned),
