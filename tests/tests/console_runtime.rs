@@ -441,3 +441,62 @@ fn runtime_reads_answer_what_the_real_client_did_with_bare_names() {
         producer.shutdown().await;
     });
 }
+
+const ACCOUNTS: &str = r#"{"accounts": [
+  {"accessKey": "tenant", "secretKey": "tenant-secret", "topicPerms": ["SignedTopic=PUB|SUB"]},
+  {"accessKey": "console", "secretKey": "console-secret", "admin": true}]}"#;
+
+#[test]
+fn under_acl_the_runtime_reads_with_its_key_and_unsigned_calls_are_refused() {
+    let dir = TempDir::new("console-runtime-acl");
+    let broker = support::standalone_with_acl(&dir.0, ACCOUNTS, &[]);
+    let namesrv = broker.namesrv();
+    Client::new().run(|_| async move {
+        let runtime = Runtime::new(Duration::from_secs(5));
+        let signed = Target {
+            instance_id: "MQ_INST_acl".into(),
+            name_servers: vec![namesrv.clone()],
+            credentials: Some(mq_broker::client::Credentials::new(
+                "console",
+                "console-secret",
+            )),
+            names: Namespace::new(None),
+        };
+        let brokers = runtime.brokers(&signed).await.expect("brokers listed");
+        brokers[0]
+            .client
+            .create_topic(&mq_broker::broker::topics::topic_config("SignedTopic", 2))
+            .await
+            .expect("an admin key creates the topic");
+        let snap = runtime
+            .snapshot(&brokers, "SignedTopic", 0, now_ms())
+            .await
+            .unwrap();
+        assert_eq!(snap.total(), 0, "nothing sent: an empty result, no error");
+        assert!(
+            runtime
+                .by_key(&brokers, "SignedTopic", "k")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        runtime
+            .minutes(&brokers, "SignedTopic", None, 0, now_ms())
+            .await
+            .expect("signed statistics");
+
+        // The same runtime unsigned: its own connections, refused by the broker.
+        let unsigned = Target {
+            credentials: None,
+            ..signed.clone()
+        };
+        let e = match runtime.brokers(&unsigned).await {
+            Err(e) => e,
+            Ok(b) => runtime
+                .snapshot(&b, "SignedTopic", 0, now_ms())
+                .await
+                .expect_err("an unsigned read is refused"),
+        };
+        assert_eq!(e.code, ErrorCode::InvokeError, "{e:?}");
+    });
+}
