@@ -284,3 +284,36 @@ pub async fn group_sub_detail(s: &Scope<'_>, p: &Params) -> ApiResult {
         "SubscriptionDataList": if online.online() { list } else { vec![] },
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::consumption::TopicDiff;
+
+    #[test]
+    fn backlog_figures_have_the_spec_spellings_and_list_topics_only_with_detail() {
+        let mut p = Progress {
+            consume_tps: 1.5,
+            ..Progress::default()
+        };
+        p.topics.insert(
+            "ORDERS".into(),
+            TopicDiff {
+                topic: "ORDERS".into(),
+                total_diff: 4,
+                last_timestamp: 7,
+                delay_time: 9,
+            },
+        );
+        let brief = figures(&p, false);
+        assert_eq!(
+            brief,
+            json!({"totalDiff": 4, "consumeTps": 1.5, "lastTimestamp": 7, "delayTime": 9,
+                   "DetailInTopicList": []})
+        );
+        assert!(brief["consumeTps"].is_f64(), "a float (spec §7)");
+        let full = figures(&p, true);
+        assert_eq!(full["DetailInTopicList"][0]["topic"], "ORDERS");
+        assert_eq!(full["DetailInTopicList"][0]["totalDiff"], 4);
+    }
+}

@@ -1,5 +1,5 @@
-//! The thin Kubernetes layer: an `MQInstance`'s name servers (its Ready name-server pods,
-//! else its status endpoint) and its console key (Secret `<base>-console`).
+//! The thin Kubernetes layer: an `MQInstance`'s name servers (its status endpoint, then its
+//! Ready name-server pods) and its console key (Secret `<base>-console`).
 
 use std::time::Duration;
 
@@ -40,18 +40,35 @@ impl Runtime {
         }
         let platform = &cx.settings.platform;
         let names = Names::for_id(id.clone());
-        let mut name_servers = ready_name_servers(&cx.client, platform, &id)
-            .await
-            .map_err(|e| ApiError::invoke(format!("listing the name servers of {id}: {e}")))?;
-        if name_servers.is_empty()
-            && let Some(endpoint) = instance.status.as_ref().and_then(|s| s.endpoint.clone())
-        {
-            name_servers = endpoint
-                .split(';')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect();
+        // The Service endpoint first (stable, any name server behind it), then each Ready
+        // name-server pod: the brokers try them in order until one answers.
+        let mut name_servers: Vec<String> = instance
+            .status
+            .as_ref()
+            .and_then(|s| s.endpoint.as_deref())
+            .unwrap_or_default()
+            .split(';')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let pods = match ready_name_servers(&cx.client, platform, &id).await {
+            Ok(pods) => pods,
+            // The endpoint alone will do.
+            Err(e) if !name_servers.is_empty() => {
+                tracing::warn!(instance = %id, error = %e, "cannot list the name-server pods");
+                Vec::new()
+            }
+            Err(e) => {
+                return Err(ApiError::invoke(format!(
+                    "listing the name servers of {id}: {e}"
+                )));
+            }
+        };
+        for pod in pods {
+            if !name_servers.contains(&pod) {
+                name_servers.push(pod);
+            }
         }
         if name_servers.is_empty() {
             return Err(ApiError::invoke(format!(
