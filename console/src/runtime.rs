@@ -165,8 +165,9 @@ impl Runtime {
             .map(|(_, t)| t.clone())
     }
 
-    /// Remembers `t` for a while.
-    fn remember_target(&self, t: &Target) {
+    /// Remembers `t` for a while (the lookup's cache; tests without a cluster pin an
+    /// instance's target with it).
+    pub fn remember_target(&self, t: &Target) {
         let mut cache = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CLIENTS {
             cache.clear();
