@@ -1,8 +1,10 @@
 //! The console's runtime endpoints through `api::dispatch`, as a signed request reaches
 //! them: two tenants' accounts, the platform's resources in in-memory caches (no API
 //! server), the instance's target pinned to a real namespaced `mq-broker`, messages
-//! sent by the real third-party client. Shapes and codes as spec §6/§7; tenant B gets
-//! tenant A's instance, topic, group and task ids answered as missing or invalid.
+//! sent and consumed by the real third-party client. Shapes and codes as spec §6/§7
+//! (offline and online group, running info, trace, time span, paged and DLQ queries,
+//! resend, reset); tenant B gets tenant A's instance (and so its topics, groups, task ids
+//! and offsets) answered as missing.
 
 mod support;
 
@@ -27,7 +29,12 @@ use mq_operator::crd::{MQEmpower, MQGroup, MQInstance, MQTopic};
 use mq_operator::domain::accounts::Account;
 use mq_operator::domain::profiles::Known;
 use mq_operator::watch::profiles::ProfileCache;
-use rocketmq_client_rust::DefaultMQProducer;
+use rocketmq_client_rust::{
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
+    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
+};
+use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use serde_json::{Value, json};
 use support::{Client, TempDir};
@@ -246,6 +253,113 @@ fn runtime_endpoints_answer_the_tenant_with_spec_shapes_and_another_tenant_as_mi
         assert_eq!(code(&r), Some(ErrorCode::SubscriptionNotFound));
         let r = call(&cx, &a, "/json/message/getByKey", &[inst, ("topic", "OtherTopic"), ("key", "hk")]).await;
         assert_eq!(code(&r), Some(ErrorCode::TopicNotFound));
+
+        // Online: a consumer of the group that fails `poison` bodies (no retries).
+        let log = Log::default();
+        let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
+            .client_config(support::client_config(&namesrv, GROUP))
+            .consumer_group(GROUP.to_string())
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .max_reconsume_times(0)
+            .consume_thread_min(4)
+            .consume_thread_max(4)
+            .build();
+        consumer.subscribe(TOPIC, "*").await.expect("subscribe");
+        consumer.register_message_listener_concurrently(log.clone());
+        consumer.start().await.expect("consumer starts");
+        let m = Message::builder()
+            .topic(TOPIC)
+            .tags("T")
+            .body_slice(b"poison-h")
+            .build_unchecked();
+        let poison = producer.send(m).await.expect("sent").expect("a result");
+        let poison = poison.msg_id.expect("a unique key").to_string();
+        support::eventually("all eight delivered", Duration::from_secs(60), || {
+            log.0.lock().unwrap().len() >= 8
+        })
+        .await;
+        let status = [inst, ("groupId", GROUP), ("detail", "true"), ("needJstack", "true")];
+        let st = call(&cx, &a, "/json/consumer/status", &status).await.unwrap();
+        assert_eq!(st.data["online"], true, "{}", st.data);
+        assert_eq!(st.data["ConnectionSet"].as_array().map(Vec::len), Some(1));
+        let info = &st.data["ConsumerConnectionInfoList"][0];
+        assert_eq!(info["consumeType"], "PUSH", "{info}");
+        assert!(info.get("runningInfoError").is_none(), "{info}");
+        assert_eq!(info["SubscriptionSet"][0]["topic"], TOPIC, "{info}");
+        let sub = call(&cx, &a, "/json/group/subDetail", &[inst, ("groupId", GROUP)]).await.unwrap();
+        assert_eq!(sub.data["online"], true);
+        assert_eq!(sub.data["SubscriptionDataList"], json!([{"topic": TOPIC, "subString": "*"}]));
+        let tsub = call(&cx, &a, "/json/topic/subDetail", &[inst, ("topic", TOPIC)]).await.unwrap();
+        assert_eq!(
+            tsub.data["SubscriptionDataList"],
+            json!([{"groupId": GROUP, "subString": "*", "messageModel": "CLUSTERING"}])
+        );
+        let trace = call(&cx, &a, "/json/message/trace", &[inst, ("topic", TOPIC), ("msgId", &ids[1])]).await.unwrap();
+        let mine: Vec<&Value> = trace.data.as_array().unwrap().iter().filter(|t| t["consumerGroup"] == GROUP).collect();
+        assert_eq!(mine.len(), 1, "{}", trace.data);
+        assert_eq!(mine[0]["instanceId"], INSTANCE);
+        let span = call(&cx, &a, "/json/consumer/timespan", &[inst, ("groupId", GROUP), ("topic", TOPIC)]).await.unwrap();
+        assert!(span.data["minTimeStamp"].as_i64().unwrap() >= begin, "{}", span.data);
+
+        // The poison lands in the DLQ: found there, paged with capitalised fields, resent.
+        let dlq_id = [("InstanceId", INSTANCE), ("GroupId", GROUP), ("MsgId", poison.as_str())];
+        let mut dead = call(&cx, &a, "/json/message/getByIdInDLQ", &dlq_id).await;
+        for _ in 0..100 {
+            if dead.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            dead = call(&cx, &a, "/json/message/getByIdInDLQ", &dlq_id).await;
+        }
+        let dead = dead.expect("the poison in the DLQ");
+        assert_eq!(dead.data["Body"], "poison-h");
+        assert_eq!(dead.data["MsgId"], poison);
+        let now_s = (mq_console::runtime::now_ms() + 1).to_string();
+        let dlq_page = [("InstanceId", INSTANCE), ("GroupId", GROUP), ("BeginTime", begin_s.as_str()), ("EndTime", now_s.as_str())];
+        let page = call(&cx, &a, "/json/message/getByPagedDLQ", &dlq_page).await.unwrap();
+        assert_eq!(page.data["Data"][0]["Body"], "poison-h", "{}", page.data);
+        assert_eq!(page.data["Data"][0]["BodyEncoding"], "text");
+        call(&cx, &a, "/json/message/resendByIdInDLQ", &dlq_id).await.expect("resent");
+        support::eventually("the poison delivered again", Duration::from_secs(60), || {
+            log.0.lock().unwrap().iter().filter(|b| *b == "poison-h").count() >= 2
+        })
+        .await;
+        consumer.shutdown().await;
+
+        // Reset to the first send: the seven and the poison wait again.
+        let reset = [inst, ("groupId", GROUP), ("topic", TOPIC), ("type", "1"), ("resetTime", begin_s.as_str())];
+        call(&cx, &a, "/json/consumer/resetoffset", &reset).await.expect("reset");
+        let acc = call(&cx, &a, "/json/consumer/accumulate", &[inst, ("groupId", GROUP), ("detail", "true")]).await.unwrap();
+        assert_eq!(acc.data["DetailInTopicList"][0]["topic"], TOPIC, "{}", acc.data);
+        assert_eq!(acc.data["DetailInTopicList"][0]["totalDiff"], 8, "{}", acc.data);
+        let r = call(&cx, &a, "/json/consumer/resetoffset", &[inst, ("groupId", GROUP), ("topic", TOPIC), ("type", "1")]).await;
+        assert_eq!(code(&r), Some(ErrorCode::FieldCheckInvalid), "type 1 needs resetTime");
+        let r = call(&cx, &b, "/json/consumer/resetoffset", &[inst, ("groupId", GROUP), ("topic", TOPIC), ("type", "0")]).await;
+        assert_eq!(code(&r), Some(ErrorCode::InstanceNotFound), "B cannot move A's offsets");
         producer.shutdown().await;
     });
+}
+
+/// Bodies received; fails bodies starting with `poison` (no retries: straight to the DLQ).
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl MessageListenerConcurrently for Log {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _: &ConsumeConcurrentlyContext,
+    ) -> ClientResult<ConsumeConcurrentlyStatus> {
+        let mut failed = false;
+        for m in msgs {
+            let body = support::body_text(m);
+            failed |= body.starts_with("poison");
+            self.0.lock().unwrap().push(body);
+        }
+        Ok(if failed {
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        } else {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+    }
 }
