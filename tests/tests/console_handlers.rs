@@ -80,11 +80,25 @@ fn caches() -> Caches {
         "metadata": {"name": "gid-handler", "namespace": "tenant-a", "uid": "u3"},
         "spec": {"instance": "handlers", "groupId": GROUP},
     }));
+    // Tenant C may publish to the topic, nothing more.
+    let publish_grant: MQEmpower = object(json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQEmpower",
+        "metadata": {"name": "grant-c", "namespace": "tenant-a", "uid": "u4",
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"instance": "handlers", "topic": TOPIC, "empowerUser": 3003, "relation": 2},
+    }));
+    // Tenant D may subscribe to it.
+    let subscribe_grant: MQEmpower = object(json!({
+        "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQEmpower",
+        "metadata": {"name": "grant-d", "namespace": "tenant-a", "uid": "u5",
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"instance": "handlers", "topic": TOPIC, "empowerUser": 4004, "relation": 4},
+    }));
     Caches {
         instances: cached(vec![instance]),
         topics: cached(vec![topic]),
         groups: cached(vec![group]),
-        empowers: cached(Vec::<MQEmpower>::new()),
+        empowers: cached(vec![publish_grant, subscribe_grant]),
         accounts: cached(Vec::<Secret>::new()),
         profiles: ProfileCache::fixed(Known::Missing, "profiles"),
     }
@@ -248,6 +262,26 @@ fn runtime_endpoints_answer_the_tenant_with_spec_shapes_and_another_tenant_as_mi
         }
         let r = call(&cx, &b, "/json/message/getByIdInDLQ", &[("InstanceId", INSTANCE), ("GroupId", GROUP), ("MsgId", &ids[0])]).await;
         assert_eq!(code(&r), Some(ErrorCode::InstanceNotFound));
+        // Tenant C, a publisher by grant: sees the topic's trend, not its messages, and
+        // not A's group.
+        let c = caller("3003", "tenant-c");
+        let trend_c = [inst, ("topic", TOPIC), ("beginTime", &from), ("endTime", &to), ("period", "5"), ("type", "1")];
+        call(&cx, &c, "/json/trend/topicInputTps", &trend_c).await.expect("a grantee sees the trend");
+        for path in ["/json/message/getById", "/json/message/trace"] {
+            let r = call(&cx, &c, path, &[inst, ("topic", TOPIC), ("msgId", ids[2].as_str())]).await;
+            assert_eq!(code(&r), Some(ErrorCode::PermissionDenied), "{path}: {r:?}");
+        }
+        let r = call(&cx, &c, "/json/message/getByPagedTopic", &[inst, ("topic", TOPIC), ("taskId", task.as_str())]).await;
+        assert_eq!(code(&r), Some(ErrorCode::PermissionDenied));
+        let r = call(&cx, &c, "/json/consumer/accumulate", &[inst, ("groupId", GROUP)]).await;
+        assert_eq!(code(&r), Some(ErrorCode::SubscriptionNotFound));
+        // Tenant D, a subscriber by grant: reads the messages, but not through A's task id,
+        // and A's group stays out of its trace.
+        let d = caller("4004", "tenant-d");
+        let got = call(&cx, &d, "/json/message/getById", &[inst, ("topic", TOPIC), ("msgId", ids[2].as_str())]).await;
+        assert_eq!(got.expect("a subscriber reads").data["body"], "h-2");
+        let r = call(&cx, &d, "/json/message/getByPagedTopic", &[inst, ("topic", TOPIC), ("taskId", task.as_str())]).await;
+        assert_eq!(code(&r), Some(ErrorCode::FieldCheckInvalid), "A's task id is A's");
         // A's own unknown group and topic are 404s of their kind.
         let r = call(&cx, &a, "/json/consumer/accumulate", &[inst, ("groupId", "GID_other")]).await;
         assert_eq!(code(&r), Some(ErrorCode::SubscriptionNotFound));
@@ -295,6 +329,9 @@ fn runtime_endpoints_answer_the_tenant_with_spec_shapes_and_another_tenant_as_mi
             json!([{"groupId": GROUP, "subString": "*", "messageModel": "CLUSTERING"}])
         );
         let trace = call(&cx, &a, "/json/message/trace", &[inst, ("topic", TOPIC), ("msgId", &ids[1])]).await.unwrap();
+        let d = caller("4004", "tenant-d");
+        let theirs = call(&cx, &d, "/json/message/trace", &[inst, ("topic", TOPIC), ("msgId", &ids[1])]).await.unwrap();
+        assert_eq!(theirs.data, json!([]), "a grantee does not learn the owner's groups");
         let mine: Vec<&Value> = trace.data.as_array().unwrap().iter().filter(|t| t["consumerGroup"] == GROUP).collect();
         assert_eq!(mine.len(), 1, "{}", trace.data);
         assert_eq!(mine[0]["instanceId"], INSTANCE);
