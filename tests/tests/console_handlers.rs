@@ -319,6 +319,11 @@ fn runtime_endpoints_answer_the_tenant_with_spec_shapes_and_another_tenant_as_mi
         let info = &st.data["ConsumerConnectionInfoList"][0];
         assert_eq!(info["consumeType"], "PUSH", "{info}");
         assert!(info.get("runningInfoError").is_none(), "{info}");
+        let threads = info["Jstack"].as_array().expect("a thread dump was asked for");
+        assert!(
+            threads.iter().any(|t| t["trackList"].as_array().is_some_and(|f| !f.is_empty())),
+            "threads with their frames: {threads:?}"
+        );
         assert_eq!(info["SubscriptionSet"][0]["topic"], TOPIC, "{info}");
         let sub = call(&cx, &a, "/json/group/subDetail", &[inst, ("groupId", GROUP)]).await.unwrap();
         assert_eq!(sub.data["online"], true);

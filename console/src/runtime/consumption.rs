@@ -378,24 +378,39 @@ pub fn consume_type(c: Option<&ConsumerConnection>) -> &'static str {
     }
 }
 
-/// A thread dump as §6's `Jstack` list: a line at the left margin starts a thread, the
-/// indented lines under it are its frames.
+/// A thread dump as §6's `Jstack` list. Java's `UtilAll.jstack` (and the Rust client's
+/// imitation) writes a block per thread: a header `<name padded to 40>TID: n STATE: s`,
+/// then each frame prefixed by the padded name, then a blank line; indented frames under
+/// a `Thread: name` line are read too.
 pub fn parse_jstack(text: &str) -> Vec<serde_json::Value> {
     let mut threads: Vec<(String, Vec<String>)> = Vec::new();
+    let mut name: Option<String> = None;
     for line in text.lines() {
         if line.trim().is_empty() {
+            name = None;
             continue;
         }
-        let indented = line.starts_with([' ', '\t']);
-        match threads.last_mut() {
-            Some((_, frames)) if indented => {
-                let frame = line.trim();
+        let prefix = name.as_deref().filter(|n| !n.is_empty());
+        let frame = if line.starts_with([' ', '\t']) && name.is_some() {
+            Some(line.trim())
+        } else {
+            prefix.and_then(|n| line.strip_prefix(n)).map(str::trim)
+        };
+        match (frame, threads.last_mut()) {
+            (Some(frame), Some((_, frames))) => {
                 frames.push(frame.strip_prefix("at ").unwrap_or(frame).to_owned());
             }
             _ => {
-                let name = line.trim();
-                let name = name.strip_prefix("Thread:").unwrap_or(name).trim();
-                threads.push((name.trim_end_matches(':').to_owned(), Vec::new()));
+                let header = line.split_whitespace().collect::<Vec<_>>().join(" ");
+                let header = header.strip_prefix("Thread:").unwrap_or(&header).trim();
+                let header = header.trim_end_matches(':').to_owned();
+                name = Some(
+                    line.split("TID:")
+                        .next()
+                        .filter(|_| line.contains("TID:"))
+                        .map_or(String::new(), |n| n.trim().to_owned()),
+                );
+                threads.push((header, Vec::new()));
             }
         }
     }
@@ -426,6 +441,22 @@ mod tests {
             ]
         );
         assert!(parse_jstack("").is_empty());
+    }
+
+    #[test]
+    fn a_java_style_dump_strips_the_padded_thread_name_from_each_frame() {
+        let dump = format!(
+            "{:<40}TID: 1 STATE: RUNNABLE\n{:<40}java.lang.Thread.sleep(Native Method)\n{:<40}a.B.run(B.java:3)\n\n{:<40}TID: 7 STATE: WAITING\n{:<40}x.Y.z(Y.java:9)\n",
+            "main", "main", "main", "pool-1", "pool-1"
+        );
+        assert_eq!(
+            parse_jstack(&dump),
+            vec![
+                serde_json::json!({"thread": "main TID: 1 STATE: RUNNABLE",
+                                   "trackList": ["java.lang.Thread.sleep(Native Method)", "a.B.run(B.java:3)"]}),
+                serde_json::json!({"thread": "pool-1 TID: 7 STATE: WAITING", "trackList": ["x.Y.z(Y.java:9)"]}),
+            ]
+        );
     }
 
     #[test]
