@@ -319,6 +319,8 @@ fn runtime_endpoints_answer_the_tenant_with_spec_shapes_and_another_tenant_as_mi
         let info = &st.data["ConsumerConnectionInfoList"][0];
         assert_eq!(info["consumeType"], "PUSH", "{info}");
         assert!(info.get("runningInfoError").is_none(), "{info}");
+        assert_eq!(info["threadCount"], 4, "{info}");
+        assert!(info["startTimeStamp"].as_i64().unwrap() >= begin, "{info}");
         let threads = info["Jstack"].as_array().expect("a thread dump was asked for");
         assert!(
             threads.iter().any(|t| t["trackList"].as_array().is_some_and(|f| !f.is_empty())),
