@@ -52,8 +52,9 @@ pub struct Broker {
     pub client: Arc<AdminClient>,
 }
 
-/// Cache key: address and the access key calls are signed with.
-type ClientKey = (String, Option<String>);
+/// Cache key: address and the key pair calls are signed with (a rotated secret gets a
+/// new connection rather than one signing with the old secret).
+type ClientKey = (String, Option<(String, String)>);
 
 /// Broker reads for the console's runtime endpoints.
 pub struct Runtime {
@@ -79,7 +80,10 @@ impl Runtime {
         addr: &str,
         credentials: Option<&Credentials>,
     ) -> Result<Arc<AdminClient>, AdminError> {
-        let key = (addr.to_owned(), credentials.map(|c| c.access_key.clone()));
+        let key = (
+            addr.to_owned(),
+            credentials.map(|c| (c.access_key.clone(), c.secret_key.clone())),
+        );
         if let Some(c) = self.lock_clients().get(&key) {
             return Ok(c.clone());
         }
