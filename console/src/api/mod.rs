@@ -2,12 +2,17 @@
 //! `async fn(&Scope, &Params) -> ApiResult` over an authenticated caller and parsed
 //! parameters; [`dispatch`] picks it by path.
 
+pub mod consumer;
+pub mod dlq;
 pub mod empower;
 pub mod group;
 pub mod instance;
+pub mod live;
+pub mod message;
 pub mod region;
 pub mod scope;
 pub mod topic;
+pub mod trend;
 pub mod view;
 pub mod writes;
 
@@ -98,6 +103,22 @@ pub async fn dispatch(path: &str, s: &Scope<'_>, p: &Params) -> ApiResult {
         "/json/empower/createBySub" => empower::create_by_sub(s, p).await,
         "/json/empower/delete" => empower::delete(s, p).await,
         "/json/empower/list" => empower::list(s, p).await,
+        "/json/consumer/accumulate" => consumer::accumulate(s, p).await,
+        "/json/consumer/status" => consumer::status(s, p).await,
+        "/json/consumer/getConnection" => consumer::get_connection(s, p).await,
+        "/json/consumer/timespan" => consumer::timespan(s, p).await,
+        "/json/consumer/resetoffset" => consumer::reset_offset(s, p).await,
+        "/json/topic/subDetail" => consumer::topic_sub_detail(s, p).await,
+        "/json/group/subDetail" => consumer::group_sub_detail(s, p).await,
+        "/json/message/trace" => message::trace(s, p).await,
+        "/json/message/getById" => message::get_by_id(s, p).await,
+        "/json/message/getByKey" => message::get_by_key(s, p).await,
+        "/json/message/getByPagedTopic" => message::get_by_paged_topic(s, p).await,
+        "/json/trend/topicInputTps" => trend::topic_input_tps(s, p).await,
+        "/json/trend/groupOutputTps" => trend::group_output_tps(s, p).await,
+        "/json/message/getByIdInDLQ" => dlq::get_by_id(s, p).await,
+        "/json/message/getByPagedDLQ" => dlq::get_by_paged(s, p).await,
+        "/json/message/resendByIdInDLQ" => dlq::resend_by_id(s, p).await,
         _ => Err(ApiError::new(
             ErrorCode::ApiNotFound,
             format!("{path} is not an operation of this console"),
