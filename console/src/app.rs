@@ -16,7 +16,7 @@ use crate::state::Caches;
 use crate::task::TaskKey;
 
 /// The Secret holding the task key when it is not given (the operator makes it).
-pub const TASK_KEY_SECRET: &str = "mq-console-task-key";
+pub use mq_operator::domain::keys::CONSOLE_TASK_KEY_SECRET as TASK_KEY_SECRET;
 
 /// What `serve` needs.
 pub struct ServeOptions {
@@ -38,10 +38,6 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
     let settings = options.settings;
-    let task_key = match options.task_key.trim() {
-        "" => wait_task_key(&client, &settings.platform).await,
-        key => key.as_bytes().to_vec(),
-    };
     let caches = Caches::start(&client, &settings.platform, &options.profiles_configmap);
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
@@ -52,11 +48,11 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         runtime: Runtime::new(settings.call_timeout),
         settings,
         replay: ReplayCache::new(options.replay_capacity),
-        tasks: TaskKey::new(task_key),
+        tasks: TaskKey::new(options.task_key.trim().as_bytes().to_vec()),
         metrics: Metrics::default(),
     });
-    if !cx.caches.ready(Duration::from_secs(60)).await {
-        tracing::warn!("the caches are not loaded after 60 s; serving, /healthz says not ready");
+    if !cx.tasks.is_set() {
+        tokio::spawn(load_task_key(cx.clone()));
     }
     tracing::info!(listen = %options.listen, region = %cx.settings.region, "serving /json");
     axum::serve(listener, crate::server::router(cx))
@@ -65,19 +61,21 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .context("serving HTTP")
 }
 
-/// The task key from its Secret, waiting (bounded) for the operator to make it; without
-/// it the console still serves, and only paged message queries are refused.
-async fn wait_task_key(client: &Client, platform: &str) -> Vec<u8> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+/// Reads the task key from its Secret until it is there (the operator makes it at
+/// start); meanwhile everything but paged message queries is served.
+async fn load_task_key(cx: Arc<Console>) {
+    let mut delay = Duration::from_millis(500);
     loop {
-        match read_task_key(client, platform).await {
-            Ok(key) => return key,
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                tracing::warn!(error = %format!("{e:#}"), "no task key: paged message queries are refused until the console restarts with one");
-                return Vec::new();
+        match read_task_key(&cx.client, &cx.settings.platform).await {
+            Ok(key) => {
+                cx.tasks.set(key);
+                tracing::info!("read the task key");
+                return;
             }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(e) => tracing::info!(error = %format!("{e:#}"), "no task key yet"),
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -23,7 +23,8 @@ pub const PAGE_SIZES: (i64, i64, i64) = (5, 50, 20);
 
 /// The key task ids are signed with.
 pub struct TaskKey {
-    key: Vec<u8>,
+    /// Empty until the key is known (the console serves before the operator made it).
+    key: std::sync::RwLock<Vec<u8>>,
 }
 
 /// What a query reads: a topic, or a group's dead-letter queue.
@@ -173,21 +174,33 @@ fn invalid(field: &str, why: &str) -> ApiError {
 impl TaskKey {
     /// A key from its bytes.
     pub fn new(key: Vec<u8>) -> Self {
-        Self { key }
+        Self {
+            key: std::sync::RwLock::new(key),
+        }
+    }
+
+    /// Sets the key (once it is known).
+    pub fn set(&self, key: Vec<u8>) {
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
     /// Whether a key is set.
     pub fn is_set(&self) -> bool {
-        !self.key.is_empty()
+        !self
+            .key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     fn mac(&self, payload: &[u8]) -> Result<Hmac<Sha256>, ApiError> {
-        if !self.is_set() {
-            return Err(ApiError::system(
-                "paged queries need the console's task key, which is not configured",
+        let key = self.key.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if key.is_empty() {
+            return Err(ApiError::invoke(
+                "paged queries are not ready: the console has not read its task key (Secret mq-console-task-key, made by the operator) yet",
             ));
         }
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
             .map_err(|e| ApiError::system(format!("task key: {e}")))?;
         mac.update(payload);
         Ok(mac)
