@@ -95,20 +95,23 @@ impl Broker {
             language: req.language.clone(),
             version: req.version,
             last_heartbeat: Instant::now(),
-            bare: data
-                .consumer_data_set
-                .iter()
-                .any(|c| ns.is_bare(&c.group_name))
-                || data
-                    .producer_data_set
-                    .iter()
-                    .any(|p| ns.is_bare(&p.group_name)),
+            bare: false,
+        };
+        // Bare or not per group: a namespaced consumer also heartbeats the bare
+        // CLIENT_INNER_PRODUCER group, which must not make the broker call it with bare
+        // names (its running info would then name a group it does not know).
+        let as_sent = |group: &str| ClientConn {
+            bare: ns.is_bare(group),
+            ..conn.clone()
         };
         for producer in &data.producer_data_set {
-            self.clients
-                .register_producer(&ns.canonical(&producer.group_name), conn.clone());
+            self.clients.register_producer(
+                &ns.canonical(&producer.group_name),
+                as_sent(&producer.group_name),
+            );
         }
         for mut consumer in data.consumer_data_set {
+            let conn = as_sent(&consumer.group_name);
             consumer.group_name = ns.canonical(&consumer.group_name);
             for sub in &mut consumer.subscription_data_set {
                 sub.topic = ns.canonical(&sub.topic);
