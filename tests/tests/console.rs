@@ -326,6 +326,7 @@ fn resources_written_through_the_api_are_the_resources_kubectl_sees() -> Result<
     let (tb, client, urls) = runtime.block_on(platform())?;
     let accounts = runtime.block_on(accounts(tb, &client))?;
     let (id, endpoint) = runtime.block_on(write_side(&client, &urls, accounts))?;
+    runtime_reads(tb, &runtime, &client, &urls, accounts, &id, &endpoint)?;
     runtime.block_on(tenancy(&urls, accounts, &id))?;
     brokers_enforce_grants(&endpoint, &id, accounts)?;
     runtime.block_on(deletes(&client, &urls, accounts, &id))
@@ -470,9 +471,18 @@ async fn write_side(
     .await?;
     ensure!(page["pageSize"] == 1 && page["currentPage"] == 2, "{page}");
     ensure!(
-        page["data"][0]["topic"] == "AUDIT"
-            && page["data"][0]["owner"] == accounts.a.user_id.as_str(),
-        "{page}"
+        page["data"][0]["topic"] == "ORDERS",
+        "pages by name: {page}"
+    );
+    let audit = a
+        .ok(
+            "/json/topic/get",
+            &[("instanceId", &id), ("topic", "AUDIT")],
+        )
+        .await?;
+    ensure!(
+        audit["owner"] == accounts.a.user_id.as_str(),
+        "kubectl's topic belongs to the tenant: {audit}"
     );
     let filtered = a
         .call(
@@ -487,7 +497,7 @@ async fn write_side(
     let names = a
         .ok("/json/topic/listNames", &[("instanceId", &id)])
         .await?;
-    ensure!(names == json!(["ORDERS", "AUDIT"]), "{names}");
+    ensure!(names == json!(["AUDIT", "ORDERS"]), "{names}");
     a.ok(
         "/json/topic/create",
         &[("instanceId", &id), ("topic", "THIRD"), ("orderType", "5")],
@@ -517,6 +527,8 @@ async fn write_side(
         &[("instanceId", &id), ("topic", "ORDERS"), ("perm", "6")],
     )
     .await?;
+    // Serving again once the brokers have the write permission back.
+    topic_serving(&a, &id, "ORDERS").await?;
     let topics: Api<MQTopic> = Api::namespaced(client.clone(), NS_A);
     let orders = topics
         .list(&ListParams::default())
@@ -911,5 +923,438 @@ async fn deletes(client: &Client, urls: &[String], accounts: &Accounts, id: &str
         !groups.list(&ListParams::default()).await?.items.is_empty(),
         "groups remain"
     );
+    Ok(())
+}
+
+/// Sends `m`; while the brokers refuse it (their ACL file reloads a few seconds after
+/// the topic's Secret changes), again, for at most 60 s. The message id.
+async fn send_when_allowed(
+    producer: &rocketmq_client_rust::DefaultMQProducer,
+    m: rocketmq_model::common::message::message_single::Message,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match producer.send(m.clone()).await {
+            Ok(Some(sent)) => return sent.msg_id.expect("a message id").to_string(),
+            other => {
+                let code = other.as_ref().err().and_then(|e| e.broker_response_code());
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "send refused for 60 s (broker code {code:?}): {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// A client config of instance `id` (namespaced) at `endpoint`.
+fn namespaced(endpoint: &str, id: &str, name: &str) -> rocketmq_client_rust::ClientConfig {
+    rocketmq_client_rust::ClientConfig {
+        namespace: Some(id.to_owned().into()),
+        ..support::client_config(endpoint, name)
+    }
+}
+
+/// What the real client did, as the runtime endpoints report it: A sends ten messages
+/// with keys, a consumer of GID_ORDERS takes them, a consumer of GID_DLQ (kubectl's, with
+/// `maxReconsumeTimes: 0`) fails a poison message into its dead-letter queue.
+fn runtime_reads(
+    tb: &'static Testbed,
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    urls: &[String],
+    accounts: &Accounts,
+    id: &str,
+    endpoint: &str,
+) -> Result<()> {
+    use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
+    use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+    let a = Caller::new(&urls[0], &accounts.a)?;
+    let a2 = Caller::new(&urls[1], &accounts.a)?;
+    runtime.block_on(async {
+        let instance = Api::<MQInstance>::namespaced(client.clone(), NS_A)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|i| i.effective_instance_id() == id)
+            .context("the instance's resource")?;
+        let mut group = mq_testbed::operator::group(
+            "gid-dlq",
+            &instance.metadata.name.unwrap_or_default(),
+            "GID_DLQ",
+        );
+        group["spec"]["maxReconsumeTimes"] = json!(0);
+        create::<MQGroup>(client, NS_A, group).await?;
+        until("GID_DLQ serving", READY, || async {
+            let groups = a
+                .ok(
+                    "/json/group/list",
+                    &[("instanceId", id), ("groupId", "GID_DLQ")],
+                )
+                .await?;
+            Ok((groups[0]["status"] == 0).then_some(()))
+        })
+        .await
+    })?;
+    let begin = mq_console::server::now_ms() - 1000;
+    let (ep, id_s, keys) = (endpoint.to_owned(), id.to_owned(), accounts.a.clone());
+    let ids: Vec<String> = support::Client::new().run(|rt| async move {
+        let mut producer = DefaultMQProducer::builder(rt)
+            .client_config(namespaced(&ep, &id_s, "console-reads"))
+            .producer_group("GID_CONSOLE_READS")
+            .rpc_hook(hook(&keys))
+            .build();
+        producer.start().await.expect("producer starts");
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let m = rocketmq_model::common::message::message_single::Message::builder()
+                .topic("ORDERS")
+                .tags("T")
+                .keys(vec![format!("order-{i}")])
+                .body_slice(format!("order-{i}").as_bytes())
+                .build_unchecked();
+            ids.push(send_when_allowed(&producer, m).await);
+        }
+        producer.shutdown().await;
+        ids
+    });
+    let inst = ("instanceId", id);
+    runtime.block_on(async {
+        let offline = a
+            .ok(
+                "/json/consumer/accumulate",
+                &[inst, ("groupId", "GID_ORDERS")],
+            )
+            .await?;
+        ensure!(offline["onLine"] == false, "{offline}");
+        a.ok(
+            "/json/consumer/getConnection",
+            &[inst, ("groupId", "GID_ORDERS")],
+        )
+        .await
+        .and_then(|c| {
+            ensure!(c == json!([]), "{c}");
+            Ok(())
+        })?;
+        let one = a
+            .ok(
+                "/json/message/getById",
+                &[inst, ("topic", "ORDERS"), ("msgId", &ids[3])],
+            )
+            .await?;
+        ensure!(
+            one["body"] == "order-3" && one["bodyEncoding"] == "text" && one["topic"] == "ORDERS",
+            "{one}"
+        );
+        a.refused(
+            "/json/message/getById",
+            &[
+                inst,
+                ("topic", "ORDERS"),
+                ("msgId", "0A0000000000000000000000"),
+            ],
+            "BIZ_NO_MESSAGE",
+            404,
+        )
+        .await?;
+        let by_key = a
+            .ok(
+                "/json/message/getByKey",
+                &[inst, ("topic", "ORDERS"), ("key", "order-4")],
+            )
+            .await?;
+        ensure!(
+            by_key.as_array().map(Vec::len) == Some(1) && by_key[0]["body"] == "order-4",
+            "{by_key}"
+        );
+        let none = a
+            .ok(
+                "/json/message/getByKey",
+                &[inst, ("topic", "ORDERS"), ("key", "nothing")],
+            )
+            .await?;
+        ensure!(none == json!([]), "{none}");
+        // Pages: the task made on one replica is read on the other, stable.
+        let (from, to) = (
+            begin.to_string(),
+            (mq_console::server::now_ms() + 60_000).to_string(),
+        );
+        let window = [
+            inst,
+            ("topic", "ORDERS"),
+            ("beginTime", from.as_str()),
+            ("endTime", to.as_str()),
+            ("pageSize", "5"),
+        ];
+        let mut first = window.to_vec();
+        first.push(("currentPage", "1"));
+        let p1 = a.ok("/json/message/getByPagedTopic", &first).await?;
+        let task = p1["taskId"].as_str().context("taskId")?.to_owned();
+        ensure!(
+            p1["maxPageCount"] == 2 && p1["data"].as_array().map(Vec::len) == Some(5),
+            "{p1}"
+        );
+        let mut second = window.to_vec();
+        second.extend([("currentPage", "2"), ("taskId", task.as_str())]);
+        let p2 = a2.ok("/json/message/getByPagedTopic", &second).await?;
+        let again = a.ok("/json/message/getByPagedTopic", &second).await?;
+        ensure!(
+            p2["data"] == again["data"],
+            "page 2 differs between replicas"
+        );
+        let mut bodies: Vec<String> = [&p1, &p2]
+            .iter()
+            .flat_map(|p| p["data"].as_array().cloned().unwrap_or_default())
+            .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        bodies.sort();
+        ensure!(
+            bodies == (0..10).map(|i| format!("order-{i}")).collect::<Vec<_>>(),
+            "pages hold {bodies:?}"
+        );
+        let mut forged = second.clone();
+        let bad = format!("{task}x");
+        forged[6] = ("taskId", bad.as_str());
+        a.refused(
+            "/json/message/getByPagedTopic",
+            &forged,
+            "BIZ_FIELD_CHECK_INVALID",
+            400,
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+
+    // Consumers: GID_ORDERS takes everything; GID_DLQ fails the poison.
+    let orders = Arc::new(Mutex::new(Vec::<String>::new()));
+    let dlq = support::FailPoison::default();
+    let (endpoint, id_s, keys) = (endpoint.to_owned(), id.to_owned(), accounts.a.clone());
+    let (orders2, dlq2) = (orders.clone(), dlq.clone());
+    let (urls0, urls1, a_keys, ids0) = (
+        urls[0].clone(),
+        urls[1].clone(),
+        accounts.a.clone(),
+        ids[0].clone(),
+    );
+    let begin_s = begin.to_string();
+    let outcome: Result<()> = support::Client::new().run(|rt| async move {
+        let a = Caller::new(&urls0, &a_keys)?;
+        let a2 = Caller::new(&urls1, &a_keys)?;
+        let consumer = |group: &str| {
+            DefaultMQPushConsumer::builder(rt.clone())
+                .client_config(namespaced(&endpoint, &id_s, group))
+                .consumer_group(group.to_string())
+                .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+                .max_reconsume_times(0)
+                .consume_thread_min(2)
+                .consume_thread_max(2)
+                .rpc_hook(Some(hook(&keys)))
+                .build()
+        };
+        let mut c_orders = consumer("GID_ORDERS");
+        c_orders.subscribe("ORDERS", "*").await.expect("subscribe");
+        c_orders.register_message_listener_concurrently(support::Collect(orders2.clone()));
+        c_orders.start().await.expect("consumer starts");
+        let mut c_dlq = consumer("GID_DLQ");
+        c_dlq.subscribe("ORDERS", "*").await.expect("subscribe");
+        c_dlq.register_message_listener_concurrently(dlq2.clone());
+        c_dlq.start().await.expect("consumer starts");
+        support::eventually("GID_ORDERS took the ten", Duration::from_secs(60), || {
+            orders2.lock().map(|o| o.len() >= 10).unwrap_or(false)
+        })
+        .await;
+        let inst = ("instanceId", id_s.as_str());
+        let group = ("groupId", "GID_ORDERS");
+        let acc = until("GID_ORDERS caught up", Duration::from_secs(30), || async {
+            let acc = a
+                .ok(
+                    "/json/consumer/accumulate",
+                    &[inst, group, ("detail", "true")],
+                )
+                .await?;
+            Ok((acc["onLine"] == true && acc["totalDiff"] == 0).then_some(acc))
+        })
+        .await?;
+        ensure!(acc["DetailInTopicList"][0]["topic"] == "ORDERS", "{acc}");
+        let st = a2
+            .ok(
+                "/json/consumer/status",
+                &[inst, group, ("detail", "true"), ("needJstack", "true")],
+            )
+            .await?;
+        let info = &st["ConsumerConnectionInfoList"][0];
+        ensure!(
+            st["online"] == true && info["consumeType"] == "PUSH",
+            "{st}"
+        );
+        ensure!(
+            info.get("runningInfoError").is_none(),
+            "running info: {info}"
+        );
+        ensure!(info["SubscriptionSet"][0]["topic"] == "ORDERS", "{info}");
+        let conns = a.ok("/json/consumer/getConnection", &[inst, group]).await?;
+        ensure!(
+            conns.as_array().map(Vec::len) == Some(1) && conns[0]["clientId"].is_string(),
+            "{conns}"
+        );
+        let span = a
+            .ok(
+                "/json/consumer/timespan",
+                &[inst, group, ("topic", "ORDERS")],
+            )
+            .await?;
+        let (min, max, consumed) = (
+            span["minTimeStamp"].as_i64(),
+            span["maxTimeStamp"].as_i64(),
+            span["consumeTimeStamp"].as_i64(),
+        );
+        ensure!(
+            matches!((min, max, consumed), (Some(lo), Some(hi), Some(c)) if lo <= hi && c >= lo),
+            "{span}"
+        );
+        let sub = a.ok("/json/group/subDetail", &[inst, group]).await?;
+        ensure!(
+            sub["online"] == true
+                && sub["SubscriptionDataList"] == json!([{"topic": "ORDERS", "subString": "*"}]),
+            "{sub}"
+        );
+        let tsub = a
+            .ok("/json/topic/subDetail", &[inst, ("topic", "ORDERS")])
+            .await?;
+        let listed = tsub["SubscriptionDataList"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            listed
+                .iter()
+                .any(|s| s["groupId"] == "GID_ORDERS" && s["messageModel"] == "CLUSTERING"),
+            "{tsub}"
+        );
+        let trace = a
+            .ok(
+                "/json/message/trace",
+                &[inst, ("topic", "ORDERS"), ("msgId", &ids0)],
+            )
+            .await?;
+        let mine: Vec<&Value> = trace
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter(|t| t["consumerGroup"] == "GID_ORDERS")
+                    .collect()
+            })
+            .unwrap_or_default();
+        ensure!(
+            mine.len() == 1 && mine[0]["trackType"] == "CONSUMED",
+            "{trace}"
+        );
+        // Trends count the ten (and the grant test's sends come later).
+        let to = (mq_console::server::now_ms() + 60_000).to_string();
+        let window = [
+            inst,
+            ("topic", "ORDERS"),
+            ("beginTime", begin_s.as_str()),
+            ("endTime", to.as_str()),
+            ("period", "1"),
+            ("type", "0"),
+        ];
+        let sum = |v: &Value| {
+            v["records"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|p| p["y"].as_f64()).sum::<f64>())
+                .unwrap_or(0.0)
+        };
+        let input = a.ok("/json/trend/topicInputTps", &window).await?;
+        ensure!(sum(&input) >= 10.0, "topicInputTps: {input}");
+        let mut out_window = window.to_vec();
+        out_window.push(group);
+        let output = until(
+            "groupOutputTps counts the ten",
+            Duration::from_secs(30),
+            || async {
+                let output = a.ok("/json/trend/groupOutputTps", &out_window).await?;
+                Ok((sum(&output) >= 10.0).then_some(output))
+            },
+        )
+        .await?;
+        let _ = output;
+
+        // The poison: dead-lettered for GID_DLQ, found, paged, resent.
+        let mut producer = DefaultMQProducer::builder(rt.clone())
+            .client_config(namespaced(&endpoint, &id_s, "console-poison"))
+            .producer_group("GID_CONSOLE_READS")
+            .rpc_hook(hook(&keys))
+            .build();
+        producer.start().await.expect("producer starts");
+        let poison = send_when_allowed(&producer, support::message("ORDERS", "poison")).await;
+        producer.shutdown().await;
+        let dlq_id = [
+            ("InstanceId", id_s.as_str()),
+            ("GroupId", "GID_DLQ"),
+            ("MsgId", poison.as_str()),
+        ];
+        let dead = until(
+            "the poison in GID_DLQ's dead-letter queue",
+            Duration::from_secs(60),
+            || async {
+                let r = a.call("/json/message/getByIdInDLQ", &dlq_id).await?;
+                Ok((r["success"] == true).then(|| r["data"].clone()))
+            },
+        )
+        .await?;
+        ensure!(
+            dead["Body"] == "poison" && dead["MsgId"] == poison.as_str(),
+            "{dead}"
+        );
+        let now = (mq_console::server::now_ms() + 1000).to_string();
+        let dlq_page = [
+            ("InstanceId", id_s.as_str()),
+            ("GroupId", "GID_DLQ"),
+            ("BeginTime", begin_s.as_str()),
+            ("EndTime", now.as_str()),
+            ("CurrentPage", "1"),
+        ];
+        let page = a2.ok("/json/message/getByPagedDLQ", &dlq_page).await?;
+        ensure!(
+            page["Data"][0]["Body"] == "poison" && page["TaskId"].is_string(),
+            "{page}"
+        );
+        a.ok("/json/message/resendByIdInDLQ", &dlq_id).await?;
+        support::eventually(
+            "the poison delivered to GID_DLQ again",
+            Duration::from_secs(60),
+            || dlq2.count("poison") >= 2,
+        )
+        .await;
+
+        // Reset GID_ORDERS to before the first send: the running consumer gets all again.
+        let reset = [
+            inst,
+            group,
+            ("topic", "ORDERS"),
+            ("type", "1"),
+            ("resetTime", begin_s.as_str()),
+        ];
+        a.ok("/json/consumer/resetoffset", &reset).await?;
+        support::eventually(
+            "GID_ORDERS got the ten again",
+            Duration::from_secs(60),
+            || {
+                orders2
+                    .lock()
+                    .map(|o| o.iter().filter(|b| b.starts_with("order-")).count() >= 20)
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+        c_orders.shutdown().await;
+        c_dlq.shutdown().await;
+        Ok(())
+    });
+    outcome?;
+    let _ = (tb, orders, dlq);
     Ok(())
 }

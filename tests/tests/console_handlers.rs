@@ -29,12 +29,8 @@ use mq_operator::crd::{MQEmpower, MQGroup, MQInstance, MQTopic};
 use mq_operator::domain::accounts::Account;
 use mq_operator::domain::profiles::Known;
 use mq_operator::watch::profiles::ProfileCache;
-use rocketmq_client_rust::{
-    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
-    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
-};
+use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
-use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use serde_json::{Value, json};
 use support::{Client, TempDir};
@@ -289,7 +285,7 @@ fn runtime_endpoints_answer_the_tenant_with_spec_shapes_and_another_tenant_as_mi
         assert_eq!(code(&r), Some(ErrorCode::TopicNotFound));
 
         // Online: a consumer of the group that fails `poison` bodies (no retries).
-        let log = Log::default();
+        let log = support::FailPoison::default();
         let mut consumer = DefaultMQPushConsumer::builder(rt.clone())
             .client_config(support::client_config(&namesrv, GROUP))
             .consumer_group(GROUP.to_string())
@@ -382,28 +378,4 @@ fn runtime_endpoints_answer_the_tenant_with_spec_shapes_and_another_tenant_as_mi
         assert_eq!(code(&r), Some(ErrorCode::InstanceNotFound), "B cannot move A's offsets");
         producer.shutdown().await;
     });
-}
-
-/// Bodies received; fails bodies starting with `poison` (no retries: straight to the DLQ).
-#[derive(Clone, Default)]
-struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-impl MessageListenerConcurrently for Log {
-    fn consume_message(
-        &self,
-        msgs: &[&MessageExt],
-        _: &ConsumeConcurrentlyContext,
-    ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        let mut failed = false;
-        for m in msgs {
-            let body = support::body_text(m);
-            failed |= body.starts_with("poison");
-            self.0.lock().unwrap().push(body);
-        }
-        Ok(if failed {
-            ConsumeConcurrentlyStatus::ReconsumeLater
-        } else {
-            ConsumeConcurrentlyStatus::ConsumeSuccess
-        })
-    }
 }

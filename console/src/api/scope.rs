@@ -137,12 +137,13 @@ impl<'a> Scope<'a> {
         access::topic_rights(self.account(), topic, &refs)
     }
 
-    /// The topics of `instance` the caller may see, with its rights, oldest first (of
-    /// resources claiming one name, the one holding it).
+    /// The topics of `instance` the caller may see, with its rights, by name (stable
+    /// pages; of resources claiming one name, the oldest, which holds it).
     pub fn visible_topics(&self, instance: &MQInstance) -> Vec<(Arc<MQTopic>, TopicRights)> {
         let grants = self.grants_of(instance);
         let mut seen = std::collections::BTreeSet::new();
-        self.topics_of(instance)
+        let mut list: Vec<_> = self
+            .topics_of(instance)
             .into_iter()
             .filter(|t| seen.insert(t.spec.topic.clone()))
             .map(|t| {
@@ -150,7 +151,9 @@ impl<'a> Scope<'a> {
                 (t, rights)
             })
             .filter(|(_, r)| r.any())
-            .collect()
+            .collect();
+        list.sort_by(|(a, _), (b, _)| a.spec.topic.cmp(&b.spec.topic));
+        list
     }
 
     /// Topic `name` of `instance`, when the caller may see it, with its rights.

@@ -233,6 +233,47 @@ pub fn body_text(m: &rocketmq_model::common::message::message_ext::MessageExt) -
     String::from_utf8_lossy(&m.body().unwrap_or_default()).into_owned()
 }
 
+/// A listener that keeps every body it gets and fails those starting with `poison`
+/// (with no retries allowed they go straight to the group's dead-letter queue).
+#[derive(Clone, Default)]
+pub struct FailPoison(pub Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rocketmq_client_rust::MessageListenerConcurrently for FailPoison {
+    fn consume_message(
+        &self,
+        msgs: &[&rocketmq_model::common::message::message_ext::MessageExt],
+        _: &rocketmq_client_rust::ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<rocketmq_client_rust::ConsumeConcurrentlyStatus> {
+        let mut failed = false;
+        let mut log = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for m in msgs {
+            let body = body_text(m);
+            failed |= body.starts_with("poison");
+            log.push(body);
+        }
+        Ok(if failed {
+            rocketmq_client_rust::ConsumeConcurrentlyStatus::ReconsumeLater
+        } else {
+            rocketmq_client_rust::ConsumeConcurrentlyStatus::ConsumeSuccess
+        })
+    }
+}
+
+impl FailPoison {
+    /// How many deliveries had body `body`.
+    pub fn count(&self, body: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|b| *b == body)
+            .count()
+    }
+}
+
 /// A listener that acknowledges every message and keeps its body text in `C`
 /// (a `Vec` to count deliveries, a `HashSet` when redelivery is allowed).
 pub struct Collect<C>(pub Arc<std::sync::Mutex<C>>);
