@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InstanceExisted,
     /// The instance still has topics or groups.
     InstanceNotEmpty,
+    /// The tenant holds the most instances it may.
+    InstanceCapacityExceeded,
     /// Unknown or not-yours topic.
     TopicNotFound,
     /// The topic exists.
@@ -79,6 +81,7 @@ impl ErrorCode {
             InstanceNotFound => "BIZ_INSTANCE_NOT_FOUND",
             InstanceExisted => "BIZ_INSTANCE_EXISTED",
             InstanceNotEmpty => "INSTANCE_NOT_EMPTY",
+            InstanceCapacityExceeded => "INSTANCE_CAPACITY_EXCEEDED",
             TopicNotFound => "BIZ_TOPIC_NOT_FOUND",
             TopicExisted => "BIZ_TOPIC_EXISTED",
             TopicCapacityExceeded => "TOPIC_CAPACITY_EXCEEDED",
@@ -114,6 +117,7 @@ impl ErrorCode {
             | EmpowerNotFound => 404,
             InstanceExisted
             | InstanceNotEmpty
+            | InstanceCapacityExceeded
             | TopicExisted
             | TopicCapacityExceeded
             | SubscriptionExisted

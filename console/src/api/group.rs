@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use mq_operator::crd::{MQGroup, MQGroupSpec, MQInstance};
+use mq_operator::domain::quotas;
 use serde_json::{Value, json};
 
 use super::Scope;
@@ -30,32 +31,13 @@ pub async fn list(s: &Scope<'_>, p: &Params) -> ApiResult {
     Ok(Reply::data(list))
 }
 
-/// The group holding `group_id` in `instance`, or (without independent naming) in another
-/// of the namespace's instances without a namespace, whoever owns it.
-fn holder(s: &Scope<'_>, instance: &MQInstance, group_id: &str) -> Option<Arc<MQGroup>> {
-    let ns = instance.namespace();
-    let instances: Vec<Arc<MQInstance>> = if instance.spec.independent_naming {
-        vec![Arc::new(instance.clone())]
-    } else {
-        s.cx.caches
-            .instances
-            .state_filter(|i| i.namespace() == ns && !i.spec.independent_naming)
-    };
-    instances
-        .iter()
-        .flat_map(|i| s.groups_of(i))
-        .find(|g| g.spec.group_id == group_id)
-}
-
-/// `group/create`.
-pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
-    let instance = s.instance(p, "instanceId")?;
-    let group_id = p.str("groupId")?;
-    rules::new_group_id("groupId", group_id)?;
-    let remark = super::instance::remark(p)?;
-    if let Some(existing) = holder(s, &instance, group_id) {
-        let mine = mq_operator::domain::access::uses_group(s.account(), &existing);
-        return Err(if mine {
+/// Refuses `candidate` when its id is taken in the instance, or (without independent
+/// naming) in another of the namespace's instances without a namespace (the shared rule
+/// the webhook applies too).
+fn refusal(s: &Scope<'_>, instance: &MQInstance, candidate: &MQGroup) -> Result<(), ApiError> {
+    let group_id = &candidate.spec.group_id;
+    let taken = |existing: &MQGroup| {
+        if mq_operator::domain::access::uses_group(s.account(), existing) {
             ApiError::new(
                 ErrorCode::SubscriptionExisted,
                 format!("group {group_id:?} already exists"),
@@ -65,8 +47,39 @@ pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
                 ErrorCode::ConsumerIdBelongToOtherUser,
                 format!("group {group_id:?} belongs to another account; choose another id"),
             )
-        });
+        }
+    };
+    if let Some(existing) = s
+        .groups_of(instance)
+        .into_iter()
+        .find(|g| &g.spec.group_id == group_id)
+    {
+        return Err(taken(&existing));
     }
+    let instances = s.cx.caches.instances.state();
+    let groups = s.cx.caches.groups.state();
+    let conflict = quotas::name_conflict(
+        candidate,
+        instances.iter().map(AsRef::as_ref),
+        groups.iter().map(AsRef::as_ref),
+    );
+    if conflict.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::SubscriptionExisted,
+            format!(
+                "group {group_id:?} already exists in another of your instances without a namespace"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `group/create`.
+pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
+    let instance = s.instance(p, "instanceId")?;
+    let group_id = p.str("groupId")?;
+    rules::new_group_id("groupId", group_id)?;
+    let remark = super::instance::remark(p)?;
     let id = instance_id(&instance);
     let spec: MQGroupSpec = serde_json::from_value(json!({
         "instance": instance.name_any(), "groupId": group_id, "remark": remark,
@@ -85,6 +98,7 @@ pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
         spec,
         status: None,
     };
+    refusal(s, &instance, &obj)?;
     let what = format!("group {group_id:?}");
     s.create(
         &s.cx.caches.groups,

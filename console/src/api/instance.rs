@@ -4,8 +4,8 @@
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use mq_operator::crd::{MQInstance, MQInstanceSpec};
-use mq_operator::domain::access;
 use mq_operator::domain::names::console_object_name;
+use mq_operator::domain::{access, quotas};
 use serde_json::{Value, json};
 
 use super::Scope;
@@ -13,9 +13,6 @@ use super::scope::instance_id;
 use super::view;
 use crate::envelope::{ApiError, ApiResult, ErrorCode, Reply};
 use crate::params::{Params, rules};
-
-/// Most instances one tenant may hold in a region (spec §4).
-pub const MAX_INSTANCES: usize = 500;
 
 /// `instance/baseInfo`.
 pub async fn base_info(s: &Scope<'_>, p: &Params) -> ApiResult {
@@ -67,36 +64,7 @@ pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
     rules::within("topicCapacity", capacity.into(), 1, 10_000)?;
     let remark = remark(p)?;
     known_cluster(s, cluster)?;
-    let existing = instances_in(s, &ns);
-    if existing.iter().any(|i| i.spec.instance_name == name) {
-        return Err(ApiError::new(
-            ErrorCode::InstanceExisted,
-            format!("you already have an instance named {name:?}"),
-        ));
-    }
-    if existing.len() >= MAX_INSTANCES {
-        return Err(ApiError::new(
-            ErrorCode::FieldCheckInvalid,
-            format!(
-                "instanceName: you hold {MAX_INSTANCES} instances, the most a tenant may hold in a region"
-            ),
-        ));
-    }
     let user = s.account().user_id.clone();
-    let owns_shared = |i: &&std::sync::Arc<MQInstance>| {
-        !i.spec.independent_naming
-            && i.spec
-                .owner
-                .as_deref()
-                .unwrap_or(s.account().tenant_user_id())
-                == user
-    };
-    if !independent && existing.iter().any(|i| owns_shared(&i)) {
-        return Err(ApiError::field(
-            "independentNaming",
-            "you already have an instance without a namespace (at most one per account); create this one with independentNaming=true",
-        ));
-    }
     let obj = MQInstance {
         metadata: ObjectMeta {
             name: Some(console_object_name(name, &[&ns, name])),
@@ -115,6 +83,7 @@ pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
         )?,
         status: None,
     };
+    refusal(s, &obj)?;
     let what = format!("instance {name:?}");
     let created = s
         .create(
@@ -125,6 +94,28 @@ pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
         )
         .await?;
     Ok(Reply::data(view::instance(&created)))
+}
+
+/// Refuses `candidate` by the shared rules the webhook applies too: a tenant's instance
+/// count, one instance without a namespace per account, unique instance names.
+fn refusal(s: &Scope<'_>, candidate: &MQInstance) -> Result<(), ApiError> {
+    let ns = candidate.namespace().unwrap_or_default();
+    let existing = instances_in(s, &ns);
+    let refusal = quotas::instance_refusal(candidate, existing.iter().map(AsRef::as_ref));
+    let Some((reason, why)) = refusal else {
+        return Ok(());
+    };
+    Err(match reason {
+        quotas::INSTANCE_NAME_TAKEN => ApiError::new(
+            ErrorCode::InstanceExisted,
+            format!(
+                "you already have an instance named {:?}",
+                candidate.spec.instance_name
+            ),
+        ),
+        quotas::NAMESPACE_INSTANCE_LIMIT => ApiError::field("independentNaming", why),
+        _ => ApiError::new(ErrorCode::InstanceCapacityExceeded, why),
+    })
 }
 
 /// The spec of a new instance (defaults for what the API does not set).

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use mq_operator::crd::{MQInstance, MQTopic, MQTopicSpec};
-use mq_operator::domain::access;
 use mq_operator::domain::names::console_object_name;
+use mq_operator::domain::{access, quotas};
 use serde_json::{Value, json};
 
 use super::Scope;
@@ -94,19 +94,39 @@ fn may_create(s: &Scope<'_>, instance: &MQInstance) -> Result<(), ApiError> {
     Err(ApiError::new(ErrorCode::PermissionDenied, why))
 }
 
-/// Whether `name` is taken as a topic in `instance`, or (without independent naming) in
-/// another of the namespace's instances without a namespace.
-pub fn name_taken(s: &Scope<'_>, instance: &MQInstance, name: &str) -> bool {
-    let ns = instance.namespace();
-    let shared = |i: &MQInstance| i.namespace() == ns && !i.spec.independent_naming;
-    let instances: Vec<Arc<MQInstance>> = if instance.spec.independent_naming {
-        vec![Arc::new(instance.clone())]
-    } else {
-        s.cx.caches.instances.state_filter(|i| shared(i))
-    };
-    instances
-        .iter()
-        .any(|i| s.topics_of(i).iter().any(|t| t.spec.topic == name))
+/// Why `candidate` may not be created (the shared rules the webhook applies too): its
+/// name is taken in the instance, or (without independent naming) in another of the
+/// namespace's instances without a namespace, or the instance is full.
+fn refusal(s: &Scope<'_>, instance: &MQInstance, candidate: &MQTopic) -> Result<(), ApiError> {
+    let name = &candidate.spec.topic;
+    if s.topics_of(instance).iter().any(|t| &t.spec.topic == name) {
+        return Err(ApiError::new(
+            ErrorCode::TopicExisted,
+            format!("topic {name:?} already exists"),
+        ));
+    }
+    let instances = s.cx.caches.instances.state();
+    let topics = s.cx.caches.topics.state();
+    if quotas::name_conflict(
+        candidate,
+        instances.iter().map(AsRef::as_ref),
+        topics.iter().map(AsRef::as_ref),
+    )
+    .is_some()
+    {
+        return Err(ApiError::new(
+            ErrorCode::TopicExisted,
+            format!(
+                "topic {name:?} already exists in another of your instances without a namespace"
+            ),
+        ));
+    }
+    if let Some((_, why)) =
+        quotas::topic_capacity(candidate, instance, topics.iter().map(AsRef::as_ref))
+    {
+        return Err(ApiError::new(ErrorCode::TopicCapacityExceeded, why));
+    }
+    Ok(())
 }
 
 /// `topic/create`.
@@ -118,27 +138,6 @@ pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
     rules::one_of("orderType", order, &[0, 1, 2, 4, 5])?;
     let remark = super::instance::remark(p)?;
     may_create(s, &instance)?;
-    if name_taken(s, &instance, name) {
-        return Err(ApiError::new(
-            ErrorCode::TopicExisted,
-            format!("topic {name:?} already exists"),
-        ));
-    }
-    let live = s
-        .topics_of(&instance)
-        .iter()
-        .filter(|t| t.metadata.deletion_timestamp.is_none())
-        .count();
-    let capacity = usize::try_from(instance.spec.topic_capacity).unwrap_or(0);
-    if live >= capacity {
-        return Err(ApiError::new(
-            ErrorCode::TopicCapacityExceeded,
-            format!(
-                "instance {} holds {live} topics, its topicCapacity",
-                instance_id(&instance)
-            ),
-        ));
-    }
     let id = instance_id(&instance);
     let spec: MQTopicSpec = serde_json::from_value(json!({
         "instance": instance.name_any(), "topic": name, "orderType": order,
@@ -154,6 +153,7 @@ pub async fn create(s: &Scope<'_>, p: &Params) -> ApiResult {
         spec,
         status: None,
     };
+    refusal(s, &instance, &obj)?;
     let what = format!("topic {name:?}");
     s.create(&s.cx.caches.topics, &obj, ErrorCode::TopicExisted, &what)
         .await?;
