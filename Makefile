@@ -56,7 +56,8 @@ crds:
 	$(CARGO) run -q -p mq-operator -- crds --out-dir crds
 
 ## bench: broker throughput/latency (release build; a standalone broker child per run, ~2 min on 2 cores),
-## then the operator on a fresh testbed (apply→Ready, 1,000 topics→Ready, idle RSS/CPU/writes)
+## then the operator on a fresh testbed (apply→Ready, 1,000 topics→Ready, idle RSS/CPU/writes),
+## then the console on a fresh testbed (signed listInPage req/s and p99 with 1,000 topics, create→serving)
 BENCH_BIN  = target/release/mq-broker
 BENCH_ARGS ?= --standalone --duration-secs 15 --paced-secs 8 --overload-secs 8
 bench: deps
@@ -70,8 +71,10 @@ bench: deps
 	@echo "== scheduled messages: 1,000,000 pending 1 h ahead (sends/s, RSS), 200,000 due at once (deliveries/s) =="
 	@$(BENCH_BIN) bench --standalone --scheduled 1000000 --scheduled-due 200000 --size 256
 	@echo "== operator on the testbed (release images) =="
-	$(CARGO) build --release -p mq-testbed -p mq-operator -p mq-broker --bins
+	$(CARGO) build --release -p mq-testbed -p mq-operator -p mq-broker -p mq-console --bins
 	@target/release/mq-operator-bench --topics 1000 --idle-secs 300
+	@echo "== console on the testbed (release images): signed listInPage with 1,000 topics, create → serving =="
+	@target/release/mq-console-bench --topics 1000 --secs 15
 
 clean: down
 	$(CARGO) clean
