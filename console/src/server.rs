@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -29,7 +29,6 @@ pub fn router(cx: Arc<Console>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/json/{*operation}", any(json))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(cx)
 }
 
@@ -80,16 +79,27 @@ async fn json(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let request_id = request_id();
     let path = uri.path().to_owned();
     let mut user = String::new();
-    let result = match (method.clone(), form_body(&headers, &body)) {
+    // Read at most MAX_BODY: a larger body is refused with an envelope, not read on.
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::field(
+            "body",
+            format!("is larger than {MAX_BODY} bytes or could not be read"),
+        )
+    });
+    let body = body.and_then(|b| {
+        form_body(&headers, &b)?;
+        Ok(b)
+    });
+    let result = match (method.clone(), body) {
         (Method::GET | Method::POST, Ok(body)) => {
             let query = uri.query().unwrap_or("").as_bytes();
-            handle(&cx, &path, query, body, &request_id, &mut user).await
+            handle(&cx, &path, query, &body, &request_id, &mut user).await
         }
         (_, Err(e)) => Err(e),
         (m, _) => Err(ApiError::field("method", format!("{m} is not GET or POST"))),
@@ -110,14 +120,20 @@ async fn json(
         &result,
         started,
     );
-    let status = if cx.settings.always_200 { 200 } else { code };
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = http_status(code, cx.settings.always_200);
     (
         status,
         [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
         body.to_string(),
     )
         .into_response()
+}
+
+/// The HTTP status of an answer with envelope `code`: the code itself, or 200 for
+/// deployments whose scripts treat any other status as a transport failure.
+fn http_status(code: u16, always_200: bool) -> StatusCode {
+    let status = if always_200 { 200 } else { code };
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// The form body of a POST, or nothing; another content type is refused.
@@ -203,4 +219,27 @@ fn log_access(
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_is_the_code_unless_always_200() {
+        assert_eq!(http_status(403, false), StatusCode::FORBIDDEN);
+        assert_eq!(http_status(403, true), StatusCode::OK);
+        assert_eq!(http_status(200, false), StatusCode::OK);
+    }
+
+    #[test]
+    fn only_form_bodies_are_read() {
+        let mut headers = HeaderMap::new();
+        let body = Bytes::from_static(b"a=1");
+        assert_eq!(form_body(&headers, &body).unwrap(), b"a=1");
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        let refused = form_body(&headers, &body).unwrap_err();
+        assert!(refused.detail.starts_with("Content-Type"), "{refused}");
+        assert!(form_body(&headers, &Bytes::new()).unwrap().is_empty());
+    }
 }

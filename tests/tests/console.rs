@@ -267,8 +267,66 @@ fn signatures_are_checked_and_refusals_change_nothing() -> Result<()> {
         );
         let (status, body) = a.client.get("/json/region/list", &[]).await?;
         ensure!(status == 200 && body["success"] == true, "GET: {body}");
+        a.refused(
+            "/json/vpcTunnel/tunnelSwitch",
+            &[("tunnelType", "anyTunnel"), ("instanceId", "MQ_INST_NONE")],
+            "BIZ_INSTANCE_NOT_FOUND",
+            404,
+        )
+        .await?;
+        // Bodies beyond 64 KiB are refused with an envelope, unread.
+        let big = format!("x={}", "a".repeat(70_000));
+        let (status, body) = raw_post(&a.client, "/json/instance/list", big).await?;
+        ensure!(
+            status == 400 && body["dynamicCode"] == "BIZ_FIELD_CHECK_INVALID",
+            "{body}"
+        );
+        rotation(tb, &urls[0]).await?;
         anyhow::Ok(())
     })
+}
+
+/// `mq-console account list|rotate|delete`: a rotated key replaces the old one, a deleted
+/// account is refused.
+async fn rotation(tb: &'static Testbed, url: &str) -> Result<()> {
+    let temp = create_account(tb, &["--namespace", "con-temp"]).await?;
+    let listed = mq_testbed::console::account_cli(tb, &["list"]).await?;
+    ensure!(
+        listed.contains(&temp.user_id) && !listed.contains(&temp.secret_key),
+        "account list: {listed}"
+    );
+    let old = Caller::new(url, &temp)?;
+    until("the new account known", Duration::from_secs(20), || async {
+        Ok((old.call("/json/instance/list", &[]).await?["success"] == true).then_some(()))
+    })
+    .await?;
+    let out = mq_testbed::console::account_cli(tb, &["rotate", "--user-id", &temp.user_id]).await?;
+    let new: NewAccount = serde_json::from_str(&out)?;
+    ensure!(new.access_key != temp.access_key, "rotate kept the key");
+    let fresh = Caller::new(url, &new)?;
+    until(
+        "the rotated key in force",
+        Duration::from_secs(20),
+        || async {
+            let gone = old.call("/json/instance/list", &[]).await?["dynamicCode"]
+                == "AUTH_ACCESSKEY_NOT_FOUND";
+            Ok(
+                (gone && fresh.call("/json/instance/list", &[]).await?["success"] == true)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    mq_testbed::console::account_cli(tb, &["delete", "--user-id", &temp.user_id]).await?;
+    until(
+        "the deleted account refused",
+        Duration::from_secs(20),
+        || async {
+            let r = fresh.call("/json/instance/list", &[]).await?;
+            Ok((r["dynamicCode"] == "AUTH_ACCESSKEY_NOT_FOUND").then_some(()))
+        },
+    )
+    .await
 }
 
 /// POSTs an already encoded form (to replay or tamper with one).
@@ -277,7 +335,16 @@ async fn raw_post(client: &SignedClient, path: &str, form: String) -> Result<(u1
 }
 
 /// Creates an instance through the API and waits until it serves; its id and endpoint.
-async fn serving_instance(c: &Caller, name: &str, independent: bool) -> Result<(String, String)> {
+async fn serving_instance<F, Fut>(
+    c: &Caller,
+    name: &str,
+    independent: bool,
+    early: F,
+) -> Result<(String, String)>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let independent = independent.to_string();
     let created = c
         .ok(
@@ -297,6 +364,11 @@ async fn serving_instance(c: &Caller, name: &str, independent: bool) -> Result<(
         .as_str()
         .context("instanceId")?
         .to_owned();
+    ensure!(
+        created["status"] == 1,
+        "a new instance is being created: {created}"
+    );
+    early(id.clone()).await?;
     let endpoint = until(&format!("instance {name} serving"), READY, || async {
         let info = c
             .ok("/json/instance/baseInfo", &[("instanceId", &id)])
@@ -340,7 +412,36 @@ async fn write_side(
 ) -> Result<(String, String)> {
     let a = Caller::new(&urls[0], &accounts.a)?;
     let a2 = Caller::new(&urls[1], &accounts.a)?;
-    let (id, endpoint) = serving_instance(&a, "orders", true).await?;
+    let early = |id: String| {
+        let a = &a;
+        async move {
+            // Before the brokers run, runtime reads say what is not ready.
+            let group = [("instanceId", id.as_str()), ("groupId", "GID_EARLY")];
+            a.ok("/json/group/create", &group).await?;
+            let why = a
+                .refused("/json/consumer/accumulate", &group, "ONS_INVOKE_ERROR", 503)
+                .await?;
+            ensure!(why.contains("not ready"), "{why}");
+            a.ok("/json/group/delete", &group).await?;
+            a.refused(
+                "/json/group/delete",
+                &group,
+                "BIZ_SUBSCRIPTION_NOT_FOUND",
+                404,
+            )
+            .await?;
+            Ok(())
+        }
+    };
+    let (id, endpoint) = serving_instance(&a, "orders", true, early).await?;
+    let tunnel = [("tunnelType", "anyTunnel"), ("instanceId", id.as_str())];
+    a.refused(
+        "/json/vpcTunnel/tunnelSwitch",
+        &tunnel,
+        "ONS_SERVICE_UNSUPPORTED",
+        501,
+    )
+    .await?;
     let again = [
         ("cluster", "default"),
         ("instanceName", "orders"),
@@ -440,6 +541,22 @@ async fn write_side(
     )
     .await?;
     topic_serving(&a, &id, "ORDERS").await?;
+    let object = mq_operator::domain::names::console_object_name("ORDERS", &[&id, "ORDERS"]);
+    let notes = until(
+        "the audit Event of the topic",
+        Duration::from_secs(20),
+        || async {
+            let notes = mq_testbed::operator::events(client, NS_A, "MQTopic", &object, "Created")
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok((!notes.is_empty()).then_some(notes))
+        },
+    )
+    .await?;
+    ensure!(
+        format!("{notes:?}").contains(&accounts.a.user_id),
+        "the audit Event does not name the user: {notes:?}"
+    );
     // kubectl's topic (no owner) belongs to the namespace's tenant and is listed.
     let instance_obj = Api::<MQInstance>::namespaced(client.clone(), NS_A)
         .list(&ListParams::default())
@@ -734,6 +851,44 @@ async fn tenancy(urls: &[String], accounts: &Accounts, id: &str) -> Result<()> {
         409,
     )
     .await?;
+    sub.refused(
+        "/json/group/create",
+        &[("instanceId", id), ("groupId", "GID_B_READER")],
+        "BIZ_CONSUMER_ID_BELONG_TO_OTHER_USER",
+        403,
+    )
+    .await?;
+    // A grants its sub-account AUDIT by createBySub; the sub sees it, then loses it.
+    let sub_user = accounts.a_sub.user_id.as_str();
+    let by_sub = [
+        ("instanceId", id),
+        ("empowerUser", sub_user),
+        ("topic", "AUDIT"),
+        ("relation", "4"),
+    ];
+    a.refused(
+        "/json/empower/create",
+        &by_sub,
+        "BIZ_FIELD_CHECK_INVALID",
+        400,
+    )
+    .await?;
+    a.ok("/json/empower/createBySub", &by_sub).await?;
+    let names = sub
+        .ok("/json/topic/listNames", &[("instanceId", id)])
+        .await?;
+    ensure!(
+        names == json!(["AUDIT"]),
+        "the sub-account's grant: {names}"
+    );
+    let forget = [
+        ("instanceId", id),
+        ("empowerUser", sub_user),
+        ("topic", "AUDIT"),
+    ];
+    a.ok("/json/empower/delete", &forget).await?;
+    a.refused("/json/empower/delete", &forget, "EMPOWER_NOT_FOUND", 404)
+        .await?;
     // A sub-account without --allow-topic-write cannot create a topic; one with it can.
     sub.refused(
         "/json/topic/create",

@@ -28,9 +28,19 @@ pub fn instance_id(instance: &MQInstance) -> String {
     instance.effective_instance_id()
 }
 
-/// Whether `k` (a topic, group or grant) belongs to `instance`.
-fn in_instance(k_ns: Option<String>, k_instance: &str, instance: &MQInstance) -> bool {
-    k_ns == instance.namespace() && k_instance == instance.name_any()
+/// Whether `k` (a topic, group or grant) belongs to `instance` (borrowed: this runs for
+/// every cached object on every list request).
+fn in_instance(k_ns: Option<&str>, k_instance: &str, instance: &MQInstance) -> bool {
+    k_ns == instance.metadata.namespace.as_deref()
+        && Some(k_instance) == instance.metadata.name.as_deref()
+}
+
+/// Oldest first (creation time, then object name), without copying either.
+fn by_age<K: kube::Resource>(a: &Arc<K>, b: &Arc<K>) -> std::cmp::Ordering {
+    let created = |k: &K| k.meta().creation_timestamp.as_ref().map(|t| t.0);
+    created(a)
+        .cmp(&created(b))
+        .then_with(|| a.meta().name.cmp(&b.meta().name))
 }
 
 impl<'a> Scope<'a> {
@@ -48,7 +58,7 @@ impl<'a> Scope<'a> {
     pub fn grants_of(&self, instance: &MQInstance) -> Vec<Arc<MQEmpower>> {
         let all = self.cx.caches.empowers.state_filter(|e| {
             e.metadata.deletion_timestamp.is_none()
-                && in_instance(e.namespace(), &e.spec.instance, instance)
+                && in_instance(e.metadata.namespace.as_deref(), &e.spec.instance, instance)
         });
         let refs: Vec<&MQEmpower> = all.iter().map(AsRef::as_ref).collect();
         let standing: Vec<String> = claims::standing_grants(&refs)
@@ -70,12 +80,7 @@ impl<'a> Scope<'a> {
     /// The instances the caller may see, oldest first.
     pub fn visible_instances(&self) -> Vec<Arc<MQInstance>> {
         let mut list = self.cx.caches.instances.state_filter(|i| self.sees(i));
-        list.sort_by_key(|i| {
-            (
-                i.metadata.creation_timestamp.clone().map(|t| t.0),
-                i.name_any(),
-            )
-        });
+        list.sort_by(by_age);
         list
     }
 
@@ -117,17 +122,10 @@ impl<'a> Scope<'a> {
 
     /// Every topic of `instance`, oldest first.
     pub fn topics_of(&self, instance: &MQInstance) -> Vec<Arc<MQTopic>> {
-        let mut list = self
-            .cx
-            .caches
-            .topics
-            .state_filter(|t| in_instance(t.namespace(), &t.spec.instance, instance));
-        list.sort_by_key(|t| {
-            (
-                t.metadata.creation_timestamp.clone().map(|t| t.0),
-                t.name_any(),
-            )
+        let mut list = self.cx.caches.topics.state_filter(|t| {
+            in_instance(t.metadata.namespace.as_deref(), &t.spec.instance, instance)
         });
+        list.sort_by(by_age);
         list
     }
 
@@ -141,19 +139,28 @@ impl<'a> Scope<'a> {
     /// pages; of resources claiming one name, the oldest, which holds it).
     pub fn visible_topics(&self, instance: &MQInstance) -> Vec<(Arc<MQTopic>, TopicRights)> {
         let grants = self.grants_of(instance);
-        let mut seen = std::collections::BTreeSet::new();
-        let mut list: Vec<_> = self
-            .topics_of(instance)
+        let mut topics = self.topics_of(instance);
+        // By name; the sort is stable, so the oldest claimant of a name stays first.
+        topics.sort_by(|a, b| a.spec.topic.cmp(&b.spec.topic));
+        topics.dedup_by(|later, first| later.spec.topic == first.spec.topic);
+        // The namespace's tenant owns every topic there: no per-topic work for it.
+        let ns = instance.metadata.namespace.as_deref().unwrap_or_default();
+        let tenant = access::is_tenant_of(self.account(), ns);
+        topics
             .into_iter()
-            .filter(|t| seen.insert(t.spec.topic.clone()))
             .map(|t| {
-                let rights = self.rights(&t, &grants);
+                let rights = if tenant {
+                    TopicRights {
+                        owner: true,
+                        granted: 0,
+                    }
+                } else {
+                    self.rights(&t, &grants)
+                };
                 (t, rights)
             })
             .filter(|(_, r)| r.any())
-            .collect();
-        list.sort_by(|(a, _), (b, _)| a.spec.topic.cmp(&b.spec.topic));
-        list
+            .collect()
     }
 
     /// Topic `name` of `instance`, when the caller may see it, with its rights.
@@ -178,28 +185,20 @@ impl<'a> Scope<'a> {
 
     /// Every group of `instance`, oldest first.
     pub fn groups_of(&self, instance: &MQInstance) -> Vec<Arc<MQGroup>> {
-        let mut list = self
-            .cx
-            .caches
-            .groups
-            .state_filter(|g| in_instance(g.namespace(), &g.spec.instance, instance));
-        list.sort_by_key(|g| {
-            (
-                g.metadata.creation_timestamp.clone().map(|t| t.0),
-                g.name_any(),
-            )
+        let mut list = self.cx.caches.groups.state_filter(|g| {
+            in_instance(g.metadata.namespace.as_deref(), &g.spec.instance, instance)
         });
+        list.sort_by(by_age);
         list
     }
 
-    /// The groups of `instance` the caller may use, oldest first.
+    /// The groups of `instance` the caller may use, by id.
     pub fn visible_groups(&self, instance: &MQInstance) -> Vec<Arc<MQGroup>> {
-        let mut seen = std::collections::BTreeSet::new();
-        self.groups_of(instance)
-            .into_iter()
-            .filter(|g| seen.insert(g.spec.group_id.clone()))
-            .filter(|g| access::uses_group(self.account(), g))
-            .collect()
+        let mut groups = self.groups_of(instance);
+        groups.sort_by(|a, b| a.spec.group_id.cmp(&b.spec.group_id));
+        groups.dedup_by(|later, first| later.spec.group_id == first.spec.group_id);
+        groups.retain(|g| access::uses_group(self.account(), g));
+        groups
     }
 
     /// Group `group_id` of `instance`, when the caller may use it.

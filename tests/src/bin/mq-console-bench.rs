@@ -178,6 +178,13 @@ async fn run(tb: &Testbed, args: &Args) -> Result<()> {
         rest as f64 / began.elapsed().as_secs_f64()
     );
 
+    // Measure the console, not the operator: let every topic reach the brokers first.
+    operator::topics_ready(tb, &client, NS, args.topics, Duration::from_secs(600)).await?;
+    println!(
+        "all {} topics Ready {:.1} s after the first bulk create",
+        args.topics,
+        began.elapsed().as_secs_f64()
+    );
     load(&c, &id, args).await?;
     let rss = console_rss(&client, &urls[0]).await?;
     println!("console pod RSS after the load: {rss:.1} MiB");
