@@ -108,6 +108,32 @@ impl SignedClient {
         self.send(request).await
     }
 
+    /// POSTs `path` with `params` signed; only the HTTP status (the body is read, not
+    /// parsed: what a load generator needs, since the status equals the envelope's code).
+    pub async fn post_status(&self, path: &str, params: &[(&str, &str)]) -> Result<u16, CallError> {
+        let request = hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(self.signed_form(params))))
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?;
+            let status = response.status().as_u16();
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?;
+            Ok(status)
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| CallError::Timeout(self.timeout))?
+    }
+
     /// POSTs an already encoded form as it is (to replay or tamper with one).
     pub async fn post_form(&self, path: &str, form: String) -> Result<(u16, Value), CallError> {
         let request = hyper::Request::post(format!("{}{path}", self.base))

@@ -139,9 +139,11 @@ impl<'a> Scope<'a> {
     /// pages; of resources claiming one name, the oldest, which holds it).
     pub fn visible_topics(&self, instance: &MQInstance) -> Vec<(Arc<MQTopic>, TopicRights)> {
         let grants = self.grants_of(instance);
-        let mut topics = self.topics_of(instance);
-        // By name; the sort is stable, so the oldest claimant of a name stays first.
-        topics.sort_by(|a, b| a.spec.topic.cmp(&b.spec.topic));
+        let mut topics = self.cx.caches.topics.state_filter(|t| {
+            in_instance(t.metadata.namespace.as_deref(), &t.spec.instance, instance)
+        });
+        // By name, the oldest claimant of a name first (it holds the name): one sort.
+        topics.sort_by(|a, b| a.spec.topic.cmp(&b.spec.topic).then_with(|| by_age(a, b)));
         topics.dedup_by(|later, first| later.spec.topic == first.spec.topic);
         // The namespace's tenant owns every topic there: no per-topic work for it.
         let ns = instance.metadata.namespace.as_deref().unwrap_or_default();
@@ -194,8 +196,15 @@ impl<'a> Scope<'a> {
 
     /// The groups of `instance` the caller may use, by id.
     pub fn visible_groups(&self, instance: &MQInstance) -> Vec<Arc<MQGroup>> {
-        let mut groups = self.groups_of(instance);
-        groups.sort_by(|a, b| a.spec.group_id.cmp(&b.spec.group_id));
+        let mut groups = self.cx.caches.groups.state_filter(|g| {
+            in_instance(g.metadata.namespace.as_deref(), &g.spec.instance, instance)
+        });
+        groups.sort_by(|a, b| {
+            a.spec
+                .group_id
+                .cmp(&b.spec.group_id)
+                .then_with(|| by_age(a, b))
+        });
         groups.dedup_by(|later, first| later.spec.group_id == first.spec.group_id);
         groups.retain(|g| access::uses_group(self.account(), g));
         groups

@@ -215,7 +215,8 @@ async fn load(c: &SignedClient, id: &str, args: &Args) -> Result<()> {
                 ("pageSize", "20"),
                 ("currentPage", current.as_str()),
             ];
-            ok(c, "/json/topic/listInPage", &params).await?;
+            let status = c.post_status("/json/topic/listInPage", &params).await?;
+            ensure!(status == 200, "listInPage answered HTTP {status}");
             took.push(began.elapsed());
         }
         anyhow::Ok(took)
