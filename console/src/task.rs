@@ -364,8 +364,13 @@ mod tests {
     }
 
     #[test]
-    fn no_key_no_tasks() {
-        let e = TaskKey::new(vec![]).seal(&task(&[1])).unwrap_err();
-        assert_eq!(e.code, crate::envelope::ErrorCode::SystemError);
+    fn no_key_no_tasks_until_it_is_set() {
+        let key = TaskKey::new(vec![]);
+        let e = key.seal(&task(&[1])).unwrap_err();
+        assert_eq!(e.code, crate::envelope::ErrorCode::InvokeError);
+        assert!(e.detail.contains("not ready"), "{e}");
+        key.set(b"k".to_vec());
+        let id = key.seal(&task(&[1])).unwrap();
+        assert!(key.open("taskId", &id, 0, &task(&[1])).is_ok());
     }
 }

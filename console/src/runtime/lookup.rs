@@ -18,11 +18,6 @@ use crate::envelope::ApiError;
 /// How long a target (name servers and key) is reused before it is looked up again.
 const TARGET_TTL: Duration = Duration::from_secs(60);
 
-/// The Secret holding an instance's console key.
-pub fn console_secret_name(names: &Names) -> String {
-    format!("{}-console", names.base)
-}
-
 impl Runtime {
     /// Where `instance`'s servers are, for the reads. `ONS_INVOKE_ERROR` when it is not
     /// running or has no name server.
@@ -111,7 +106,7 @@ async fn console_key(
     platform: &str,
     names: &Names,
 ) -> Result<Option<Credentials>, ApiError> {
-    let name = console_secret_name(names);
+    let name = names.console();
     let secret = Api::<Secret>::namespaced(cx.client.clone(), platform)
         .get_opt(&name)
         .await
