@@ -421,7 +421,10 @@ async fn write_side(
             let why = a
                 .refused("/json/consumer/accumulate", &group, "ONS_INVOKE_ERROR", 503)
                 .await?;
-            ensure!(why.contains("not ready"), "{why}");
+            ensure!(
+                why.contains(&id) && (why.contains("not running") || why.contains("not ready")),
+                "the refusal says what is not ready: {why}"
+            );
             a.ok("/json/group/delete", &group).await?;
             a.refused(
                 "/json/group/delete",

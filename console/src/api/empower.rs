@@ -120,7 +120,7 @@ pub async fn delete(s: &Scope<'_>, p: &Params) -> ApiResult {
     let (instance, topic) = owned_topic(s, p)?;
     let grants: Vec<_> = grants_on(s, &instance, &topic.spec.topic)
         .into_iter()
-        .filter(|g| g.spec.empower_user == user)
+        .filter(|g| g.spec.empower_user == user && g.metadata.deletion_timestamp.is_none())
         .collect();
     if grants.is_empty() {
         return Err(ApiError::new(

@@ -121,6 +121,12 @@ fn usable(s: &Scope<'_>, p: &Params) -> Result<Arc<MQGroup>, ApiError> {
 /// `group/delete`.
 pub async fn delete(s: &Scope<'_>, p: &Params) -> ApiResult {
     let group = usable(s, p)?;
+    if group.metadata.deletion_timestamp.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::SubscriptionNotFound,
+            format!("group {:?} is already being deleted", group.spec.group_id),
+        ));
+    }
     let what = format!("group {:?}", group.spec.group_id);
     s.delete(&s.cx.caches.groups, &group, &what).await?;
     Ok(Reply::null())

@@ -188,6 +188,12 @@ pub async fn update(s: &Scope<'_>, p: &Params) -> ApiResult {
 /// `topic/delete`: the topic and its grants.
 pub async fn delete(s: &Scope<'_>, p: &Params) -> ApiResult {
     let (instance, topic) = owned(s, p)?;
+    if topic.metadata.deletion_timestamp.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::TopicNotFound,
+            format!("topic {:?} is already being deleted", topic.spec.topic),
+        ));
+    }
     let name = topic.spec.topic.clone();
     let grants = s.cx.caches.empowers.state_filter(|e| {
         e.namespace() == instance.namespace()
