@@ -1076,11 +1076,45 @@ async fn deletes(client: &Client, urls: &[String], accounts: &Accounts, id: &str
         })
         .await?;
     }
+    // Emptied through the API (kubectl's topic too: the tenant owns it), the instance goes.
+    for topic in ["AUDIT", "THIRD"] {
+        a.ok(
+            "/json/topic/delete",
+            &[("instanceId", id), ("topic", topic)],
+        )
+        .await?;
+    }
+    for group in ["GID_ORDERS", "GID_B_READER", "GID_DLQ"] {
+        a.ok(
+            "/json/group/delete",
+            &[("instanceId", id), ("groupId", group)],
+        )
+        .await?;
+    }
     let groups: Api<MQGroup> = Api::namespaced(client.clone(), NS_A);
-    ensure!(
-        !groups.list(&ListParams::default()).await?.items.is_empty(),
-        "groups remain"
-    );
+    until("the instance's topics and groups gone", READY, || async {
+        let t = topics.list(&ListParams::default()).await?.items.len();
+        let g = groups.list(&ListParams::default()).await?.items.len();
+        Ok((t + g == 0).then_some(()))
+    })
+    .await?;
+    a.ok("/json/instance/delete", &[("instanceId", id)]).await?;
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), NS_A);
+    until("the instance gone from kubectl", READY, || async {
+        let left = instances.list(&ListParams::default()).await?.items;
+        Ok(left
+            .iter()
+            .all(|i| i.effective_instance_id() != id)
+            .then_some(()))
+    })
+    .await?;
+    a.refused(
+        "/json/instance/baseInfo",
+        &[("instanceId", id)],
+        "BIZ_INSTANCE_NOT_FOUND",
+        404,
+    )
+    .await?;
     Ok(())
 }
 
