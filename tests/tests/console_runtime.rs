@@ -13,14 +13,12 @@ use mq_console::runtime::view::{BodyBudget, view};
 use mq_console::runtime::{Runtime, Target};
 use mq_console::task::Snapshot;
 use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
-    DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
+    ClientConfig, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
-use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use support::{Client, TempDir, eventually};
 
@@ -34,39 +32,8 @@ fn now_ms() -> i64 {
     mq_console::runtime::now_ms()
 }
 
-/// Bodies received, by consumer; fails (once and for all: max 0 retries) bodies starting
-/// with `poison`.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn count(&self, body: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|b| *b == body).count()
-    }
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-}
-
-impl MessageListenerConcurrently for Log {
-    fn consume_message(
-        &self,
-        msgs: &[&MessageExt],
-        _: &ConsumeConcurrentlyContext,
-    ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        let mut failed = false;
-        for m in msgs {
-            let body = support::body_text(m);
-            failed |= body.starts_with("poison");
-            self.0.lock().unwrap().push(body);
-        }
-        Ok(if failed {
-            ConsumeConcurrentlyStatus::ReconsumeLater
-        } else {
-            ConsumeConcurrentlyStatus::ConsumeSuccess
-        })
-    }
-}
+/// Deliveries; poison bodies fail into the dead-letter queue.
+type Log = support::FailPoison;
 
 /// What one send returned.
 struct Sent {

@@ -263,6 +263,19 @@ impl rocketmq_client_rust::MessageListenerConcurrently for FailPoison {
 }
 
 impl FailPoison {
+    /// How many deliveries there were.
+    pub fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether nothing was delivered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// How many deliveries had body `body`.
     pub fn count(&self, body: &str) -> usize {
         self.0
