@@ -101,46 +101,20 @@ impl SignedClient {
         path: &str,
         params: &[(&str, &str)],
     ) -> Result<(u16, Value), CallError> {
-        let request = hyper::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(self.signed_form(params))))
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        self.send(request).await
+        self.send(self.form_request(path, self.signed_form(params))?)
+            .await
     }
 
     /// POSTs `path` with `params` signed; only the HTTP status (the body is read, not
     /// parsed: what a load generator needs, since the status equals the envelope's code).
     pub async fn post_status(&self, path: &str, params: &[(&str, &str)]) -> Result<u16, CallError> {
-        let request = hyper::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(self.signed_form(params))))
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?;
-            let status = response.status().as_u16();
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?;
-            Ok(status)
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| CallError::Timeout(self.timeout))?
+        let request = self.form_request(path, self.signed_form(params))?;
+        Ok(self.exchange(request).await?.0)
     }
 
     /// POSTs an already encoded form as it is (to replay or tamper with one).
     pub async fn post_form(&self, path: &str, form: String) -> Result<(u16, Value), CallError> {
-        let request = hyper::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(form)))
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        self.send(request).await
+        self.send(self.form_request(path, form)?).await
     }
 
     /// GETs `path` with `params` signed in the query string.
@@ -156,11 +130,34 @@ impl SignedClient {
         self.send(request).await
     }
 
+    /// A POST of the encoded `form` to `path`.
+    fn form_request(
+        &self,
+        path: &str,
+        form: String,
+    ) -> Result<hyper::Request<Full<Bytes>>, CallError> {
+        hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| CallError::Transport(e.to_string()))
+    }
+
     /// Sends a request as built (tests craft unusual ones); the HTTP status and the body.
     pub async fn send(
         &self,
         request: hyper::Request<Full<Bytes>>,
     ) -> Result<(u16, Value), CallError> {
+        let (status, body) = self.exchange(request).await?;
+        serde_json::from_slice(&body)
+            .map(|v| (status, v))
+            .map_err(|_| CallError::NotJson(status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Sends `request` and reads the whole answer, within the timeout.
+    async fn exchange(
+        &self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(u16, Bytes), CallError> {
         let exchange = async {
             let response = self
                 .http
@@ -174,11 +171,7 @@ impl SignedClient {
                 .await
                 .map_err(|e| CallError::Transport(e.to_string()))?
                 .to_bytes();
-            serde_json::from_slice(&body)
-                .map(|v| (status, v))
-                .map_err(|_| {
-                    CallError::NotJson(status, String::from_utf8_lossy(&body).into_owned())
-                })
+            Ok((status, body))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
