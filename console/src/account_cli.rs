@@ -108,11 +108,14 @@ pub async fn create(client: Client, platform: &str, new: NewAccount) -> anyhow::
     api.create(&PostParams::default(), &account.to_secret(platform))
         .await
         .context("writing the account Secret")?;
-    Ok(
-        json!({"userId": account.user_id, "accessKey": account.credentials.access_key,
-              "secretKey": account.credentials.secret_key})
-        .to_string(),
-    )
+    Ok(keys_line(&account))
+}
+
+/// The one JSON line `create` and `rotate` print: the user id and its key pair.
+fn keys_line(account: &Account) -> String {
+    json!({"userId": account.user_id, "accessKey": account.credentials.access_key,
+           "secretKey": account.credentials.secret_key})
+    .to_string()
 }
 
 /// One JSON line per account (no secret keys).
@@ -151,11 +154,7 @@ pub async fn rotate(client: Client, platform: &str, user_id: &str) -> anyhow::Re
     api.replace(&name, &PostParams::default(), &secret)
         .await
         .context("writing the account Secret")?;
-    Ok(
-        json!({"userId": account.user_id, "accessKey": account.credentials.access_key,
-              "secretKey": account.credentials.secret_key})
-        .to_string(),
-    )
+    Ok(keys_line(&account))
 }
 
 /// Deletes the account of `user_id` (and refuses while it has sub-accounts).

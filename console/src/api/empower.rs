@@ -105,20 +105,12 @@ async fn grant(s: &Scope<'_>, p: &Params, sub: bool) -> ApiResult {
     Ok(Reply::null())
 }
 
-/// The grants on `topic` of `instance` (all of them, duplicates too).
-fn grants_on(s: &Scope<'_>, instance: &MQInstance, topic: &str) -> Vec<Arc<MQEmpower>> {
-    s.cx.caches.empowers.state_filter(|e| {
-        e.namespace() == instance.namespace()
-            && e.spec.instance == instance.name_any()
-            && e.spec.topic == topic
-    })
-}
-
 /// `empower/delete`: the grant must exist; the caller must own the topic.
 pub async fn delete(s: &Scope<'_>, p: &Params) -> ApiResult {
     let user = p.long("empowerUser")?;
     let (instance, topic) = owned_topic(s, p)?;
-    let grants: Vec<_> = grants_on(s, &instance, &topic.spec.topic)
+    let grants: Vec<_> = s
+        .grants_on(&instance, &topic.spec.topic)
         .into_iter()
         .filter(|g| g.spec.empower_user == user && g.metadata.deletion_timestamp.is_none())
         .collect();

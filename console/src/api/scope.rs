@@ -70,6 +70,14 @@ impl<'a> Scope<'a> {
             .collect()
     }
 
+    /// Every grant on `topic` of `instance` (duplicates and those being deleted too).
+    pub fn grants_on(&self, instance: &MQInstance, topic: &str) -> Vec<Arc<MQEmpower>> {
+        self.cx.caches.empowers.state_filter(|e| {
+            in_instance(e.metadata.namespace.as_deref(), &e.spec.instance, instance)
+                && e.spec.topic == topic
+        })
+    }
+
     /// Whether the caller may see `instance`.
     pub fn sees(&self, instance: &MQInstance) -> bool {
         let grants = self.grants_of(instance);

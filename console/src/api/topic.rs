@@ -195,12 +195,7 @@ pub async fn delete(s: &Scope<'_>, p: &Params) -> ApiResult {
         ));
     }
     let name = topic.spec.topic.clone();
-    let grants = s.cx.caches.empowers.state_filter(|e| {
-        e.namespace() == instance.namespace()
-            && e.spec.instance == instance.name_any()
-            && e.spec.topic == name
-    });
-    for grant in grants {
+    for grant in s.grants_on(&instance, &name) {
         let what = format!(
             "grant of topic {name:?} to user {}",
             grant.spec.empower_user
