@@ -6,7 +6,7 @@ PHASE  := hack/phase.sh
 TESTBED = target/debug/mq-testbed
 export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
-.PHONY: all deps build up down status test unit e2e lint fmt clippy crds bench clean
+.PHONY: all deps build up down status test unit e2e lint fmt clippy crds deploy bench clean
 
 all: build
 
@@ -51,9 +51,16 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/ from the Rust types (a test fails when they differ)
+## crds: regenerate crds/ from the Rust types, and the chart's copy (tests fail when they differ)
 crds:
 	$(CARGO) run -q -p mq-operator -- crds --out-dir crds
+	rm -f charts/mqfleet/files/crds/*.yaml
+	cp crds/*.yaml charts/mqfleet/files/crds/
+
+## deploy: render deploy/ (what the testbed suites apply) from charts/mqfleet with its
+## testbed values (a test fails when they differ)
+deploy: deps
+	bash hack/render-deploy.sh deploy
 
 ## bench: broker throughput/latency (release build; a standalone broker child per run, ~2 min on 2 cores),
 ## then the operator on a fresh testbed (apply→Ready, 1,000 topics→Ready, idle RSS/CPU/writes),

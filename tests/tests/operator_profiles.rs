@@ -1,4 +1,4 @@
-//! Cluster profiles end to end on the testbed (`deploy/15-profiles.yaml`): an instance
+//! Cluster profiles end to end on the testbed (`deploy/profiles.yaml`): an instance
 //! naming a profile the platform does not offer is refused by the webhook, naming
 //! `spec.cluster` and the profiles that exist; one on `default` runs the profile's image
 //! with its storage size, resources and a hardened pod, whatever image its manifest asks
@@ -22,7 +22,7 @@ use serde_json::json;
 const NS: &str = "op-profiles";
 const WAIT: Duration = Duration::from_secs(90);
 const PROFILES: &str = "mqfleet-cluster-profiles";
-/// What `deploy/15-profiles.yaml` gives the `default` profile's brokers.
+/// What `deploy/profiles.yaml` gives the `default` profile's brokers.
 const PROFILE_IMAGE: &str = "mqfleet/mq-broker:dev";
 
 fn instances(client: &Client) -> Api<DynamicObject> {

@@ -47,11 +47,11 @@ fn objects_the_operator_builds_are_valid_kubernetes_1_33() -> Result<()> {
     };
     // The profile `deploy/` ships, with placement added so that is checked too.
     let deployed: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(
-        workspace().join("deploy/15-profiles.yaml"),
+        workspace().join("deploy/profiles.yaml"),
     )?)?;
     let mut text = deployed["data"]["profiles.yaml"]
         .as_str()
-        .context("deploy/15-profiles.yaml has no profiles.yaml")?
+        .context("deploy/profiles.yaml has no profiles.yaml")?
         .to_owned();
     text.push_str(concat!(
         "  nodeSelector: {mqfleet.io/pool: brokers}\n",

@@ -4,7 +4,7 @@
 //! The operator makes its own CA ([`certs`]) and keeps it in a Secret, the single source
 //! of truth: every replica serves the certificate the Secret holds and writes the Secret's
 //! CA bundle into the `ValidatingWebhookConfiguration` installed with it
-//! (`deploy/30-webhook.yaml`) whenever that object differs (installed, re-created, or
+//! (`charts/mqfleet/templates/webhook.yaml`) whenever that object differs (installed, re-created, or
 //! the bundle changed), re-reading the Secret first so no replica writes a stale bundle
 //! over a newer one. The configuration
 //! uses `failurePolicy: Ignore`: while no replica answers, resources are still accepted,
