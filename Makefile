@@ -6,7 +6,7 @@ PHASE  := hack/phase.sh
 TESTBED = target/debug/mq-testbed
 export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
-.PHONY: all deps build up down status test unit e2e lint fmt clippy crds deploy bench clean
+.PHONY: all deps build up down status test unit e2e lint fmt clippy crds deploy bench clean distclean
 
 all: build
 
@@ -20,11 +20,11 @@ deps:
 build:
 	$(CARGO) build --workspace --bins
 
-## up: a local platform on this machine (control plane on loopback, 3 nodes running Pods
-## as processes, CRDs and the operator installed from deploy/); images mqfleet/<binary>
-## run the binaries built here
+## up: a local platform on this machine: the testbed (control plane on loopback, 3 nodes
+## running Pods as processes), `helm install` of charts/mqfleet (images mqfleet/<binary>:dev
+## run the binaries built here), a Ready quickstart instance, and what to paste next
 up: deps build
-	$(TESTBED) up --crds crds --manifests deploy
+	@bash hack/up.sh
 
 ## down: stop exactly what `make up` started
 down:
@@ -83,5 +83,10 @@ bench: deps
 	@echo "== console on the testbed (release images): signed listInPage with 1,000 topics, create → serving =="
 	@target/release/mq-console-bench --topics 1000 --secs 15
 
+## clean: stop the testbed and remove its data (not the build)
 clean: down
+	rm -rf "$(MQFLEET_TESTBED_DIR)"
+
+## distclean: clean, and remove the build too
+distclean: clean
 	$(CARGO) clean

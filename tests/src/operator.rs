@@ -43,7 +43,8 @@ pub async fn install(tb: &Testbed, client: &Client, resync_secs: Option<u64>) ->
             .await?;
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
-    let wanted_env = resync_secs.map(|_| "MQ_RESYNC_SECS");
+    // deploy/ already sets MQ_RESYNC_SECS: wait for pods with the patched value.
+    let wanted_env = resync_secs.map(|secs| ("MQ_RESYNC_SECS", secs.to_string()));
     tb.until(
         client,
         PLATFORM,
@@ -51,6 +52,7 @@ pub async fn install(tb: &Testbed, client: &Client, resync_secs: Option<u64>) ->
         READY,
         || {
             let pods = pods.clone();
+            let wanted_env = wanted_env.clone();
             async move {
                 let list = pods
                     .list(&ListParams::default().labels("app.kubernetes.io/name=mq-operator"))
@@ -60,7 +62,11 @@ pub async fn install(tb: &Testbed, client: &Client, resync_secs: Option<u64>) ->
                     .items
                     .iter()
                     .filter(|p| crate::wait::is_ready(p) && p.metadata.deletion_timestamp.is_none())
-                    .filter(|p| wanted_env.is_none_or(|name| has_env(p, name)))
+                    .filter(|p| {
+                        wanted_env
+                            .as_ref()
+                            .is_none_or(|(name, value)| has_env(p, name, value))
+                    })
                     .count();
                 if running == REPLICAS {
                     Ok(Some(()))
@@ -73,11 +79,14 @@ pub async fn install(tb: &Testbed, client: &Client, resync_secs: Option<u64>) ->
     .await
 }
 
-fn has_env(pod: &Pod, name: &str) -> bool {
+fn has_env(pod: &Pod, name: &str, value: &str) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.containers.first()?.env.as_ref())
-        .is_some_and(|env| env.iter().any(|e| e.name == name))
+        .is_some_and(|env| {
+            env.iter()
+                .any(|e| e.name == name && e.value.as_deref() == Some(value))
+        })
 }
 
 /// The pod holding the operator's Lease.
