@@ -217,8 +217,7 @@ fn consume(namesrv: &str, keys: &(String, String), wanted: &[String]) -> Vec<Str
         .await;
         consumer.shutdown().await;
     });
-    let bodies = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    bodies
+    seen.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
 fn hook(keys: &(String, String)) -> std::sync::Arc<rocketmq_client_rust::AclClientRPCHook> {
