@@ -45,6 +45,10 @@ pub enum Mode {
     Admin(crate::admin_cli::AdminArgs),
     /// Load generator: pipelined sends and pulls against a broker (`make bench`).
     Bench(crate::bench::BenchArgs),
+    /// Send messages to a topic through an instance's name servers (a quick check).
+    Produce(crate::messaging_cli::ProduceArgs),
+    /// Read a topic's messages as a consumer group and print them (a quick check).
+    Consume(crate::messaging_cli::ConsumeArgs),
 }
 
 /// Name-server settings.

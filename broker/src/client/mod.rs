@@ -24,11 +24,13 @@
 
 mod consume;
 mod error;
+mod messages;
 mod query;
 
 pub use crate::acl::Credentials;
 pub use consume::{DlqMessageRef, TrackedMessage};
 pub use error::AdminError;
+pub use messages::{Pulled, Sent};
 pub use query::{BrowsePage, QueriedMessage};
 
 use crate::broker::admin::{
