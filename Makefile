@@ -6,7 +6,7 @@ PHASE  := hack/phase.sh
 TESTBED = target/debug/mq-testbed
 export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
-.PHONY: all deps build up down status test unit e2e lint fmt clippy crds deploy bench clean distclean
+.PHONY: all deps build up env down status test unit e2e lint fmt clippy crds deploy bench clean distclean
 
 all: build
 
@@ -25,6 +25,10 @@ build:
 ## run the binaries built here), a Ready quickstart instance, and what to paste next
 up: deps build
 	@bash hack/up.sh
+
+## env: the export lines for the running platform (eval "$$(make -s env)")
+env:
+	@bash hack/up.sh --env
 
 ## down: stop exactly what `make up` started
 down:
