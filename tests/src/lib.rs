@@ -24,6 +24,7 @@ pub mod paths;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod readme;
 pub mod shared;
 pub mod slot;
 pub mod state;

@@ -1,0 +1,84 @@
+//! The README's quickstart, console and testbed blocks, run line by line as written (see
+//! `mq_testbed::readme`) on a fresh testbed of their own: `make up`, the exports of
+//! `make env`, produce and consume, kubectl's refusals, signed console calls, a Pod
+//! behind a Service. The real-cluster block runs in `chart_install.rs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Stops the block's testbed and removes its directory, however the test ends.
+struct TestbedDir(PathBuf);
+
+impl Drop for TestbedDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(workspace().join("target/debug/mq-testbed"))
+            .arg("down")
+            .env("MQFLEET_TESTBED_DIR", &self.0)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_readme_quickstart_console_and_pods_blocks_work_as_written() -> Result<()> {
+    let readme = std::fs::read_to_string(workspace().join("README.md"))?;
+    let mut commands = Vec::new();
+    for name in ["quickstart", "console", "pods"] {
+        commands.extend(mq_testbed::readme::block(&readme, name)?);
+    }
+    let dir = TestbedDir(std::env::temp_dir().join(format!("mq-readme-{}", std::process::id())));
+    let script = mq_testbed::readme::script(&commands, &[]);
+    let out = mq_testbed::readme::run(
+        &script,
+        &workspace(),
+        &[("MQFLEET_TESTBED_DIR", dir.0.display().to_string())],
+        Duration::from_secs(900),
+    )?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(
+        out.status.success(),
+        "the README failed:\n{stderr}\n--- stdout:\n{stdout}"
+    );
+    // What a reader would look for in the output.
+    for wanted in [
+        "mqfleet is up in",
+        "hello from mq-broker produce #3",
+        "order-created",
+        "\"instanceName\": \"shop\"",
+        "totalDiff",
+        "\"accessKey\"",
+    ] {
+        ensure!(
+            stdout.contains(wanted),
+            "no {wanted:?} in the output:\n{stdout}"
+        );
+    }
+    let refusals =
+        stderr.matches("denied the request").count() + stderr.matches("Invalid value").count();
+    ensure!(refusals >= 2, "the refusals did not say why:\n{stderr}");
+    drop(dir);
+    Ok(())
+}
+
+#[test]
+fn every_tested_block_exists() -> Result<()> {
+    let readme = std::fs::read_to_string(workspace().join("README.md"))?;
+    for name in ["quickstart", "console", "pods", "real-cluster"] {
+        let commands = mq_testbed::readme::block(&readme, name)?;
+        ensure!(!commands.is_empty(), "block {name} is empty");
+    }
+    ensure!(
+        readme.matches("<!-- tested: ").count() == 4,
+        "a tested block is not run by any test"
+    );
+    Ok(())
+}
