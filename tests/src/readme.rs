@@ -51,7 +51,8 @@ fn expects_refusal(command: &str) -> bool {
 /// A bash script running `commands` in order, checking each as the module doc says;
 /// `inject` adds test-only steps after the first command containing a pattern.
 pub fn script(commands: &[String], inject: &[(&str, &str)]) -> String {
-    let mut out = String::from("set -u -o pipefail\n");
+    // Whatever a block starts in the background stops with it.
+    let mut out = String::from("set -u -o pipefail\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n");
     for command in commands {
         let shown = command.replace('\'', "'\\''");
         out.push_str(&format!("echo '+ {shown}' >&2\n"));
@@ -77,9 +78,26 @@ pub fn script(commands: &[String], inject: &[(&str, &str)]) -> String {
 
 /// Runs `script` with bash in `dir` with `env`, killed after `timeout`.
 pub fn run(script: &str, dir: &Path, env: &[(&str, String)], timeout: Duration) -> Result<Output> {
+    bounded(&[], script, dir, env, timeout)
+}
+
+/// Runs `script` like [`run`], in a new network namespace (only its own loopback), so
+/// fixed ports cannot collide with anything else on the machine.
+pub fn run_isolated(script: &str, dir: &Path, timeout: Duration) -> Result<Output> {
+    bounded(&["unshare", "--net"], script, dir, &[], timeout)
+}
+
+fn bounded(
+    wrapper: &[&str],
+    script: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Result<Output> {
     let mut cmd = Command::new("timeout");
     cmd.arg("--kill-after=10")
         .arg(timeout.as_secs().to_string())
+        .args(wrapper)
         .args(["bash", "-c", script])
         .current_dir(dir);
     for (k, v) in env {

@@ -69,15 +69,44 @@ fn the_readme_quickstart_console_and_pods_blocks_work_as_written() -> Result<()>
     Ok(())
 }
 
+/// The broker block uses the default ports (9876, 10911, 10912), so it runs in a network
+/// namespace of its own: nothing else can hold them there, and it holds nothing of ours.
+#[test]
+fn the_readme_broker_block_works_as_written_in_its_own_network() -> Result<()> {
+    let readme = std::fs::read_to_string(workspace().join("README.md"))?;
+    let script = mq_testbed::readme::script(&mq_testbed::readme::block(&readme, "broker")?, &[]);
+    let isolated = format!("ip link set lo up\n{script}");
+    let out = mq_testbed::readme::run_isolated(&isolated, &workspace(), Duration::from_secs(300))?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(
+        out.status.success(),
+        "the README failed:\n{stderr}\n--- stdout:\n{stdout}"
+    );
+    for wanted in [
+        "hello from mq-broker produce #2",
+        "DefaultCluster",
+        "mq_broker_messages_in_total 2",
+    ] {
+        ensure!(
+            stdout.contains(wanted),
+            "no {wanted:?} in the output:\n{stdout}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn every_tested_block_exists() -> Result<()> {
     let readme = std::fs::read_to_string(workspace().join("README.md"))?;
-    for name in ["quickstart", "console", "pods", "real-cluster"] {
+    for name in ["quickstart", "console", "pods", "broker", "real-cluster"] {
         let commands = mq_testbed::readme::block(&readme, name)?;
         ensure!(!commands.is_empty(), "block {name} is empty");
     }
     ensure!(
-        readme.matches("<!-- tested: ").count() == 4,
+        readme.matches("<!-- tested: ").count() == 5,
         "a tested block is not run by any test"
     );
     Ok(())
