@@ -10,11 +10,12 @@ export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
 all: build
 
-## deps: apt packages, Kubernetes v1.20.2 control plane binaries and helm (cached in ~/.cache/mqfleet)
+## deps: apt packages (incl. umoci, skopeo, docker-registry), Kubernetes v1.20.2 control plane binaries and helm (cached in ~/.cache/mqfleet)
 deps:
 	@$(PHASE) deps-k8s bash tests/scripts/install-k8s.sh
 	@$(PHASE) deps-helm bash tests/scripts/install-helm.sh
 	@$(PHASE) deps-validate bash tests/scripts/install-kubernetes-validate.sh
+	@$(PHASE) deps-image-tools bash tests/scripts/install-image-tools.sh
 
 ## build: every binary of the workspace
 build:

@@ -25,6 +25,7 @@ pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod readme;
+pub mod registry;
 pub mod shared;
 pub mod slot;
 pub mod state;
