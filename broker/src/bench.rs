@@ -117,8 +117,6 @@ pub struct BenchArgs {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Consumer group of the consume phase.
 const GROUP: &str = "bench_consumer";
-/// Pull sys flag: the header's subscription applies.
-const PULL_FLAG_SUBSCRIPTION: i32 = 0x4;
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -866,18 +864,7 @@ async fn pull(
     offset: i64,
     batch: i32,
 ) -> Result<(u64, u64, i64)> {
-    let req = RemotingCommand::new_request(request_code::PULL_MESSAGE)
-        .with_ext("consumerGroup", GROUP)
-        .with_ext("topic", topic)
-        .with_ext("queueId", queue.to_string())
-        .with_ext("queueOffset", offset.to_string())
-        .with_ext("maxMsgNums", batch.to_string())
-        .with_ext("sysFlag", PULL_FLAG_SUBSCRIPTION.to_string())
-        .with_ext("commitOffset", "0")
-        .with_ext("suspendTimeoutMillis", "0")
-        .with_ext("subscription", "*")
-        .with_ext("subVersion", "0")
-        .with_ext("expressionType", "TAG");
+    let req = mq_broker::client::pull_request(GROUP, topic, queue, offset, batch);
     let answer = channel.request(req, REQUEST_TIMEOUT).await?;
     if answer.code != response_code::SUCCESS {
         bail!(

@@ -321,8 +321,9 @@ fn invalid_values_are_refused_with_the_schema_message() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn the_charts_crds_are_the_generated_ones() -> Result<()> {
+/// Fails unless `a` and `b` hold the same files with the same bytes; `fix` says how to
+/// bring them back in line.
+fn same_files(a: &Path, b: &Path, fix: &str) -> Result<()> {
     let names = |dir: &Path| -> Result<Vec<String>> {
         let mut v: Vec<String> = std::fs::read_dir(dir)?
             .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
@@ -330,20 +331,31 @@ fn the_charts_crds_are_the_generated_ones() -> Result<()> {
         v.sort();
         Ok(v)
     };
-    let generated = workspace().join("crds");
-    let copied = chart().join("files/crds");
-    let list = names(&generated)?;
+    let list = names(a)?;
     ensure!(
-        list == names(&copied)?,
-        "file lists differ: run `make crds`"
+        list == names(b)?,
+        "{} and {} hold other files: {fix}",
+        a.display(),
+        b.display()
     );
     for name in list {
         ensure!(
-            std::fs::read(generated.join(&name))? == std::fs::read(copied.join(&name))?,
-            "charts/mqfleet/files/crds/{name} differs from crds/{name}: run `make crds`"
+            std::fs::read(a.join(&name))? == std::fs::read(b.join(&name))?,
+            "{name} differs between {} and {}: {fix}",
+            a.display(),
+            b.display()
         );
     }
     Ok(())
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() -> Result<()> {
+    same_files(
+        &workspace().join("crds"),
+        &chart().join("files/crds"),
+        "run `make crds`",
+    )
 }
 
 #[test]
@@ -360,25 +372,5 @@ fn deploy_is_the_chart_rendered_with_testbed_values() -> Result<()> {
         "render-deploy.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let list = |d: &Path| -> Result<Vec<String>> {
-        let mut v: Vec<String> = std::fs::read_dir(d)?
-            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
-            .collect::<Result<_>>()?;
-        v.sort();
-        Ok(v)
-    };
-    let deploy = workspace().join("deploy");
-    let files = list(&dir.0)?;
-    ensure!(
-        files == list(&deploy)?,
-        "deploy/ has other files: run `make deploy`"
-    );
-    for name in files {
-        ensure!(
-            std::fs::read_to_string(dir.0.join(&name))?
-                == std::fs::read_to_string(deploy.join(&name))?,
-            "deploy/{name} is not what the chart renders: run `make deploy`"
-        );
-    }
-    Ok(())
+    same_files(&dir.0, &workspace().join("deploy"), "run `make deploy`")
 }

@@ -40,28 +40,18 @@ fn the_readme_quickstart_console_and_pods_blocks_work_as_written() -> Result<()>
         &[("MQFLEET_TESTBED_DIR", dir.0.display().to_string())],
         Duration::from_secs(900),
     )?;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    ensure!(
-        out.status.success(),
-        "the README failed:\n{stderr}\n--- stdout:\n{stdout}"
-    );
     // What a reader would look for in the output.
-    for wanted in [
-        "mqfleet is up in",
-        "hello from mq-broker produce #3",
-        "order-created",
-        "\"instanceName\": \"shop\"",
-        "totalDiff",
-        "\"accessKey\"",
-    ] {
-        ensure!(
-            stdout.contains(wanted),
-            "no {wanted:?} in the output:\n{stdout}"
-        );
-    }
+    let stderr = succeeded_saying(
+        &out,
+        &[
+            "mqfleet is up in",
+            "hello from mq-broker produce #3",
+            "order-created",
+            "\"instanceName\": \"shop\"",
+            "totalDiff",
+            "\"accessKey\"",
+        ],
+    )?;
     let refusals =
         stderr.matches("denied the request").count() + stderr.matches("Invalid value").count();
     ensure!(refusals >= 2, "the refusals did not say why:\n{stderr}");
@@ -77,6 +67,20 @@ fn the_readme_broker_block_works_as_written_in_its_own_network() -> Result<()> {
     let script = mq_testbed::readme::script(&mq_testbed::readme::block(&readme, "broker")?, &[]);
     let isolated = format!("ip link set lo up\n{script}");
     let out = mq_testbed::readme::run_isolated(&isolated, &workspace(), Duration::from_secs(300))?;
+    succeeded_saying(
+        &out,
+        &[
+            "hello from mq-broker produce #2",
+            "DefaultCluster",
+            "mq_broker_messages_in_total 2",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Fails unless the block succeeded and its output holds every `wanted` text; the
+/// block's stderr (the commands it ran, and what refused ones said).
+fn succeeded_saying(out: &std::process::Output, wanted: &[&str]) -> Result<String> {
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -85,17 +89,13 @@ fn the_readme_broker_block_works_as_written_in_its_own_network() -> Result<()> {
         out.status.success(),
         "the README failed:\n{stderr}\n--- stdout:\n{stdout}"
     );
-    for wanted in [
-        "hello from mq-broker produce #2",
-        "DefaultCluster",
-        "mq_broker_messages_in_total 2",
-    ] {
+    for wanted in wanted {
         ensure!(
             stdout.contains(wanted),
             "no {wanted:?} in the output:\n{stdout}"
         );
     }
-    Ok(())
+    Ok(stderr.into_owned())
 }
 
 #[test]

@@ -34,6 +34,29 @@ pub struct Pulled {
     pub next_offset: i64,
 }
 
+/// A PULL_MESSAGE of every tag, no long polling, no commit: up to `max` messages of
+/// `topic`'s `queue_id` from `offset` for `group`.
+pub fn pull_request(
+    group: &str,
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+    max: i32,
+) -> RemotingCommand {
+    RemotingCommand::new_request(request_code::PULL_MESSAGE)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
+        .with_ext("queueId", queue_id.to_string())
+        .with_ext("queueOffset", offset.to_string())
+        .with_ext("maxMsgNums", max.to_string())
+        .with_ext("sysFlag", PULL_FLAG_SUBSCRIPTION.to_string())
+        .with_ext("commitOffset", "0")
+        .with_ext("suspendTimeoutMillis", "0")
+        .with_ext("subscription", "*")
+        .with_ext("subVersion", "0")
+        .with_ext("expressionType", "TAG")
+}
+
 impl AdminClient {
     /// Broker: sends `body` with `tags` to `queue_id` of `topic` as `producer_group`.
     pub async fn send_message(
@@ -83,18 +106,7 @@ impl AdminClient {
         offset: i64,
         max: i32,
     ) -> Result<Pulled, AdminError> {
-        let req = RemotingCommand::new_request(request_code::PULL_MESSAGE)
-            .with_ext("consumerGroup", group)
-            .with_ext("topic", topic)
-            .with_ext("queueId", queue_id.to_string())
-            .with_ext("queueOffset", offset.to_string())
-            .with_ext("maxMsgNums", max.to_string())
-            .with_ext("sysFlag", PULL_FLAG_SUBSCRIPTION.to_string())
-            .with_ext("commitOffset", "0")
-            .with_ext("suspendTimeoutMillis", "0")
-            .with_ext("subscription", "*")
-            .with_ext("subVersion", "0")
-            .with_ext("expressionType", "TAG");
+        let req = pull_request(group, topic, queue_id, offset, max);
         let answer = self.request(req).await?;
         let next = answer.ext("nextBeginOffset").and_then(|o| o.parse().ok());
         match answer.code {

@@ -30,7 +30,7 @@ mod query;
 pub use crate::acl::Credentials;
 pub use consume::{DlqMessageRef, TrackedMessage};
 pub use error::AdminError;
-pub use messages::{Pulled, Sent};
+pub use messages::{Pulled, Sent, pull_request};
 pub use query::{BrowsePage, QueriedMessage};
 
 use crate::broker::admin::{
