@@ -24,8 +24,8 @@ build:
 ## up: a local platform on this machine: the testbed (control plane on loopback, 3 nodes
 ## running Pods as processes), `helm install` of charts/mqfleet (images mqfleet/<binary>:dev
 ## run the binaries built here), a Ready quickstart instance, and what to paste next
-up: deps build
-	@bash hack/up.sh
+up:
+	@export MQFLEET_UP_START=$$(date +%s%3N) && $(MAKE) --no-print-directory deps build && bash hack/up.sh
 
 ## env: the export lines for the running platform (eval "$$(make -s env)")
 env:
