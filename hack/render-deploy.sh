@@ -2,8 +2,9 @@
 # Renders deploy/ (what the testbed and the end-to-end suites apply) from the chart with
 # charts/mqfleet/values-testbed.yaml: one file per template, plus the platform Namespace,
 # which the chart never owns (`helm install --create-namespace` makes it for a release).
-# CRDs stay in crds/ (applied first, then awaited) and the first account is left out:
-# the suites make their own accounts.
+# CRDs stay in crds/ (applied first, then awaited), the first account is left out (the
+# suites make their own accounts), and so are the PodDisruptionBudgets: offline, helm
+# assumes policy/v1, which the 1.20 testbed does not serve (a real install picks).
 #   hack/render-deploy.sh [OUT_DIR]     (default: deploy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ NAMESPACE=mqfleet-system
 HELM=${HELM:-${MQFLEET_CACHE:-$HOME/.cache/mqfleet}/helm-v3.18.0/bin/helm}
 
 rendered=$("$HELM" template mqfleet charts/mqfleet --namespace "$NAMESPACE" \
-  -f charts/mqfleet/values-testbed.yaml --set crds.install=false --set firstAccount.enabled=false)
+  -f charts/mqfleet/values-testbed.yaml --set crds.install=false --set firstAccount.enabled=false --set podDisruptionBudgets=false)
 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.yaml

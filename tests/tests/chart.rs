@@ -267,6 +267,9 @@ fn custom_values_reach_the_objects() -> Result<()> {
     ));
     let console = find(&docs, "Deployment", "mq-console").context("no console")?;
     ensure!(console["spec"]["replicas"].as_i64() == Some(1));
+    // One console replica: a budget of one would block every drain.
+    ensure!(find(&docs, "PodDisruptionBudget", "mq-console").is_none());
+    ensure!(find(&docs, "PodDisruptionBudget", "mq-operator").is_some());
     let service = find(&docs, "Service", "mq-console").context("no console Service")?;
     ensure!(service["spec"]["type"].as_str() == Some("NodePort"));
     ensure!(service["spec"]["ports"][0]["nodePort"].as_i64() == Some(30080));

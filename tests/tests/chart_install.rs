@@ -274,6 +274,20 @@ fn the_chart_installs_upgrades_uninstalls_and_reinstalls_keeping_tenants_data() 
 
     let notes = install(tb, &[])?;
     ensure!(notes.contains("kubectl get mqfleet -A"), "NOTES: {notes}");
+    // The 1.20 server has no policy/v1: the chart asked it and used v1beta1.
+    let (ok, out) = run(
+        &kubectl,
+        tb,
+        &[
+            "get",
+            "pdb.v1beta1.policy",
+            "-n",
+            PLATFORM,
+            "mq-operator",
+            "mq-console",
+        ],
+    )?;
+    ensure!(ok, "no disruption budgets: {out}");
     let keys = rt.block_on(first_account(&client))?;
     let (ok, out) = run(&kubectl, tb, &["create", "namespace", TENANT])?;
     ensure!(ok, "{out}");
