@@ -127,6 +127,16 @@ pub enum StoreError {
     /// The store was shut down.
     #[error("the store is shut down")]
     ShutDown,
+    /// Another process has the store open: two writers would corrupt it.
+    #[error(
+        "store {path} is in use by another process ({holder}); stop that process first (two processes on one store would corrupt it)"
+    )]
+    Locked {
+        /// The store's lock file.
+        path: PathBuf,
+        /// The holder's record: its pid and host.
+        holder: String,
+    },
 }
 
 /// Result of store operations.

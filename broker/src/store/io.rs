@@ -84,6 +84,28 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Space on the device holding `path`, if known.
     fn disk_usage(&self, path: &Path) -> io::Result<Option<DiskUsage>>;
+    /// Takes the exclusive lock file `path` for this process, recording `holder` in it;
+    /// [`Locked::Busy`] with the holder's record while another process has it. The
+    /// lock ends with the returned guard, or with the process (kill -9 included).
+    fn try_lock(&self, path: &Path, holder: &str) -> io::Result<Locked>;
+}
+
+/// What [`FileSystem::try_lock`] found.
+#[derive(Debug)]
+pub enum Locked {
+    /// This process holds the lock until the guard is dropped.
+    Held(LockGuard),
+    /// Another process holds it; its record (pid, host, since).
+    Busy(String),
+}
+
+/// Holds a store lock; dropping it releases the lock.
+pub struct LockGuard(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
 }
 
 /// Reads until `buf` is full or EOF; returns the bytes read.
@@ -165,6 +187,32 @@ impl FileSystem for RealFs {
     }
     fn disk_usage(&self, path: &Path) -> io::Result<Option<DiskUsage>> {
         statvfs(path).map(Some)
+    }
+    fn try_lock(&self, path: &Path, holder: &str) -> io::Result<Locked> {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // flock, not fcntl locks: the kernel drops it when the process dies, and a
+        // second open in the same process conflicts too.
+        // SAFETY: a valid open descriptor; flock has no memory effects.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(err);
+            }
+            let mut record = String::new();
+            file.read_to_string(&mut record)?;
+            return Ok(Locked::Busy(record.trim().to_owned()));
+        }
+        file.set_len(0)?;
+        file.write_all_at(holder.as_bytes(), 0)?;
+        file.flush()?;
+        Ok(Locked::Held(LockGuard(Box::new(file))))
     }
 }
 
@@ -275,6 +323,9 @@ struct SimState {
     dirs: BTreeSet<PathBuf>,
     next_id: u64,
     capacity: Option<u64>,
+    /// Lock files held: path → (the boot that took it, the holder's record). A power
+    /// cut is a new boot, so it ends every lock, as a dead process's locks end.
+    locks: HashMap<PathBuf, (u64, String)>,
 }
 
 /// A power cut armed to happen at a future operation.
@@ -442,7 +493,42 @@ impl SimFs {
     }
 }
 
+/// A held [`SimFs`] lock; releases it on drop (unless a power cut already did).
+struct SimLock {
+    state: Arc<Mutex<SimState>>,
+    path: PathBuf,
+    epoch: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut st = lock_state(&self.state);
+        if st
+            .locks
+            .get(&self.path)
+            .is_some_and(|(e, _)| *e == self.epoch)
+        {
+            st.locks.remove(&self.path);
+        }
+    }
+}
+
 impl FileSystem for SimFs {
+    fn try_lock(&self, path: &Path, holder: &str) -> io::Result<Locked> {
+        let mut st = lock_state(&self.state);
+        let epoch = st.epoch;
+        if let Some((taken, record)) = st.locks.get(path)
+            && *taken == epoch
+        {
+            return Ok(Locked::Busy(record.clone()));
+        }
+        st.locks.insert(path.to_owned(), (epoch, holder.to_owned()));
+        Ok(Locked::Held(LockGuard(Box::new(SimLock {
+            state: self.state.clone(),
+            path: path.to_owned(),
+            epoch,
+        }))))
+    }
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>> {
         let exists = lock_state(&self.state).paths.contains_key(path);
         if !exists && create {

@@ -34,7 +34,7 @@ use super::commitlog::{Appended, CommitLog, DEFAULT_SEGMENT_SIZE, lock};
 use super::consumequeue::{ConsumeQueue, CqEntry, DEFAULT_SEGMENT_ENTRIES};
 use super::error::{IoContext, Result, StoreError};
 use super::index::{DEFAULT_RUN_ENTRIES, MessageIndex, key_hash};
-use super::io::{FileSystem, RealFs};
+use super::io::{FileSystem, LockGuard, Locked, RealFs};
 use super::message::{
     self, DEFAULT_MAX_BODY_BYTES, DecodedMessage, MESSAGE_MAGIC, MessageToStore, decode,
     decode_offset_msg_id, is_invisible_transaction, offset_msg_id, patch_for_append,
@@ -336,6 +336,8 @@ pub(super) struct Inner {
     checkpoint: Mutex<CheckpointFile>,
     failure: Mutex<Option<String>>,
     closed: AtomicBool,
+    /// This process's exclusive hold on the store (file `lock`), for as long as it runs.
+    _lock: LockGuard,
 }
 
 /// Stop signal for the background thread.
@@ -358,6 +360,19 @@ pub struct MessageStore {
     background: Mutex<Option<Background>>,
 }
 
+/// Takes the store's lock file before anything is read or repaired: a second process on
+/// the same directory (two pods on one volume, a stale process after a restart) would
+/// append to the same commit log.
+fn lock_store(fs: &dyn FileSystem, root: &Path) -> Result<LockGuard> {
+    let path = root.join("lock");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let holder = format!("pid {} on host {}", std::process::id(), host.trim());
+    match fs.try_lock(&path, &holder).at(&path)? {
+        Locked::Held(guard) => Ok(guard),
+        Locked::Busy(holder) => Err(StoreError::Locked { path, holder }),
+    }
+}
+
 impl MessageStore {
     /// Opens the store in `cfg.root`, recovering after a clean stop or a crash, and
     /// starts the background thread.
@@ -372,6 +387,7 @@ impl MessageStore {
         ] {
             fs.create_dir_all(&dir).at(&dir)?;
         }
+        let lock = lock_store(fs.as_ref(), &root)?;
         let commitlog = CommitLog::open(
             fs.clone(),
             &root.join("commitlog"),
@@ -396,6 +412,7 @@ impl MessageStore {
             checkpoint: Mutex::new(checkpoint),
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
+            _lock: lock,
         });
         inner.recover(crashed, saved)?;
         let store = Self {

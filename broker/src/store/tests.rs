@@ -859,3 +859,48 @@ fn store_throughput() {
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn a_second_open_of_one_store_is_refused_until_the_first_ends() {
+    let fs = SimFs::new();
+    let clock = clock();
+    let first = open(&fs, FlushPolicy::Sync, &clock);
+    match MessageStore::open(config(&fs, FlushPolicy::Sync, &clock)) {
+        Err(StoreError::Locked { path, holder }) => {
+            assert_eq!(path, PathBuf::from("/store/lock"));
+            assert!(
+                holder.contains(&format!("pid {}", std::process::id())),
+                "{holder}"
+            );
+        }
+        other => panic!("a second open of a store in use: {other:?}"),
+    }
+    drop(first);
+    let second = open(&fs, FlushPolicy::Sync, &clock);
+    // A power cut is a dead process: its lock ends with it.
+    fs.power_cut(&mut XorShift64::new(7));
+    drop(open(&fs, FlushPolicy::Sync, &clock));
+    drop(second);
+}
+
+#[test]
+fn the_real_lock_file_refuses_a_second_holder_and_names_the_first() {
+    let dir = std::env::temp_dir().join(format!("mq-store-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("lock");
+    let held = match RealFs.try_lock(&path, "pid 1 on host a").expect("lock") {
+        super::io::Locked::Held(guard) => guard,
+        busy => panic!("a fresh lock is busy: {busy:?}"),
+    };
+    match RealFs.try_lock(&path, "pid 2 on host b").expect("lock") {
+        super::io::Locked::Busy(holder) => assert_eq!(holder, "pid 1 on host a"),
+        held => panic!("two holders at once: {held:?}"),
+    }
+    drop(held);
+    assert!(matches!(
+        RealFs.try_lock(&path, "pid 2 on host b").expect("lock"),
+        super::io::Locked::Held(_)
+    ));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

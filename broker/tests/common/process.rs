@@ -119,6 +119,11 @@ impl BrokerProcess {
             .sum()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILLs the process (a crash) and reaps it.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
