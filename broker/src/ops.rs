@@ -99,6 +99,11 @@ impl OpsState {
         }
     }
 
+    /// Alive, or why the process must be restarted (its broker's store failed).
+    pub fn liveness(&self) -> Result<(), String> {
+        self.broker.get().map_or(Ok(()), |b| b.liveness())
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn metrics(&self) -> String {
         let mut m = Exposition::default();
@@ -118,6 +123,11 @@ impl OpsState {
             "mq_ready",
             "1 when /healthz answers 200.",
             &[(String::new(), u64::from(self.health().is_ok()))],
+        );
+        m.gauge(
+            "mq_alive",
+            "0 once the message store failed a write or an fsync (/livez answers 503).",
+            &[(String::new(), u64::from(self.liveness().is_ok()))],
         );
         if let Some(b) = self.broker.get() {
             broker_metrics(&mut m, b);
@@ -493,7 +503,10 @@ pub fn route(state: &OpsState, path: &str) -> (u16, &'static str, String) {
             Ok(()) => (200, TEXT, "ok\n".to_owned()),
             Err(reason) => (503, TEXT, format!("{reason}\n")),
         },
-        "/livez" => (200, TEXT, "ok\n".to_owned()),
+        "/livez" => match state.liveness() {
+            Ok(()) => (200, TEXT, "ok\n".to_owned()),
+            Err(reason) => (503, TEXT, format!("{reason}\n")),
+        },
         "/metrics" => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -621,6 +634,42 @@ mod tests {
         assert!(stopping.ends_with("shutting down\n"), "{stopping}");
         let _ = stop_tx.send(());
         serving.await.unwrap();
+    }
+
+    #[test]
+    fn a_broker_whose_store_failed_an_fsync_is_not_alive() {
+        use crate::broker::{Broker, BrokerConfig};
+        use crate::store::io::SimFs;
+        use crate::store::{FlushPolicy, MessageStore, MessageToStore, StoreConfig};
+        let dir = std::env::temp_dir().join(format!("mq-ops-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fs = SimFs::new();
+        let mut store_cfg = StoreConfig::new("/store");
+        store_cfg.fs = Arc::new(fs.clone());
+        store_cfg.background = false;
+        store_cfg.flush = FlushPolicy::Sync;
+        let store = Arc::new(MessageStore::open(store_cfg).expect("store"));
+        let broker = Arc::new(Broker::new(BrokerConfig::new(&dir), store.clone()).expect("broker"));
+        let state = OpsState::new("broker", true);
+        state.set_broker(broker);
+        assert_eq!(route(&state, "/livez").0, 200);
+        assert!(state.metrics().contains("mq_alive 1\n"));
+
+        fs.fail_next_syncs(1);
+        assert!(
+            store
+                .put(&MessageToStore::new("T", 0, vec![1u8; 10]))
+                .is_err()
+        );
+        let (status, _, why) = route(&state, "/livez");
+        assert_eq!(status, 503, "{why}");
+        assert!(
+            why.contains("message store failed") && why.contains("fsync"),
+            "{why}"
+        );
+        assert_eq!(route(&state, "/readyz").0, 503);
+        assert!(state.metrics().contains("mq_alive 0\n"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -61,10 +61,22 @@ impl Broker {
         if self.is_stopping() {
             return Err("shutting down".to_owned());
         }
+        self.liveness()?;
         if !self.is_registered() {
             return Err("not registered with any name server yet".to_owned());
         }
         Ok(())
+    }
+
+    /// Alive, or why the process must be restarted: a store that failed a write or an
+    /// fsync refuses every write until a restart's recovery finds what is on disk.
+    pub fn liveness(&self) -> Result<(), String> {
+        match self.store.failure() {
+            Some(reason) => Err(format!(
+                "the message store failed ({reason}); restart to recover"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Whether [`Broker::begin_shutdown`] was called.

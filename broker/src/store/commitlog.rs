@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use super::error::{EncodeError, IoContext, Result, corrupt};
+use super::error::{EncodeError, IoContext, Result, StoreError, corrupt};
 use super::io::{FileSystem, StoreFile, read_full};
 use super::message::{
     BLANK_LEN, BLANK_MAGIC, DecodedMessage, EntryHead, MIN_ENTRY_LEN, decode, peek_head,
@@ -102,6 +102,11 @@ pub struct CommitLog {
     flush_lock: Mutex<()>,
     /// Group commit: whether a waiter is fsyncing, and where the others wait.
     group: (Mutex<bool>, Condvar),
+    /// The first fsync failure. After one, nothing more is ever called durable: Linux
+    /// marks the failed pages clean, so a later fsync succeeds although the data written
+    /// before the failure may never reach the disk. Only a restart's recovery can tell
+    /// what is really there.
+    poisoned: Mutex<Option<String>>,
 }
 
 impl CommitLog {
@@ -120,6 +125,7 @@ impl CommitLog {
             flushed: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
             group: (Mutex::new(false), Condvar::new()),
+            poisoned: Mutex::new(None),
         };
         let end = log.files_end()?;
         *lock(&log.writer) = end;
@@ -377,7 +383,15 @@ impl CommitLog {
         }
     }
 
+    /// Why the commit log refuses to flush (a failed fsync), if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        lock(&self.poisoned).clone()
+    }
+
     fn flush_locked(&self) -> Result<u64> {
+        if let Some(reason) = self.poisoned() {
+            return Err(StoreError::Failed(reason));
+        }
         let target = self.max_offset();
         let from = self.flushed_offset();
         if target <= from {
@@ -393,7 +407,12 @@ impl CommitLog {
                 .collect()
         };
         for segment in dirty {
-            segment.file.sync().at(&self.path(segment.start))?;
+            let path = self.path(segment.start);
+            if let Err(e) = segment.file.sync() {
+                let reason = format!("fsync of {} failed: {e}", path.display());
+                lock(&self.poisoned).get_or_insert(reason);
+                return Err(StoreError::Io { path, source: e });
+            }
         }
         self.flushed.store(target, Ordering::Release);
         Ok(target)
@@ -670,6 +689,29 @@ mod tests {
 
     fn open(fs: &SimFs) -> CommitLog {
         CommitLog::open(Arc::new(fs.clone()), Path::new("/s/commitlog"), SEG).expect("open")
+    }
+
+    #[test]
+    fn a_failed_fsync_poisons_the_log_even_when_the_disk_recovers() {
+        let fs = SimFs::new();
+        let log = open(&fs);
+        let first = append(&log, 0, 50);
+        let durable = log.flush().expect("first flush");
+        assert_eq!(durable, first.offset + u64::from(first.size));
+        fs.fail_next_syncs(1);
+        append(&log, 1, 50);
+        assert!(log.flush().is_err(), "the injected failure must surface");
+        // Linux cleared the failed pages: an fsync now "succeeds", so the log must not
+        // ask the disk again and call entry 1 durable.
+        for _ in 0..3 {
+            match log.flush() {
+                Err(StoreError::Failed(reason)) => assert!(reason.contains("fsync"), "{reason}"),
+                other => panic!("a poisoned log flushed: {other:?}"),
+            }
+        }
+        assert_eq!(log.flushed_offset(), durable);
+        assert!(log.flush_until(durable + 1).is_err());
+        assert!(log.poisoned().is_some());
     }
 
     #[test]

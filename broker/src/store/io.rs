@@ -342,6 +342,8 @@ pub struct SimFs {
     state: Arc<Mutex<SimState>>,
     syncs: Arc<AtomicU64>,
     sync_delay: Arc<Mutex<Duration>>,
+    /// Syncs still to fail, as a disk's write error surfaces in fsync.
+    sync_failures: Arc<AtomicU64>,
     trip: Arc<Mutex<Option<Trip>>>,
 }
 
@@ -357,6 +359,13 @@ impl SimFs {
     /// An empty simulated disk.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes the next `n` fsyncs fail with EIO the way Linux does: the file's unsynced
+    /// writes never reach the disk (reads still see them until the next boot), and a
+    /// later fsync succeeds as if nothing were lost.
+    pub fn fail_next_syncs(&self, n: u64) {
+        self.sync_failures.store(n, Ordering::SeqCst);
     }
 
     /// Sets the device size [`FileSystem::disk_usage`] reports (used = bytes in files).
@@ -684,6 +693,16 @@ impl StoreFile for SimHandle {
         }
         self.fs.tick()?;
         self.fs.syncs.fetch_add(1, Ordering::Relaxed);
+        let fail = self
+            .fs
+            .sync_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            // The failed pages are marked clean: their writes are gone for good.
+            self.with(|f| f.pending.clear())?;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         self.with(|f| {
             // The directory entry stays volatile until `sync_dir` (the POSIX rule).
             for op in std::mem::take(&mut f.pending) {

@@ -688,6 +688,15 @@ impl MessageStore {
         Ok(found)
     }
 
+    /// Why the store refuses writes (a failed write or fsync), if it does. Only a
+    /// restart recovers: the broker reports it as not alive.
+    pub fn failure(&self) -> Option<String> {
+        self.inner
+            .commitlog
+            .poisoned()
+            .or_else(|| lock(&self.inner.failure).clone())
+    }
+
     /// Fsyncs the commit log now; returns the flushed offset.
     pub fn flush(&self) -> Result<u64> {
         self.inner.commitlog.flush().map_err(|e| self.inner.fail(e))

@@ -904,3 +904,48 @@ fn the_real_lock_file_refuses_a_second_holder_and_names_the_first() {
     ));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn after_a_failed_fsync_nothing_is_acknowledged_and_a_restart_keeps_what_was() {
+    let fs = SimFs::new();
+    let clock = clock();
+    let mut rng = XorShift64::new(11);
+    let store = open(&fs, FlushPolicy::Sync, &clock);
+    let acked: Vec<_> = (0..5)
+        .map(|i| {
+            let m = message(i, &mut rng);
+            let r = store.put(&m).expect("put before the failure");
+            (m, r)
+        })
+        .collect();
+    fs.fail_next_syncs(1);
+    assert!(
+        store.put(&message(5, &mut rng)).is_err(),
+        "acknowledged across a failed fsync"
+    );
+    // The disk works again, yet nothing more is acknowledged: only recovery can tell
+    // what reached it.
+    for i in 6..9 {
+        match store.put(&message(i, &mut rng)) {
+            Err(StoreError::Failed(_)) => {}
+            other => panic!("put {i} after a failed fsync: {other:?}"),
+        }
+    }
+    assert!(store.failure().is_some_and(|f| f.contains("fsync")));
+    // The process dies (the broker fails liveness and is restarted).
+    fs.power_cut(&mut rng);
+    drop(store);
+    let store = open(&fs, FlushPolicy::Sync, &clock);
+    assert!(store.failure().is_none());
+    for (m, r) in &acked {
+        let entry = store
+            .view_by_physical_offset(r.phys_offset)
+            .expect("read")
+            .unwrap_or_else(|| panic!("acknowledged message at {} lost", r.phys_offset));
+        assert_eq!(decode(&entry).expect("decodes").body, &m.body[..]);
+    }
+    assert!(
+        store.put(&message(9, &mut rng)).is_ok(),
+        "the restarted store writes again"
+    );
+}
