@@ -207,6 +207,11 @@ impl OpsState {
 }
 
 fn broker_metrics(m: &mut Exposition, b: &Broker) {
+    m.gauge(
+        "mq_store_disk_full",
+        "1 while sends are refused because the store's disk is full (readiness fails too).",
+        &[(String::new(), u64::from(b.disk_full().is_some()))],
+    );
     let s = b.stats();
     let get = |c: &std::sync::atomic::AtomicU64| vec![(String::new(), c.load(Ordering::Relaxed))];
     m.counter(
@@ -669,6 +674,39 @@ mod tests {
         );
         assert_eq!(route(&state, "/readyz").0, 503);
         assert!(state.metrics().contains("mq_alive 0\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_broker_on_a_full_disk_is_alive_but_not_ready() {
+        use crate::broker::{Broker, BrokerConfig};
+        use crate::store::io::SimFs;
+        use crate::store::{MessageStore, MessageToStore, StoreConfig};
+        let dir = std::env::temp_dir().join(format!("mq-ops-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fs = SimFs::new();
+        let mut store_cfg = StoreConfig::new("/store");
+        store_cfg.fs = Arc::new(fs.clone());
+        store_cfg.background = false;
+        let store = Arc::new(MessageStore::open(store_cfg).expect("store"));
+        let broker = Arc::new(Broker::new(BrokerConfig::new(&dir), store.clone()).expect("broker"));
+        let state = OpsState::new("broker", true);
+        state.set_broker(broker);
+        fs.set_capacity(Some(1));
+        assert!(
+            store
+                .put(&MessageToStore::new("T", 0, vec![1u8; 10]))
+                .is_err()
+        );
+        let (status, _, why) = route(&state, "/readyz");
+        assert_eq!(status, 503);
+        assert!(why.starts_with("disk full"), "{why}");
+        assert_eq!(
+            route(&state, "/livez").0,
+            200,
+            "a full disk is no reason to restart"
+        );
+        assert!(state.metrics().contains("mq_store_disk_full 1\n"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -62,6 +62,9 @@ impl Broker {
             return Err("shutting down".to_owned());
         }
         self.liveness()?;
+        if let Some(reason) = self.disk_full() {
+            return Err(format!("disk full, sends are refused: {reason}"));
+        }
         if !self.is_registered() {
             return Err("not registered with any name server yet".to_owned());
         }
@@ -77,6 +80,11 @@ impl Broker {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Why sends are refused for lack of disk space, if they are.
+    pub fn disk_full(&self) -> Option<String> {
+        self.store.disk_full()
     }
 
     /// Whether [`Broker::begin_shutdown`] was called.

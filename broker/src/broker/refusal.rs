@@ -36,7 +36,15 @@ impl From<HeaderError> for Refusal {
 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
-        Self::new(response_code::SYSTEM_ERROR, format!("store: {e}"))
+        match e {
+            // What RocketMQ answers a send while its disk is full (SERVICE_NOT_AVAILABLE,
+            // "maybe your disk full"): clients retry another broker.
+            StoreError::DiskFull { .. } => Self::new(
+                response_code::SERVICE_NOT_AVAILABLE,
+                format!("service not available now, the broker's {e}"),
+            ),
+            e => Self::new(response_code::SYSTEM_ERROR, format!("store: {e}")),
+        }
     }
 }
 

@@ -127,6 +127,12 @@ pub enum StoreError {
     /// The store was shut down.
     #[error("the store is shut down")]
     ShutDown,
+    /// The disk is too full to take more messages; writes resume once space returns.
+    #[error("disk full: {reason}")]
+    DiskFull {
+        /// How full, and what the limit is.
+        reason: String,
+    },
     /// Another process has the store open: two writers would corrupt it.
     #[error(
         "store {path} is in use by another process ({holder}); stop that process first (two processes on one store would corrupt it)"

@@ -361,6 +361,29 @@ impl SimFs {
         Self::default()
     }
 
+    /// ENOSPC unless file `id` may grow to `len` bytes within the capacity (a full
+    /// disk refuses the write and changes nothing).
+    fn reserve(&self, id: u64, len: u64) -> io::Result<()> {
+        let st = lock_state(&self.state);
+        let Some(total) = st.capacity else {
+            return Ok(());
+        };
+        let current = st.files.get(&id).map_or(0, |f| f.current.len() as u64);
+        if len <= current {
+            return Ok(());
+        }
+        let used: u64 = st
+            .paths
+            .values()
+            .filter_map(|id| st.files.get(id))
+            .map(|f| f.current.len() as u64)
+            .sum();
+        if used + (len - current) > total {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Ok(())
+    }
+
     /// Makes the next `n` fsyncs fail with EIO the way Linux does: the file's unsynced
     /// writes never reach the disk (reads still see them until the next boot), and a
     /// later fsync succeeds as if nothing were lost.
@@ -664,6 +687,7 @@ impl StoreFile for SimHandle {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.fs.tick()?;
+        self.fs.reserve(self.id, offset + buf.len() as u64)?;
         self.with(|f| {
             write_into(&mut f.current, offset, buf);
             f.pending.push(PendingOp::Write {
@@ -677,6 +701,7 @@ impl StoreFile for SimHandle {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.fs.tick()?;
+        self.fs.reserve(self.id, len)?;
         self.with(|f| {
             f.current.resize(len as usize, 0);
             f.pending.push(PendingOp::SetLen(len));

@@ -133,6 +133,10 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// Oldest segments are deleted while the disk is fuller than this (0.75).
     pub disk_max_used_ratio: f64,
+    /// Writes are refused (`DiskFull`) while the disk is at least this full (0.90, as
+    /// RocketMQ's `diskSpaceWarningLevelRatio`), so a full disk is a clear answer to the
+    /// sender, never a failed write or fsync that would poison the store.
+    pub disk_full_ratio: f64,
     /// Run the background flush/checkpoint/retention thread (tests turn it off).
     pub background: bool,
     /// Optional tag-code hook.
@@ -158,6 +162,7 @@ impl StoreConfig {
             clean_interval: Duration::from_secs(10),
             retention: Duration::from_secs(72 * 3600),
             disk_max_used_ratio: 0.75,
+            disk_full_ratio: 0.90,
             background: true,
             tags_code: None,
         }
@@ -178,6 +183,7 @@ impl fmt::Debug for StoreConfig {
             .field("flush", &self.flush)
             .field("retention", &self.retention)
             .field("disk_max_used_ratio", &self.disk_max_used_ratio)
+            .field("disk_full_ratio", &self.disk_full_ratio)
             .finish_non_exhaustive()
     }
 }
@@ -338,6 +344,19 @@ pub(super) struct Inner {
     closed: AtomicBool,
     /// This process's exclusive hold on the store (file `lock`), for as long as it runs.
     _lock: LockGuard,
+    /// The last look at the disk's free space.
+    space: Mutex<SpaceCheck>,
+}
+
+/// How often a put looks at the free space while the disk is not full (a full one is
+/// looked at on every put, so writing resumes as soon as space returns).
+const SPACE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// When the free space was last looked at, and whether the disk was full then.
+#[derive(Debug, Default)]
+struct SpaceCheck {
+    checked: Option<Instant>,
+    full: Option<String>,
 }
 
 /// Stop signal for the background thread.
@@ -413,6 +432,7 @@ impl MessageStore {
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
             _lock: lock,
+            space: Mutex::new(SpaceCheck::default()),
         });
         inner.recover(crashed, saved)?;
         let store = Self {
@@ -461,6 +481,7 @@ impl MessageStore {
     /// any is written.
     pub fn put_batch(&self, msgs: &[MessageToStore]) -> Result<Vec<PutResult>> {
         self.inner.check_writable()?;
+        self.inner.check_space()?;
         let mut entries = self.inner.encode_all(msgs)?;
         let (results, end) = self.inner.append_all(msgs, &mut entries)?;
         if self.inner.cfg.flush == FlushPolicy::Sync {
@@ -481,6 +502,7 @@ impl MessageStore {
     /// that appends many puts in a row group their fsync (the broker's send queue).
     pub fn put_batch_unflushed(&self, msgs: &[MessageToStore]) -> Result<(Vec<PutResult>, u64)> {
         self.inner.check_writable()?;
+        self.inner.check_space()?;
         let mut entries = self.inner.encode_all(msgs)?;
         let (results, end) = self.inner.append_all(msgs, &mut entries)?;
         if self.inner.index.needs_urgent_seal() {
@@ -688,6 +710,11 @@ impl MessageStore {
         Ok(found)
     }
 
+    /// Why writes are refused for lack of space, if they are (as of the last put).
+    pub fn disk_full(&self) -> Option<String> {
+        lock(&self.inner.space).full.clone()
+    }
+
     /// Why the store refuses writes (a failed write or fsync), if it does. Only a
     /// restart recovers: the broker reports it as not alive.
     pub fn failure(&self) -> Option<String> {
@@ -820,6 +847,61 @@ impl Inner {
         }
     }
 
+    /// Refuses a put while the disk is at least `disk_full_ratio` full.
+    fn check_space(&self) -> Result<()> {
+        let mut space = lock(&self.space);
+        let stale = space
+            .checked
+            .is_none_or(|at| at.elapsed() >= SPACE_CHECK_INTERVAL);
+        if stale || space.full.is_some() {
+            let was_full = space.full.is_some();
+            space.full = self.space_shortage()?;
+            space.checked = Some(Instant::now());
+            match (&space.full, was_full) {
+                (Some(reason), false) => tracing::warn!(%reason, "refusing writes: disk full"),
+                (None, true) => tracing::info!("disk space is back: writes resume"),
+                _ => {}
+            }
+        }
+        match &space.full {
+            Some(reason) => Err(StoreError::DiskFull {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the disk counts as full, if it does.
+    fn space_shortage(&self) -> Result<Option<String>> {
+        let root = &self.cfg.root;
+        let Some(usage) = self.cfg.fs.disk_usage(root).at(root)? else {
+            return Ok(None);
+        };
+        let ratio = usage.used_ratio();
+        Ok((ratio >= self.cfg.disk_full_ratio).then(|| {
+            format!(
+                "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free; free space or grow the volume",
+                ratio * 100.0,
+                root.display(),
+                self.cfg.disk_full_ratio * 100.0,
+                usage.available
+            )
+        }))
+    }
+
+    /// A write the disk had no room for is a refusal, not a failure: nothing was
+    /// appended, and the next put looks at the space again.
+    fn out_of_space(&self, e: StoreError) -> StoreError {
+        match &e {
+            StoreError::Io { path, source } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                let reason = format!("no space left writing {}", path.display());
+                lock(&self.space).full = Some(reason.clone());
+                StoreError::DiskFull { reason }
+            }
+            _ => e,
+        }
+    }
+
     /// Remembers a write-path failure (later writes are refused) and passes it on.
     pub(super) fn fail(&self, e: StoreError) -> StoreError {
         lock(&self.failure).get_or_insert_with(|| e.to_string());
@@ -871,9 +953,12 @@ impl Inner {
             false => Some(self.queue_or_create(&msg.topic, msg.queue_id)?),
         };
         let queue_offset = cq.as_ref().map_or(0, |q| q.max_offset());
-        let appended = self.commitlog.append(entry, |buf, phys| {
-            patch_for_append(buf, queue_offset as i64, phys as i64, ts)
-        })?;
+        let appended = self
+            .commitlog
+            .append(entry, |buf, phys| {
+                patch_for_append(buf, queue_offset as i64, phys as i64, ts)
+            })
+            .map_err(|e| self.out_of_space(e))?;
         let dispatched = self.dispatch(
             cq.as_deref(),
             msg.sys_flag,

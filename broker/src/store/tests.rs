@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -948,4 +948,61 @@ fn after_a_failed_fsync_nothing_is_acknowledged_and_a_restart_keeps_what_was() {
         store.put(&message(9, &mut rng)).is_ok(),
         "the restarted store writes again"
     );
+}
+
+#[test]
+fn a_full_disk_refuses_puts_damages_nothing_and_writing_resumes_with_space() {
+    let fs = SimFs::new();
+    let clock = clock();
+    let mut rng = XorShift64::new(21);
+    let store = open(&fs, FlushPolicy::Sync, &clock);
+    let acked: Vec<_> = (0..10)
+        .map(|i| {
+            let m = message(i, &mut rng);
+            let r = store.put(&m).expect("put with room");
+            (m, r)
+        })
+        .collect();
+    // Room for nothing more: the write itself would fail with ENOSPC.
+    let used = used_bytes(&fs);
+    fs.set_capacity(Some(used));
+    for i in 10..13 {
+        match store.put(&message(i, &mut rng)) {
+            Err(StoreError::DiskFull { reason }) => assert!(!reason.is_empty()),
+            other => panic!("put {i} on a full disk: {other:?}"),
+        }
+    }
+    assert!(store.disk_full().is_some());
+    assert!(
+        store.failure().is_none(),
+        "a full disk must not poison the store"
+    );
+    // Over the refusal ratio (90 %) but not out of bytes: refused before writing.
+    fs.set_capacity(Some(used + used / 20));
+    assert!(matches!(
+        store.put(&message(13, &mut rng)),
+        Err(StoreError::DiskFull { .. })
+    ));
+    // Space returns: the very next put is taken, and everything acknowledged is intact.
+    fs.set_capacity(Some(used * 4));
+    let m = message(14, &mut rng);
+    let r = store.put(&m).expect("put once space is back");
+    assert!(store.disk_full().is_none());
+    for (m, r) in acked.iter().chain(std::iter::once(&(m, r))) {
+        let entry = store
+            .view_by_physical_offset(r.phys_offset)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(decode(&entry).expect("decodes").body, &m.body[..]);
+    }
+}
+
+/// Bytes the simulated disk holds now.
+fn used_bytes(fs: &SimFs) -> u64 {
+    fs.set_capacity(Some(u64::MAX / 2));
+    let usage = fs
+        .disk_usage(Path::new("/store"))
+        .expect("usage")
+        .expect("a capacity is set");
+    usage.total - usage.available
 }
