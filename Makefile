@@ -6,7 +6,7 @@ PHASE  := hack/phase.sh
 TESTBED = target/debug/mq-testbed
 export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
-.PHONY: all deps build up down status test unit e2e lint fmt clippy crds bench clean
+.PHONY: all deps build images up down status test unit e2e lint fmt clippy crds bench clean
 
 all: build
 
@@ -15,10 +15,19 @@ deps:
 	@$(PHASE) deps-k8s bash tests/scripts/install-k8s.sh
 	@$(PHASE) deps-helm bash tests/scripts/install-helm.sh
 	@$(PHASE) deps-validate bash tests/scripts/install-kubernetes-validate.sh
+	@$(PHASE) deps-umoci bash tests/scripts/install-umoci.sh
 
 ## build: every binary of the workspace
 build:
 	$(CARGO) build --workspace --bins
+
+## images: OCI images of mq-operator, mq-broker, mq-console under target/images/ (daemonless,
+## umoci; see images/README.md). PROFILE=debug|release (default debug), TAG (default: version)
+PROFILE ?= debug
+images:
+	@bash tests/scripts/install-umoci.sh
+	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p mq-operator -p mq-broker -p mq-console --bins
+	PROFILE=$(PROFILE) bash images/build.sh
 
 ## up: a local platform on this machine (control plane on loopback, 3 nodes running Pods
 ## as processes, CRDs and the operator installed from deploy/); images mqfleet/<binary>

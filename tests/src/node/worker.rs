@@ -449,6 +449,8 @@ impl Worker {
             binds,
             hostname: if host_network { None } else { hostname },
             workdir: workdir.clone(),
+            root: None,
+            identity: None,
         };
         let child = spawn(&program, &args, &env, &sandbox, &log)
             .await
@@ -481,6 +483,7 @@ impl Worker {
             pid,
             env,
             workdir,
+            identity: None,
         };
         let probes = if init {
             // Init containers are not probed; they count as started.
