@@ -30,7 +30,7 @@ images:
 	PROFILE=$(PROFILE) bash images/build.sh
 
 ## up: a local platform on this machine (control plane on loopback, 3 nodes running Pods
-## as processes, CRDs and the operator installed from deploy/); images mqfleet/<binary>
+## as processes, CRDs and the operator installed from deploy/); images mqfleet/<binary>:dev
 ## run the binaries built here
 up: deps build
 	$(TESTBED) up --crds crds --manifests deploy

@@ -55,3 +55,47 @@ pub fn umoci() -> Result<PathBuf> {
         )
     })
 }
+
+/// Splits `mq-testbed image load`'s argument, `<oci-layout-dir>[:tag]`: a path that is
+/// itself a layout has no tag (so a directory name with a ':' still works).
+pub fn split_layout_arg(arg: &str) -> (PathBuf, Option<String>) {
+    let whole = Path::new(arg);
+    if whole.join("oci-layout").is_file() {
+        return (whole.to_path_buf(), None);
+    }
+    match arg.rsplit_once(':') {
+        Some((dir, tag)) if !tag.contains('/') && !dir.is_empty() => {
+            (PathBuf::from(dir), Some(tag.to_owned()))
+        }
+        _ => (whole.to_path_buf(), None),
+    }
+}
+
+/// Loads `<oci-layout-dir>[:tag]` into the image store of the testbed in `testbed_dir`
+/// (running or not), as `mq-testbed image load` does.
+pub fn load(testbed_dir: &Path, arg: &str, repository: Option<&str>) -> Result<Vec<store::Loaded>> {
+    let (dir, tag) = split_layout_arg(arg);
+    let layout = layout::Layout::open(&dir)?;
+    store::Store::new(testbed_dir).load(&layout, tag.as_deref(), repository)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_args_split_off_a_tag_only_when_it_is_one() {
+        assert_eq!(
+            split_layout_arg("target/images/mq-broker:0.1.0"),
+            (
+                PathBuf::from("target/images/mq-broker"),
+                Some("0.1.0".to_owned())
+            )
+        );
+        assert_eq!(
+            split_layout_arg("target/images/mq-broker"),
+            (PathBuf::from("target/images/mq-broker"), None)
+        );
+        assert_eq!(split_layout_arg("a:b/c"), (PathBuf::from("a:b/c"), None));
+    }
+}
