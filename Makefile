@@ -6,7 +6,7 @@ PHASE  := hack/phase.sh
 TESTBED = target/debug/mq-testbed
 export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
-.PHONY: all deps build images up down status test unit e2e lint fmt clippy crds bench clean
+.PHONY: all deps build images images-load up down status test unit e2e lint fmt clippy crds bench clean
 
 all: build
 
@@ -28,6 +28,12 @@ images:
 	@bash tests/scripts/install-umoci.sh
 	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p mq-operator -p mq-broker -p mq-console --bins
 	PROFILE=$(PROFILE) bash images/build.sh
+
+## images-load: make images, then load them into the testbed's image store (up or not), so
+## Pods of mqfleet/<binary>:<version> run them (mqfleet/<binary>:dev runs the workspace build)
+images-load: images
+	$(CARGO) build -p mq-testbed --bins
+	@for b in mq-operator mq-broker mq-console; do $(TESTBED) image load target/images/$$b || exit 1; done
 
 ## up: a local platform on this machine (control plane on loopback, 3 nodes running Pods
 ## as processes, CRDs and the operator installed from deploy/); images mqfleet/<binary>:dev

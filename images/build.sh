@@ -35,6 +35,10 @@ VERSION=$(workspace_field version)
 TAG=${TAG:-$VERSION}
 SOURCE=${SOURCE:-$(workspace_field repository)}
 REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+# Every timestamp (files, config, history) is the last commit's, so the same binaries
+# give the same digests and reloading an unchanged image is a no-op.
+EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+CREATED=$(date -u -d "@$EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 case "$PROFILE" in debug|release) ;; *) die "PROFILE must be debug or release, not $PROFILE" ;; esac
 command -v umoci >/dev/null || die "umoci is missing: run tests/scripts/install-umoci.sh"
 command -v objcopy >/dev/null || die "objcopy is missing: apt-get install binutils"
@@ -68,6 +72,7 @@ stage_root() {
   chmod 0644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
   chmod 1777 "$root/tmp"
   chown -R 0:0 "$root" 2>/dev/null || true
+  find "$root" -exec touch -h -d "@$EPOCH" {} +
 }
 
 build_layout() {
@@ -78,8 +83,11 @@ build_layout() {
   umoci new --image "$image"
   umoci unpack --image "$image" "$work/bundle" >/dev/null
   cp -a "$root/." "$work/bundle/rootfs/"
-  umoci repack --image "$image" "$work/bundle"
+  touch -d "@$EPOCH" "$work/bundle/rootfs"
+  umoci repack --image "$image" --history.created "$CREATED" "$work/bundle"
   umoci config --image "$image" \
+    --created "$CREATED" \
+    --history.created "$CREATED" \
     --author "mqfleet" \
     --config.entrypoint "/usr/local/bin/$name" \
     --config.user "$USER_ID:$USER_ID" \

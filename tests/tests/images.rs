@@ -403,3 +403,80 @@ fn broker_image_serves_as_uid_65532_from_its_own_root_and_sees_nothing_of_the_ho
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn image_load_records_normalised_tag_and_digest_references_once() {
+    use mq_testbed::images::store::Store;
+    let scratch = Scratch::new("store");
+    let out = build(&scratch, &["mq-broker"]);
+    let testbed = scratch.0.join("testbed");
+    let version = env!("CARGO_PKG_VERSION");
+    let layout = format!("{}:{version}", out.join("mq-broker").display());
+
+    let loaded = mq_testbed::images::load(&testbed, &layout, None).expect("load");
+    let tagged = format!("docker.io/mqfleet/mq-broker:{version}");
+    assert!(
+        loaded.iter().any(|l| l.reference == tagged && l.changed),
+        "{loaded:?}"
+    );
+    let digest = loaded[0].digest.clone();
+    let again = mq_testbed::images::load(&testbed, &layout, None).expect("second load");
+    assert!(
+        again.iter().all(|l| !l.changed),
+        "a second load changes nothing: {again:?}"
+    );
+
+    let store = Store::new(&testbed);
+    let found = |image: &str| store.resolve(image).expect("resolvable").map(|i| i.digest);
+    for same in [
+        format!("mqfleet/mq-broker:{version}"),
+        format!("docker.io/mqfleet/mq-broker:{version}"),
+        format!("mqfleet/mq-broker@{digest}"),
+        format!("mqfleet/mq-broker:other@{digest}"),
+    ] {
+        assert_eq!(found(&same), Some(digest.clone()), "{same}");
+    }
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    for other in [
+        format!("registry.local:5000/mqfleet/mq-broker:{version}"),
+        "mqfleet/mq-broker:latest".to_owned(),
+        "mqfleet/mq-broker".to_owned(),
+        format!("mqfleet/mq-broker@{zeros}"),
+        format!("other/mq-broker@{digest}"),
+    ] {
+        assert_eq!(found(&other), None, "{other}");
+    }
+    assert!(store.resolve("Bad/Ref").is_err());
+    let rootfs = store
+        .resolve(&format!("mqfleet/mq-broker:{version}"))
+        .expect("ok")
+        .expect("found")
+        .rootfs;
+    assert!(rootfs.join("usr/local/bin/mq-broker").is_file());
+
+    // Another name for the same image is its own reference.
+    let registry = "registry.local:5000/mqfleet/mq-broker";
+    mq_testbed::images::load(&testbed, &layout, Some(registry))
+        .expect("load under a registry name");
+    assert_eq!(
+        found(&format!("{registry}:{version}")),
+        Some(digest.clone())
+    );
+
+    let missing = mq_testbed::images::load(
+        &testbed,
+        &format!("{}:nope", out.join("mq-broker").display()),
+        None,
+    )
+    .expect_err("no such tag");
+    assert!(
+        missing.to_string().contains(&format!("tags: {version}")),
+        "{missing}"
+    );
+    let not_layout = mq_testbed::images::load(&testbed, &scratch.0.display().to_string(), None)
+        .expect_err("not a layout");
+    assert!(
+        not_layout.to_string().contains("not an OCI image layout"),
+        "{not_layout}"
+    );
+}
