@@ -80,7 +80,8 @@ enum Command {
         /// How many Nodes to register.
         #[arg(long, default_value_t = mq_testbed::controlplane::DEFAULT_NODES)]
         nodes: usize,
-        /// Where `mqfleet/<binary>` images are found.
+        /// Where `mqfleet/<binary>:dev` images are found (other images come from the
+        /// testbed's image store, see `image load`).
         #[arg(long)]
         bin_dir: PathBuf,
     },

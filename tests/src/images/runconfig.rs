@@ -115,6 +115,14 @@ pub fn identity(
         &read_db(rootfs, "etc/group"),
     )?;
     let uid = run_as_user.unwrap_or(image_uid);
+    let non_root = ctx
+        .and_then(|c| c.run_as_non_root)
+        .or(pod_ctx.and_then(|c| c.run_as_non_root))
+        .unwrap_or(false);
+    if non_root && uid == 0 {
+        // kubelet's own words for this refusal.
+        return Err("container has runAsNonRoot and image will run as root".into());
+    }
     let primary = |uid: u32| {
         passwd
             .iter()
@@ -349,6 +357,21 @@ mod tests {
         assert_eq!((id.uid, id.gid), (65532, 50));
         let root = RunConfig::default();
         assert_eq!(identity(&root, &pod(json!({})), &c, &dir).unwrap().0.uid, 0);
+        let as_root = pod(json!({"runAsNonRoot": true, "runAsUser": 0}));
+        assert!(
+            identity(&image(), &as_root, &c, &dir)
+                .unwrap_err()
+                .contains("runAsNonRoot")
+        );
+        let non_root = pod(json!({"runAsNonRoot": true}));
+        assert_eq!(
+            identity(&image(), &non_root, &c, &dir).unwrap().0.uid,
+            65532
+        );
+        assert!(
+            identity(&root, &non_root, &c, &dir).is_err(),
+            "the image's root user is refused too"
+        );
         let unknown = RunConfig {
             user: Some("nobody-here".into()),
             ..RunConfig::default()
