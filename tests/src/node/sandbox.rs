@@ -206,9 +206,54 @@ impl Sandbox {
     }
 }
 
-/// `target` (absolute, inside the container) as a path under the image's `root`.
+/// Symlinks followed while resolving one path under an image's root (Linux's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// `target` (absolute, inside the container) as a host path under the image's `root`,
+/// resolved the way a container runtime's secure join does: `..` never climbs above the
+/// root and a symlink inside the image resolves against the root, not the host's `/`,
+/// so no mount point or mount can land outside the image.
 fn under_root(root: &Path, target: &Path) -> PathBuf {
-    root.join(target.strip_prefix("/").unwrap_or(target))
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+    let parts = |path: &Path| -> VecDeque<OsString> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut resolved = PathBuf::new();
+    let mut pending = parts(target);
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let host = root.join(&candidate);
+        let link = fs::symlink_metadata(&host)
+            .ok()
+            .filter(|m| m.file_type().is_symlink() && hops < MAX_SYMLINKS)
+            .and_then(|_| fs::read_link(&host).ok());
+        match link {
+            Some(link) => {
+                hops += 1;
+                if link.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut rest = parts(&link);
+                rest.extend(pending);
+                pending = rest;
+            }
+            None => resolved = candidate,
+        }
+    }
+    root.join(resolved)
 }
 
 /// Adds a `pre_exec` hook that joins the mount and UTS namespaces of the running process `pid`, then chdir(workdir), the identity, and setpgid(0, 0).
@@ -870,6 +915,29 @@ mod tests {
         .unwrap();
         assert_eq!(stdout_of(run(&mut exec)), "image\n/data\n");
         drop(container);
+    }
+
+    #[test]
+    fn targets_under_a_root_never_leave_it() {
+        let tmp = TempDir::new();
+        let root = tmp.join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        symlink("/", root.join("var")).unwrap();
+        symlink("../run/resolv.conf", root.join("etc/resolv.conf")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        for (target, inside) in [
+            ("/data", "data"),
+            ("/../../../etc/x", "etc/x"),
+            ("/var/lib/x", "lib/x"),
+            ("/etc/resolv.conf", "run/resolv.conf"),
+            ("/loop/x", "loop/x"),
+        ] {
+            assert_eq!(
+                under_root(&root, Path::new(target)),
+                root.join(inside),
+                "{target}"
+            );
+        }
     }
 
     #[test]
