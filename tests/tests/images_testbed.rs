@@ -2,8 +2,9 @@
 //! brings the `mq-broker` OCI layout (`images/build.sh`) into a testbed's store; a Pod
 //! of it runs from the image's read-only root as its `runAsUser`, with its `fsGroup`
 //! owning the emptyDir it writes, answers on its Pod address, passes an exec probe run
-//! inside the image, and sees nothing of the host; an image never loaded waits with
-//! `ErrImageNeverPull` and a message saying how to load it.
+//! inside the image, and sees nothing of the host; an image not loaded (another
+//! registry's name) waits with `ErrImageNeverPull` and a message saying how to load it,
+//! and starts once it is loaded under that name.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -46,11 +47,12 @@ fn bin_dir() -> PathBuf {
 }
 
 /// `mq-testbed image load --dir <testbed> <arg>`'s stdout.
-fn image_load(testbed: &Path, arg: &str) -> Result<String> {
+fn image_load(testbed: &Path, arg: &str, extra: &[&str]) -> Result<String> {
     let out = Command::new(bin_dir().join("mq-testbed"))
         .args(["image", "load", "--dir"])
         .arg(testbed)
         .arg(arg)
+        .args(extra)
         .output()
         .context("running mq-testbed image load")?;
     ensure!(
@@ -127,7 +129,7 @@ async fn a_loaded_image_runs_as_its_pod_user_from_its_own_root() -> Result<()> {
     .await?;
     let layout = format!("{}:{version}", out.join("mq-broker").display());
 
-    let loaded = image_load(tb.dir(), &layout)?;
+    let loaded = image_load(tb.dir(), &layout, &[])?;
     let reference = format!("docker.io/mqfleet/mq-broker:{version}");
     ensure!(
         loaded.contains(&format!("loaded {reference} (sha256:")),
@@ -139,7 +141,7 @@ async fn a_loaded_image_runs_as_its_pod_user_from_its_own_root() -> Result<()> {
         .and_then(|r| r.split(')').next())
         .context("digest printed")?
         .to_owned();
-    let again = image_load(tb.dir(), &layout)?;
+    let again = image_load(tb.dir(), &layout, &[])?;
     ensure!(
         again.contains(&format!("unchanged {reference}")) && !again.contains("loaded "),
         "a second load is a no-op: {again}"
@@ -225,10 +227,12 @@ async fn a_loaded_image_runs_as_its_pod_user_from_its_own_root() -> Result<()> {
     let write = std::fs::write(root.join("usr/local/bin/x"), "x");
     ensure!(write.is_err(), "the image's root is writable");
 
-    // An image that was never loaded waits, saying how to load it.
+    // An image that is not loaded (another registry's name is another image) waits,
+    // saying how to load it; once loaded under that name, the Pod starts by itself.
+    let registry = "registry.local:5000/mqfleet/mq-broker";
     api.create(
         &PostParams::default(),
-        &broker_pod("unloaded", "mqfleet/mq-broker:0.0.0-never")?,
+        &broker_pod("unloaded", &format!("{registry}:{version}"))?,
     )
     .await?;
     let message = tb
@@ -251,6 +255,18 @@ async fn a_loaded_image_runs_as_its_pod_user_from_its_own_root() -> Result<()> {
     ensure!(
         message.contains("mq-testbed image load"),
         "unhelpful message: {message}"
+    );
+    image_load(tb.dir(), &layout, &["--repository", registry])?;
+    let late = wait_ready(&tb, &client, ns, "unloaded").await?;
+    let late_id = late
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .map(|c| c.image_id)
+        .unwrap_or_default();
+    ensure!(
+        late_id == format!("{registry}@{digest}"),
+        "imageID {late_id}"
     );
 
     for name in ["broker", "unloaded"] {
