@@ -6,7 +6,7 @@ PHASE  := hack/phase.sh
 TESTBED = target/debug/mq-testbed
 export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
-.PHONY: all deps build up env down status test unit e2e lint fmt clippy crds deploy bench clean distclean
+.PHONY: all deps build images images-load up env down status test unit e2e lint fmt clippy crds deploy bench clean distclean
 
 all: build
 
@@ -20,6 +20,20 @@ deps:
 ## build: every binary of the workspace
 build:
 	$(CARGO) build --workspace --bins
+
+## images: OCI images of mq-operator, mq-broker, mq-console under target/images/ (daemonless,
+## umoci; see images/README.md). PROFILE=debug|release (default debug), TAG (default: version)
+PROFILE ?= debug
+images:
+	@bash tests/scripts/install-image-tools.sh
+	$(CARGO) build $(if $(filter release,$(PROFILE)),--release) -p mq-operator -p mq-broker -p mq-console --bins
+	PROFILE=$(PROFILE) bash images/build.sh
+
+## images-load: make images, then load them into the testbed's image store (up or not), so
+## Pods of mqfleet/<binary>:<version> run them (mqfleet/<binary>:dev runs the workspace build)
+images-load: images
+	$(CARGO) build -p mq-testbed --bins
+	@for b in mq-operator mq-broker mq-console; do $(TESTBED) image load target/images/$$b || exit 1; done
 
 ## up: a local platform on this machine: the testbed (control plane on loopback, 3 nodes
 ## running Pods as processes), `helm install` of charts/mqfleet (images mqfleet/<binary>:dev

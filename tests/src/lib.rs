@@ -13,6 +13,7 @@ pub mod console;
 pub mod controlplane;
 pub mod crds;
 pub mod error;
+pub mod images;
 pub mod install;
 pub mod kubeclient;
 pub mod kubeconfig;

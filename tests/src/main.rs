@@ -80,7 +80,8 @@ enum Command {
         /// How many Nodes to register.
         #[arg(long, default_value_t = mq_testbed::controlplane::DEFAULT_NODES)]
         nodes: usize,
-        /// Where `mqfleet/<binary>` images are found.
+        /// Where `mqfleet/<binary>:dev` images are found (other images come from the
+        /// testbed's image store, see `image load`).
         #[arg(long)]
         bin_dir: PathBuf,
     },
@@ -102,6 +103,34 @@ enum Command {
     },
     /// Make sure the control-plane binaries, helm and kubectl are cached; print paths.
     Tools,
+    /// The testbed's local image store (what its process kubelet runs besides
+    /// `mqfleet/<binary>:dev`, the workspace build).
+    Image {
+        #[command(subcommand)]
+        action: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Load an OCI image layout into the store, like `kind load` (the testbed may be up
+    /// or not; loading the same image again changes nothing).
+    Load {
+        #[command(flatten)]
+        dir: DirArg,
+        /// `<oci-layout-dir>[:tag]`, e.g. `target/images/mq-broker:0.1.0` (`make images`
+        /// writes them); without a tag, every tagged image of the layout.
+        layout: String,
+        /// The repository a bare tag belongs to (default: `mqfleet/<the image's title
+        /// label>`), e.g. `registry.local:5000/mqfleet/mq-broker`.
+        #[arg(long)]
+        repository: Option<String>,
+    },
+    /// List the references the store answers to, with their manifest digests.
+    Ls {
+        #[command(flatten)]
+        dir: DirArg,
+    },
 }
 
 #[tokio::main]
@@ -169,7 +198,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status { dir } => show_status(&dir.dir).await,
         Command::Kubeconfig { dir } => kubeconfig(&dir.dir),
         Command::Tools => tools(),
+        Command::Image { action } => image(action),
     }
+}
+
+fn image(action: ImageCommand) -> anyhow::Result<ExitCode> {
+    match action {
+        ImageCommand::Load {
+            dir,
+            layout,
+            repository,
+        } => {
+            let loaded = mq_testbed::images::load(&dir.dir, &layout, repository.as_deref())?;
+            for l in loaded {
+                let what = if l.changed { "loaded" } else { "unchanged" };
+                println!("{what} {} ({})", l.reference, l.digest);
+            }
+        }
+        ImageCommand::Ls { dir } => {
+            let store = mq_testbed::images::store::Store::new(&dir.dir);
+            for (reference, digest) in store.refs()? {
+                println!("{reference}\t{digest}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn node(dir: &Path, nodes: usize, bin_dir: PathBuf) -> anyhow::Result<ExitCode> {

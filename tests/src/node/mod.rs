@@ -8,10 +8,13 @@
 //! provisioner. Everything it starts dies with it: containers are forked by the
 //! permanent spawner thread with `PDEATHSIG`, and on SIGTERM it stops every Pod first.
 
+pub mod credentials;
 pub mod dns;
 pub mod events;
 pub mod expand;
+pub mod fsgroup;
 pub mod ipam;
+pub mod launch;
 pub mod nodes;
 pub mod pods;
 pub mod probes;

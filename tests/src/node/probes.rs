@@ -52,6 +52,8 @@ pub struct Target {
     pub env: Vec<(String, String)>,
     /// The container's working directory.
     pub workdir: PathBuf,
+    /// Who the container runs as (exec probes run as the same user).
+    pub identity: Option<super::credentials::Identity>,
 }
 
 /// Runs every probe of `container` until the task is aborted; verdicts go to `tx`
@@ -342,7 +344,13 @@ async fn exec_probe(command: Vec<String>, target: &Target) -> Result<(), String>
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    sandbox::enter(&mut cmd, target.pid, &target.workdir).map_err(|e| e.to_string())?;
+    sandbox::enter(
+        &mut cmd,
+        target.pid,
+        &target.workdir,
+        target.identity.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::from(cmd);
     // The probe's timeout drops this future; the probe process must not outlive it.
     cmd.kill_on_drop(true);

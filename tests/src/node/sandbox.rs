@@ -27,6 +27,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::credentials::Identity;
+
 /// One bind mount: `source` (a host file or directory) appears at `target` inside the sandbox.
 #[derive(Debug, Clone)]
 pub struct Bind {
@@ -47,6 +49,11 @@ pub struct Sandbox {
     pub hostname: Option<String>,
     /// Working directory of the container, entered after the mounts exist.
     pub workdir: PathBuf,
+    /// An image's root filesystem: bound read-only and made `/` (pivot_root), with the
+    /// binds inside it; `None` keeps the host's root.
+    pub root: Option<PathBuf>,
+    /// Who the process runs as; `None` keeps the caller's credentials.
+    pub identity: Option<Identity>,
 }
 
 /// One bind mount with everything the child needs prepared in the parent.
@@ -104,7 +111,7 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Adds a `pre_exec` hook to `cmd` that, in the child: unshare(CLONE_NEWNS | CLONE_NEWUTS); mount("none", "/", NULL, MS_REC|MS_PRIVATE) so nothing propagates back to the host; bind-mounts every Bind (MS_BIND|MS_REC; then a remount MS_BIND|MS_REMOUNT|MS_RDONLY for read-only ones), parents before children (sort by target component count); sethostname; chdir(workdir); setpgid(0, 0) so the container is its own process group.
+    /// Adds a `pre_exec` hook to `cmd` that, in the child: unshare(CLONE_NEWNS | CLONE_NEWUTS); mount("none", "/", NULL, MS_REC|MS_PRIVATE) so nothing propagates back to the host; bind-mounts every Bind (MS_BIND|MS_REC; then a remount MS_BIND|MS_REMOUNT|MS_RDONLY for read-only ones), parents before children (sort by target component count); sethostname; with a `root`, binds it read-only first (the binds go inside it) and pivot_root()s into it; chdir(workdir); switches to the `identity`; setpgid(0, 0) so the container is its own process group.
     ///
     /// Do not also call `Command::current_dir`: std changes directory before
     /// running hooks, i.e. before the mounts exist. A failing step fails the
@@ -120,7 +127,7 @@ impl Sandbox {
             .map(|bind| {
                 Ok(MountStep {
                     source: path_cstring(&bind.source)?,
-                    target: path_cstring(&bind.target)?,
+                    target: path_cstring(&self.inside(&bind.target))?,
                     read_only: bind.read_only,
                     fd: -1,
                 })
@@ -131,6 +138,8 @@ impl Sandbox {
             None => None,
         };
         let workdir = path_cstring(&self.workdir)?;
+        let root = self.root.as_deref().map(path_cstring).transpose()?;
+        let identity = self.identity.clone();
         tracing::debug!(sandbox = ?self, "applying sandbox to command");
 
         let hook = move || -> io::Result<()> {
@@ -139,7 +148,14 @@ impl Sandbox {
             // this closure or on the stack; nothing allocates, locks or panics.
             // `steps` is this child's private copy, so mutating it is harmless
             // to the parent and to later spawns of the same Command.
-            unsafe { enter_new_sandbox(&mut steps, hostname.as_deref(), &workdir) }
+            unsafe {
+                enter_new_sandbox(&mut steps, root.as_ref(), hostname.as_deref(), &workdir)?;
+                if let Some(identity) = &identity {
+                    identity.switch()?;
+                }
+                check(libc::setpgid(0, 0))?;
+            }
+            Ok(())
         };
         // SAFETY: the hook only performs async-signal-safe work (see above).
         unsafe { cmd.pre_exec(hook) };
@@ -177,21 +193,89 @@ impl Sandbox {
                 Ok(rest) => parent.source.join(rest),
                 Err(_) => target.clone(),
             },
-            None => target.clone(),
+            None => self.inside(target),
+        }
+    }
+
+    /// Where the host sees container path `target` before the pivot: under the root.
+    fn inside(&self, target: &Path) -> PathBuf {
+        match &self.root {
+            Some(root) => under_root(root, target),
+            None => target.to_path_buf(),
         }
     }
 }
 
-/// Adds a `pre_exec` hook that joins the mount and UTS namespaces of the running process `pid`, then chdir(workdir) and setpgid(0, 0).
+/// Symlinks followed while resolving one path under an image's root (Linux's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// `target` (absolute, inside the container) as a host path under the image's `root`,
+/// resolved the way a container runtime's secure join does: `..` never climbs above the
+/// root and a symlink inside the image resolves against the root, not the host's `/`,
+/// so no mount point or mount can land outside the image.
+fn under_root(root: &Path, target: &Path) -> PathBuf {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+    let parts = |path: &Path| -> VecDeque<OsString> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut resolved = PathBuf::new();
+    let mut pending = parts(target);
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let host = root.join(&candidate);
+        let link = fs::symlink_metadata(&host)
+            .ok()
+            .filter(|m| m.file_type().is_symlink() && hops < MAX_SYMLINKS)
+            .and_then(|_| fs::read_link(&host).ok());
+        match link {
+            Some(link) => {
+                hops += 1;
+                if link.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut rest = parts(&link);
+                rest.extend(pending);
+                pending = rest;
+            }
+            None => resolved = candidate,
+        }
+    }
+    root.join(resolved)
+}
+
+/// Adds a `pre_exec` hook that joins the mount and UTS namespaces of the running process `pid`, then chdir(workdir), the identity, and setpgid(0, 0).
 ///
 /// The namespace files are opened now (O_CLOEXEC, so exec closes the child's
 /// copies); the parent's copies live in the hook and close when `cmd` is
 /// dropped. Used for exec probes and `exec` into a container.
-pub fn enter(cmd: &mut Command, pid: u32, workdir: &Path) -> io::Result<()> {
+///
+/// A container whose sandbox had a `root` needs nothing more: joining its mount
+/// namespace lands in its root (pivot_root made it the namespace's `/`). `identity`
+/// is the container's, so an exec runs as the container's user.
+pub fn enter(
+    cmd: &mut Command,
+    pid: u32,
+    workdir: &Path,
+    identity: Option<&Identity>,
+) -> io::Result<()> {
     // Opened before fork so a vanished container fails here, with a path.
     let mnt = open_namespace(pid, "mnt")?;
     let uts = open_namespace(pid, "uts")?;
     let workdir = path_cstring(workdir)?;
+    let identity = identity.cloned();
     tracing::debug!(pid, workdir = ?workdir, "entering container namespaces");
     let hook = move || -> io::Result<()> {
         // SAFETY: runs in the single-threaded child between fork and exec, and
@@ -203,6 +287,9 @@ pub fn enter(cmd: &mut Command, pid: u32, workdir: &Path) -> io::Result<()> {
             check(libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS))?;
             // Joining a mount namespace resets the cwd to its root.
             check(libc::chdir(workdir.as_ptr()))?;
+            if let Some(identity) = &identity {
+                identity.switch()?;
+            }
             check(libc::setpgid(0, 0))?;
         }
         Ok(())
@@ -233,6 +320,7 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) -> bool {
 /// process's namespaces); it is async-signal-safe.
 unsafe fn enter_new_sandbox(
     steps: &mut [MountStep],
+    root: Option<&CString>,
     hostname: Option<&[u8]>,
     workdir: &CString,
 ) -> io::Result<()> {
@@ -258,6 +346,24 @@ unsafe fn enter_new_sandbox(
             step.fd = check(libc::open(
                 step.source.as_ptr(),
                 libc::O_PATH | libc::O_CLOEXEC,
+            ))?;
+        }
+        if let Some(root) = root {
+            // A bind of the image's root onto itself makes it a mount point that can
+            // be made read-only and pivoted to; the binds below land inside it.
+            check(libc::mount(
+                root.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                none,
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NODEV,
+                std::ptr::null(),
             ))?;
         }
         for step in steps.iter() {
@@ -295,8 +401,29 @@ unsafe fn enter_new_sandbox(
         if let Some(name) = hostname {
             check(libc::sethostname(name.as_ptr().cast(), name.len()))?;
         }
+        if let Some(root) = root {
+            pivot_into(root)?;
+        }
         check(libc::chdir(workdir.as_ptr()))?;
-        check(libc::setpgid(0, 0))?;
+    }
+    Ok(())
+}
+
+/// Makes the mount at `root` this namespace's `/` and detaches the host's root, so
+/// nothing of the host stays reachable (unlike chroot, which root could escape).
+///
+/// # Safety
+/// Only for a forked child before exec, inside its own mount namespace.
+unsafe fn pivot_into(root: &CString) -> io::Result<()> {
+    let dot = c".".as_ptr();
+    // SAFETY: C string literals and a live CString.
+    unsafe {
+        check(libc::chdir(root.as_ptr()))?;
+        // pivot_root(".", ".") stacks the old root on top of the new one, so it can be
+        // detached without needing a directory for it inside the image.
+        check(libc::syscall(libc::SYS_pivot_root, dot, dot) as c_int)?;
+        check(libc::umount2(dot, libc::MNT_DETACH))?;
+        check(libc::chdir(c"/".as_ptr()))?;
     }
     Ok(())
 }
@@ -507,6 +634,8 @@ mod tests {
             binds,
             hostname: None,
             workdir: workdir.to_owned(),
+            root: None,
+            identity: None,
         }
     }
 
@@ -704,14 +833,111 @@ mod tests {
         let container = spawn(&mut cmd);
 
         let mut exec = sh("hostname; cat f");
-        enter(&mut exec, container.0.id(), &target).unwrap();
+        enter(&mut exec, container.0.id(), &target, None).unwrap();
         assert_eq!(stdout_of(run(&mut exec)), "entered-host\nbound");
         assert!(!target.join("f").exists());
         drop(container);
 
-        let err = enter(&mut sh("true"), u32::MAX, &tmp.0).unwrap_err();
+        let err = enter(&mut sh("true"), u32::MAX, &tmp.0, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(err.to_string().contains("/proc/4294967295/ns/mnt"), "{err}");
+    }
+
+    /// A root filesystem holding only `/bin/sh` (the host's, with its ldd closure) and
+    /// a `/marker` file.
+    fn tiny_root(tmp: &TempDir) -> PathBuf {
+        let root = tmp.join("root");
+        let sh = fs::canonicalize("/bin/sh").unwrap();
+        let ldd = Command::new("ldd").arg(&sh).output().unwrap();
+        let libs = String::from_utf8(ldd.stdout).unwrap();
+        let paths = libs
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(PathBuf::from);
+        for path in paths.chain([PathBuf::from("/bin/sh")]) {
+            let dest = root.join(path.strip_prefix("/").unwrap());
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::copy(&path, &dest).unwrap();
+        }
+        fs::write(root.join("marker"), "image").unwrap();
+        root
+    }
+
+    #[test]
+    fn root_becomes_slash_read_only_with_binds_identity_and_enter_inside() {
+        let tmp = TempDir::new();
+        let root = tiny_root(&tmp);
+        let data = tmp.join("data");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(65532), Some(65532)).unwrap();
+        let sb = Sandbox {
+            binds: vec![bind(&data, Path::new("/data"), false)],
+            hostname: None,
+            workdir: PathBuf::from("/data"),
+            root: Some(root.clone()),
+            identity: Some(Identity {
+                uid: 65532,
+                gid: 65532,
+                groups: vec![65534],
+            }),
+        };
+        sb.prepare().unwrap();
+        assert!(
+            root.join("data").is_dir(),
+            "the mount point is made in the root"
+        );
+        let host = tmp.0.display();
+        let script = format!(
+            "read m < /marker; echo $m; echo x > /new 2>/dev/null || echo read-only; \
+             echo hi > f && echo wrote; [ -e {host} ] || echo no-host"
+        );
+        assert_eq!(run_in(&sb, &script), "image\nread-only\nwrote\nno-host\n");
+        let written = fs::metadata(data.join("f")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((written.uid(), written.gid()), (65532, 65532));
+        assert!(!root.join("new").exists());
+
+        let fifo = data.join("fifo");
+        let path = path_cstring(&fifo).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::chown(&fifo, Some(65532), Some(65532)).unwrap();
+        let mut cmd = sh("read x < /data/fifo");
+        sb.apply(&mut cmd).unwrap();
+        let container = spawn(&mut cmd);
+        let mut exec = sh("read m < /marker; echo $m; pwd; echo done > /data/fifo");
+        enter(
+            &mut exec,
+            container.0.id(),
+            Path::new("/data"),
+            sb.identity.as_ref(),
+        )
+        .unwrap();
+        assert_eq!(stdout_of(run(&mut exec)), "image\n/data\n");
+        drop(container);
+    }
+
+    #[test]
+    fn targets_under_a_root_never_leave_it() {
+        let tmp = TempDir::new();
+        let root = tmp.join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        symlink("/", root.join("var")).unwrap();
+        symlink("../run/resolv.conf", root.join("etc/resolv.conf")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        for (target, inside) in [
+            ("/data", "data"),
+            ("/../../../etc/x", "etc/x"),
+            ("/var/lib/x", "lib/x"),
+            ("/etc/resolv.conf", "run/resolv.conf"),
+            ("/loop/x", "loop/x"),
+        ] {
+            assert_eq!(
+                under_root(&root, Path::new(target)),
+                root.join(inside),
+                "{target}"
+            );
+        }
     }
 
     #[test]

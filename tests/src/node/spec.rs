@@ -10,10 +10,12 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::Stores;
 use super::expand::expand;
+use crate::images::reference::{DEFAULT_DOMAIN, Reference};
+use crate::images::store::{Store, StoredImage};
 
 /// The image repository whose images run workspace binaries.
 pub const IMAGE_REPOSITORY: &str = "mqfleet";
-/// Waiting reason for images the process kubelet cannot run.
+/// Waiting reason for images the process kubelet cannot run (not loaded, not built).
 pub const IMAGE_ERROR: &str = "ErrImageNeverPull";
 /// Waiting reason for a missing ConfigMap/Secret key referenced by the env.
 pub const CONFIG_ERROR: &str = "CreateContainerConfigError";
@@ -87,35 +89,83 @@ impl Objects for Stores {
     }
 }
 
-/// The binary an `mqfleet/<binary>[:tag]` image runs, from `bin_dir`.
-pub fn resolve_image(image: &str, bin_dir: &Path) -> Result<PathBuf, NotStartable> {
+/// The tag whose `mqfleet/<binary>` images run the workspace build.
+pub const DEV_TAG: &str = "dev";
+
+/// What an image runs from.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// `mqfleet/<binary>:dev`: the workspace binary (in the host's root).
+    Workspace(PathBuf),
+    /// Any other image, found in the testbed's image store.
+    Stored {
+        /// The normalised reference the Pod named.
+        reference: Reference,
+        /// The image (boxed: it is much larger than a path).
+        image: Box<StoredImage>,
+    },
+}
+
+impl ImageSource {
+    /// The container status's `imageID`: the binary, or `name@<manifest digest>`.
+    pub fn image_id(&self) -> String {
+        match self {
+            ImageSource::Workspace(binary) => format!("file://{}", binary.display()),
+            ImageSource::Stored { reference, image } => {
+                format!("{}@{}", reference.name, image.digest)
+            }
+        }
+    }
+}
+
+/// Resolves a container's image: only `mqfleet/<binary>:dev` (exactly that tag, any
+/// spelling of Docker Hub) is the workspace binary in `bin_dir`; any other image must
+/// be in `store` (`mq-testbed image load`), else it waits with `ErrImageNeverPull`.
+pub fn resolve_image(
+    image: &str,
+    bin_dir: &Path,
+    store: &Store,
+) -> Result<ImageSource, NotStartable> {
     let never = |message: String| NotStartable {
         reason: IMAGE_ERROR,
         message,
     };
-    let repository = image.split('@').next().unwrap_or(image);
-    // A tag follows the last ':' only if no '/' comes after it (a registry port does).
-    let repository = match repository.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => repository,
-    };
-    let mut parts = repository.rsplit('/');
-    let binary = parts.next().unwrap_or_default();
-    if parts.next() != Some(IMAGE_REPOSITORY) || binary.is_empty() || binary.starts_with('.') {
-        return Err(never(format!(
-            "image {image:?} cannot run on the process kubelet: only {IMAGE_REPOSITORY}/<binary> images exist, each a binary of the workspace in {}",
+    let reference = Reference::parse(image).map_err(|e| never(e.to_string()))?;
+    if let Some(binary) = workspace_binary(&reference) {
+        let path = bin_dir.join(binary);
+        return if crate::paths::is_executable(&path) {
+            Ok(ImageSource::Workspace(path))
+        } else {
+            Err(never(format!(
+                "image {image:?}: {} is not built (run `cargo build --workspace --bins`)",
+                path.display()
+            )))
+        };
+    }
+    match store.resolve(image) {
+        Ok(Some(stored)) => Ok(ImageSource::Stored {
+            reference,
+            image: Box::new(stored),
+        }),
+        Ok(None) => Err(never(format!(
+            "image {image:?} is not in the testbed's image store ({}): load it with `mq-testbed image load <oci-layout-dir>[:tag]` (e.g. target/images/mq-broker after `make images`); only {IMAGE_REPOSITORY}/<binary>:{DEV_TAG} runs a binary of the workspace in {}",
+            store.dir().display(),
             bin_dir.display()
-        )));
+        ))),
+        Err(e) => Err(never(format!("image {image:?}: the image store: {e}"))),
     }
-    let path = bin_dir.join(binary);
-    if crate::paths::is_executable(&path) {
-        Ok(path)
-    } else {
-        Err(never(format!(
-            "image {image:?}: {} is not built (run `cargo build --workspace --bins`)",
-            path.display()
-        )))
-    }
+}
+
+/// The binary `docker.io/mqfleet/<binary>:dev` names (no digest, one path component).
+fn workspace_binary(reference: &Reference) -> Option<&str> {
+    let binary = reference
+        .name
+        .strip_prefix(DEFAULT_DOMAIN)?
+        .strip_prefix('/')?
+        .strip_prefix(IMAGE_REPOSITORY)?
+        .strip_prefix('/')?;
+    let dev = reference.tag.as_deref() == Some(DEV_TAG) && reference.digest.is_none();
+    (dev && !binary.contains('/') && !binary.starts_with('.')).then_some(binary)
 }
 
 /// The argv: the image's binary unless `command` replaces it (a `command[0]` naming the
@@ -621,23 +671,51 @@ mod tests {
     }
 
     #[test]
-    fn images_map_to_workspace_binaries() {
+    fn only_the_dev_tag_maps_to_workspace_binaries() {
         let dir = std::env::temp_dir().join(format!("mq-spec-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::new(&dir.join("testbed"));
         let bin = dir.join("mq-broker");
         std::fs::write(&bin, "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(resolve_image("mqfleet/mq-broker:dev", &dir).unwrap(), bin);
-        assert_eq!(resolve_image("mqfleet/mq-broker", &dir).unwrap(), bin);
+        let workspace = |image: &str| match resolve_image(image, &dir, &store) {
+            Ok(ImageSource::Workspace(path)) => Some(path),
+            _ => None,
+        };
+        assert_eq!(workspace("mqfleet/mq-broker:dev"), Some(bin.clone()));
         assert_eq!(
-            resolve_image("registry:5000/mqfleet/mq-broker:v1@sha256:ab", &dir).unwrap(),
-            bin
+            workspace("docker.io/mqfleet/mq-broker:dev"),
+            Some(bin.clone())
         );
-        let other = resolve_image("nginx:1.25", &dir).unwrap_err();
-        assert_eq!(other.reason, IMAGE_ERROR);
-        assert!(other.message.contains("only mqfleet/<binary>"));
-        let missing = resolve_image("mqfleet/mq-console:dev", &dir).unwrap_err();
+        for not_dev in [
+            "mqfleet/mq-broker",
+            "mqfleet/mq-broker:0.1.0",
+            "mqfleet/mq-broker:latest",
+            "registry:5000/mqfleet/mq-broker:dev",
+            &format!("mqfleet/mq-broker:dev@sha256:{}", "a".repeat(64)),
+            "other/mq-broker:dev",
+        ] {
+            let err = resolve_image(not_dev, &dir, &store).unwrap_err();
+            assert_eq!(err.reason, IMAGE_ERROR, "{not_dev}");
+            assert!(
+                err.message.contains("mq-testbed image load"),
+                "{}",
+                err.message
+            );
+            assert!(
+                err.message.contains("mqfleet/<binary>:dev"),
+                "{}",
+                err.message
+            );
+        }
+        let bad = resolve_image("Not/Valid", &dir, &store).unwrap_err();
+        assert!(
+            bad.message.contains("invalid image reference"),
+            "{}",
+            bad.message
+        );
+        let missing = resolve_image("mqfleet/mq-console:dev", &dir, &store).unwrap_err();
         assert!(
             missing.message.contains("is not built"),
             "{}",

@@ -64,6 +64,13 @@ pub struct PodVolumes {
     read_only: HashSet<String>,
 }
 
+impl PodVolumes {
+    /// Where volume `name` is on the host.
+    pub fn source(&self, name: &str) -> Option<&Path> {
+        self.sources.get(name).map(PathBuf::as_path)
+    }
+}
+
 /// Creates every volume of `pod` and its `/etc` files. `Err` says what the Pod waits for
 /// (an unbound claim, a missing ConfigMap), in words for the Pod's status.
 pub fn prepare(ctx: &Ctx, pod: &Pod, dir: &PodDir, facts: &PodFacts) -> Result<PodVolumes, String> {

@@ -20,11 +20,13 @@ use tokio::time::Instant;
 
 use super::Ctx;
 use super::events;
+use super::launch;
 use super::probes::{self, Kind, Verdict};
 use super::sandbox::{self, Sandbox};
-use super::spec::{self, PodFacts};
+use super::spec::{self, ImageSource, PodFacts};
 use super::status::{self, Conditions, ContainerView, PodView, State, Terminated};
 use super::volumes::{self, PodDir, PodVolumes};
+use crate::images::store::Store;
 use crate::process::ProcRef;
 
 /// What the Pod manager tells a worker.
@@ -356,7 +358,9 @@ impl Worker {
     }
 
     fn prepare_volumes(&mut self) -> bool {
-        match volumes::prepare(&self.ctx, &self.pod, &self.dir, &self.facts) {
+        let prepared = volumes::prepare(&self.ctx, &self.pod, &self.dir, &self.facts)
+            .and_then(|v| super::fsgroup::apply(&self.pod, &v).map(|()| v));
+        match prepared {
             Ok(v) => {
                 self.volumes = Some(v);
                 true
@@ -415,6 +419,7 @@ impl Worker {
     async fn start(&mut self, init: bool, index: usize) -> Result<(), (String, String)> {
         let (pod, facts, dir) = (self.pod.clone(), self.facts.clone(), self.dir.clone());
         let bin_dir = self.ctx.config.bin_dir.clone();
+        let store = Store::new(&self.ctx.config.dir);
         let notes = self.notes_tx.clone();
         let log = self.log_path(init, index);
         let slot = match self.slot_mut(init, index) {
@@ -423,13 +428,11 @@ impl Worker {
         };
         let container = slot.spec.clone();
         let image = container.image.clone().unwrap_or_default();
-        let binary =
-            spec::resolve_image(&image, &bin_dir).map_err(|e| (e.reason.to_owned(), e.message))?;
-        slot.image_id = format!("file://{}", binary.display());
+        let source = spec::resolve_image(&image, &bin_dir, &store)
+            .map_err(|e| (e.reason.to_owned(), e.message))?;
+        slot.image_id = source.image_id();
         let env = spec::environment(&pod, &container, &facts, &self.ctx.stores)
             .map_err(|e| (e.reason.to_owned(), e.message))?;
-        let vars = env.iter().cloned().collect();
-        let (program, args) = spec::argv(&container, &binary, &vars);
         let vols = self.volumes.as_ref().ok_or_else(|| {
             (
                 "ContainerCreating".to_owned(),
@@ -444,12 +447,26 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.hostname.clone())
             .or_else(|| pod.metadata.name.clone());
-        let workdir = PathBuf::from(container.working_dir.as_deref().unwrap_or("/"));
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             binds,
             hostname: if host_network { None } else { hostname },
-            workdir: workdir.clone(),
+            workdir: PathBuf::from(container.working_dir.as_deref().unwrap_or("/")),
+            root: None,
+            identity: None,
         };
+        let (program, args, env) = match &source {
+            ImageSource::Workspace(binary) => {
+                let vars = env.iter().cloned().collect();
+                let (program, args) = spec::argv(&container, binary, &vars);
+                (program, args, env)
+            }
+            ImageSource::Stored { image, .. } => {
+                launch::stored(image, &pod, &container, env, &mut sandbox)
+                    .map_err(|m| (spec::CONFIG_ERROR.to_owned(), m))?
+            }
+        };
+        let workdir = sandbox.workdir.clone();
+        let identity = sandbox.identity.clone();
         let child = spawn(&program, &args, &env, &sandbox, &log)
             .await
             .map_err(|e| ("RunContainerError".to_owned(), e))?;
@@ -481,6 +498,7 @@ impl Worker {
             pid,
             env,
             workdir,
+            identity,
         };
         let probes = if init {
             // Init containers are not probed; they count as started.
