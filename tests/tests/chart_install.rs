@@ -1,5 +1,8 @@
-//! The chart installed for real, with helm, on a fresh testbed: an invalid value refused
-//! by the schema, `helm install`, the quickstart instance Ready, a real client round trip
+//! The chart installed for real, with helm and the real images, on a fresh testbed: the
+//! README's real-cluster block runs as written (`make images`, `skopeo copy` to a registry
+//! on loopback, `helm install --set image.registry=…`) while the testbed's nodes pull from
+//! that registry; then an invalid value refused by the schema, the quickstart instance
+//! Ready, the processes running as the images' non-root user, a real client round trip
 //! signed with the first account's keys, a signed console call, `helm upgrade` with a
 //! changed value rolling the operator and the console, `helm uninstall` leaving tenants'
 //! resources, keys and messages, and a second `helm install` finding them all again.
@@ -23,8 +26,12 @@ use serde_json::Value;
 
 const PLATFORM: &str = "mqfleet-system";
 const RELEASE: &str = "mqfleet";
-/// The first account's namespace.
-const TENANT: &str = "chart-demo";
+/// The first account's namespace (the chart's default).
+const TENANT: &str = "mq-demo";
+/// The images' tag: the chart's appVersion.
+const TAG: &str = "0.1.0";
+/// What the images run as.
+const IMAGE_USER: u32 = 65532;
 /// Bound on helm's own waits and on the instance becoming Ready.
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -57,9 +64,11 @@ fn helm(tb: &Testbed, args: &[&str]) -> Result<String> {
     Ok(out)
 }
 
-/// `helm upgrade --install` of the chart with the testbed values and `extra`.
-fn install(tb: &Testbed, extra: &[&str]) -> Result<String> {
+/// `helm upgrade --install` of the chart as the README installs it (images from
+/// `registry`), with `extra`.
+fn install(tb: &Testbed, registry: &str, extra: &[&str]) -> Result<String> {
     let timeout = format!("{}s", WAIT.as_secs());
+    let image_registry = format!("image.registry={registry}");
     let mut args = vec![
         "upgrade",
         "--install",
@@ -68,16 +77,108 @@ fn install(tb: &Testbed, extra: &[&str]) -> Result<String> {
         "--namespace",
         PLATFORM,
         "--create-namespace",
-        "-f",
-        "charts/mqfleet/values-testbed.yaml",
         "--set",
-        "firstAccount.namespace=chart-demo",
+        &image_registry,
         "--wait",
         "--timeout",
         &timeout,
     ];
     args.extend_from_slice(extra);
     helm(tb, &args)
+}
+
+/// Runs the README's real-cluster block against `tb` with images pushed to `registry`;
+/// after the push, the testbed's nodes pull them (skopeo back into OCI layouts, then
+/// `mq-testbed image load` under the registry's names), as a real node would on first use.
+fn readme_real_cluster(tb: &Testbed, registry: &str, scratch: &Path) -> Result<String> {
+    let readme = std::fs::read_to_string(workspace().join("README.md"))?;
+    let commands = mq_testbed::readme::block(&readme, "real-cluster")?;
+    let testbed_bin = workspace().join("target/debug/mq-testbed");
+    let pull = format!(
+        "for image in mq-operator mq-broker mq-console; do \
+           skopeo copy --quiet --src-tls-verify=false docker://$REGISTRY/mqfleet/$image:{TAG} oci:{dir}/$image:{TAG} && \
+           {bin} image load --dir {tb_dir} {dir}/$image:{TAG} --repository $REGISTRY/mqfleet/$image || exit 1; \
+         done",
+        dir = scratch.display(),
+        bin = testbed_bin.display(),
+        tb_dir = tb.dir().display(),
+    );
+    let script = mq_testbed::readme::script(&commands, &[("skopeo copy", &pull)]);
+    let tools = mq_testbed::install::helm_path()?
+        .parent()
+        .context("helm's directory")?
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = mq_testbed::readme::run(
+        &script,
+        &workspace(),
+        &[
+            ("REGISTRY", registry.to_owned()),
+            ("KUBECONFIG", tb.kubeconfig_path().display().to_string()),
+            ("PATH", path),
+        ],
+        Duration::from_secs(600),
+    )?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(
+        out.status.success(),
+        "the README's real-cluster block failed:\n{stderr}\n{stdout}"
+    );
+    Ok(stdout.into_owned())
+}
+
+/// Every running container of the platform's operator and console runs as the images'
+/// user, from the image's own root.
+async fn runs_as_image_user(client: &Client) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), PLATFORM);
+    let mut checked = 0;
+    for (app, container) in [("mq-operator", "operator"), ("mq-console", "console")] {
+        let list = pods
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={app}")))
+            .await?;
+        for pod in &list.items {
+            let image = &pod.spec.as_ref().context("spec")?.containers[0].image;
+            ensure!(
+                image
+                    .as_deref()
+                    .is_some_and(|i| i.ends_with(&format!("/mqfleet/{app}:{TAG}"))),
+                "{app} runs {image:?}"
+            );
+            let proc = mq_testbed::wait::container_process(pod, container).with_context(|| {
+                format!(
+                    "no process for {}",
+                    pod.metadata.name.as_deref().unwrap_or("?")
+                )
+            })?;
+            let status = std::fs::read_to_string(format!("/proc/{}/status", proc.pid))?;
+            let uids: Vec<u32> = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .context("no Uid line")?
+                .split_whitespace()
+                .filter_map(|u| u.parse().ok())
+                .collect();
+            ensure!(uids == [IMAGE_USER; 4], "{app} runs as uids {uids:?}");
+            // Its root is the image's: the workspace does not exist there.
+            let root = format!("/proc/{}/root", proc.pid);
+            ensure!(
+                !Path::new(&root)
+                    .join(workspace().canonicalize()?.strip_prefix("/")?)
+                    .exists(),
+                "{app} sees the host's files"
+            );
+            checked += 1;
+        }
+    }
+    ensure!(checked >= 4, "only {checked} containers checked");
+    Ok(())
 }
 
 /// The first account's keys, from the Secret the chart made.
@@ -250,6 +351,9 @@ fn the_chart_installs_upgrades_uninstalls_and_reinstalls_keeping_tenants_data() 
         tb.client()
     };
     let kubectl = mq_testbed::install::kubectl_path()?;
+    let registry = mq_testbed::registry::Registry::start()?;
+    let scratch = std::env::temp_dir().join(format!("mq-chart-pull-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
 
     // A value the schema refuses fails the install before anything is made.
     let (ok, out) = run(
@@ -272,8 +376,10 @@ fn the_chart_installs_upgrades_uninstalls_and_reinstalls_keeping_tenants_data() 
     );
     ensure!(helm(tb, &["list", "-n", PLATFORM, "-q"])?.trim().is_empty());
 
-    let notes = install(tb, &[])?;
+    let notes = readme_real_cluster(tb, &registry.addr, &scratch)?;
+    let _ = std::fs::remove_dir_all(&scratch);
     ensure!(notes.contains("kubectl get mqfleet -A"), "NOTES: {notes}");
+    rt.block_on(runs_as_image_user(&client))?;
     // The 1.20 server has no policy/v1: the chart asked it and used v1beta1.
     let (ok, out) = run(
         &kubectl,
@@ -302,6 +408,23 @@ fn the_chart_installs_upgrades_uninstalls_and_reinstalls_keeping_tenants_data() 
         .as_str()
         .context("no endpoint")?
         .to_owned();
+    // The brokers and name servers run the real broker image too.
+    let (ok, images) = run(
+        &kubectl,
+        tb,
+        &[
+            "get",
+            "pods",
+            "-n",
+            PLATFORM,
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ],
+    )?;
+    ensure!(
+        ok && images.contains(&format!("{}/mqfleet/mq-broker:{TAG}", registry.addr)),
+        "{images}"
+    );
 
     // A round trip with the real client, signed with the first account's keys.
     let first: Vec<String> = (0..3).map(|i| format!("first-{i}")).collect();
@@ -311,7 +434,7 @@ fn the_chart_installs_upgrades_uninstalls_and_reinstalls_keeping_tenants_data() 
     ensure!(rt.block_on(console_instances(&client, &keys))? == vec!["demo".to_owned()]);
 
     // An upgrade with a changed value rolls both; the account's keys stay.
-    install(tb, &["--set", "logFormat=json"])?;
+    install(tb, &registry.addr, &["--set", "logFormat=json"])?;
     rt.block_on(rolled(tb, &client, "mq-operator", "MQ_LOG_FORMAT", "json"))?;
     rt.block_on(rolled(tb, &client, "mq-console", "MQ_LOG_FORMAT", "json"))?;
     ensure!(
@@ -352,7 +475,7 @@ fn the_chart_installs_upgrades_uninstalls_and_reinstalls_keeping_tenants_data() 
     ensure!(rt.block_on(first_account(&client))? == keys);
 
     // Installed again: the same keys, the instance Ready, the messages still there.
-    install(tb, &[])?;
+    install(tb, &registry.addr, &[])?;
     ensure!(
         rt.block_on(first_account(&client))? == keys,
         "reinstall changed the keys"

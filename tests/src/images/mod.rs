@@ -51,7 +51,8 @@ pub fn io_error(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Image
 pub fn umoci() -> Result<PathBuf> {
     crate::paths::which("umoci").ok_or_else(|| {
         ImageError::Tool(
-            "umoci is missing: run tests/scripts/install-image-tools.sh (apt-get install umoci)".into(),
+            "umoci is missing: run tests/scripts/install-image-tools.sh (apt-get install umoci)"
+                .into(),
         )
     })
 }
