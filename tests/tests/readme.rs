@@ -72,7 +72,7 @@ fn the_readme_broker_block_works_as_written_in_its_own_network() -> Result<()> {
         &[
             "hello from mq-broker produce #2",
             "DefaultCluster",
-            "mq_broker_messages_in_total 2",
+            "mq_ready 1",
         ],
     )?;
     Ok(())
