@@ -231,6 +231,11 @@ pub struct BrokerArgs {
     /// Commit-log segment size in bytes.
     #[arg(long, env = "MQ_SEGMENT_SIZE", default_value_t = 1 << 30)]
     pub segment_size: u64,
+    /// Let recovery cut a damaged commit log it would otherwise refuse to start with
+    /// (damage below what was fsynced, before valid messages, or a missing segment),
+    /// dropping everything after the damage. Use once, after reading why it refused.
+    #[arg(long, env = "MQ_RECOVER_TRUNCATE")]
+    pub recover_truncate: bool,
     /// Seconds between registrations with the name servers.
     #[arg(long, env = "MQ_REGISTER_INTERVAL_SECS", default_value_t = 30)]
     pub register_interval_secs: u64,

@@ -29,8 +29,8 @@ use bytes::Bytes;
 use super::error::{EncodeError, IoContext, Result, StoreError, corrupt};
 use super::io::{FileSystem, StoreFile, read_full};
 use super::message::{
-    BLANK_LEN, BLANK_MAGIC, DecodedMessage, EntryHead, MIN_ENTRY_LEN, decode, peek_head,
-    peek_store_timestamp,
+    BLANK_LEN, BLANK_MAGIC, DecodedMessage, EntryHead, MESSAGE_MAGIC, MIN_ENTRY_LEN, decode,
+    peek_head, peek_store_timestamp, read_i32,
 };
 
 /// Default segment size (RocketMQ's `mappedFileSizeCommitLog`): 1 GiB.
@@ -531,6 +531,41 @@ impl CommitLog {
             return Ok(Step::Damage(format!("implausible TOTALSIZE {size}")));
         }
         Ok(Step::Message(size))
+    }
+
+    /// The first position after `from`, in the segment file holding `from`, where a
+    /// whole, verified message starts (its PHYSICALOFFSET is that position). One file is
+    /// written front to back, so a torn tail never has one; damage in the middle of a
+    /// file (a bad sector, bit rot) does. Later files are not looked at: after a power
+    /// cut a new segment's first writes may survive while the previous file's unflushed
+    /// tail did not, which is an ordinary torn tail across a roll-over.
+    pub fn valid_entry_after(&self, from: u64) -> Result<Option<u64>> {
+        let magic = MESSAGE_MAGIC.to_be_bytes();
+        let in_segment = |s: &Segment| s.start <= from && from < s.start + self.segment_size;
+        for segment in self.snapshot().into_iter().filter(in_segment) {
+            let path = self.path(segment.start);
+            let data_end = segment.start + segment.file.size().at(&path)?.min(self.segment_size);
+            if data_end <= from + 1 {
+                continue;
+            }
+            let mut reader = ChunkReader::new(&segment, data_end, &path);
+            let mut pos = (from + 1).max(segment.start);
+            while pos + MIN_ENTRY_LEN as u64 <= data_end {
+                let Some(head) = reader.bytes(pos, 8)? else {
+                    break;
+                };
+                if head[4..8] == magic
+                    && let Some(size) = read_i32(head, 0).and_then(|n| usize::try_from(n).ok())
+                    && size >= MIN_ENTRY_LEN
+                    && let Some(bytes) = reader.bytes(pos, size)?
+                    && verify(bytes, pos).is_ok()
+                {
+                    return Ok(Some(pos));
+                }
+                pos += 1;
+            }
+        }
+        Ok(None)
     }
 
     /// Cuts the log at `end` (an entry boundary): later segment files are removed, the

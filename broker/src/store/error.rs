@@ -127,6 +127,23 @@ pub enum StoreError {
     /// The store was shut down.
     #[error("the store is shut down")]
     ShutDown,
+    /// Recovery found damage it may not repair by cutting the log: below what was
+    /// fsynced, before valid messages, or a missing segment. Nothing was changed.
+    #[error(
+        "the commit log in {path} is damaged at offset {offset} (segment {segment}): {reason}; {detail}. Nothing was changed. To start anyway, cutting the log at {offset} and dropping everything after it, start once with --recover-truncate"
+    )]
+    Damaged {
+        /// The commit-log directory.
+        path: PathBuf,
+        /// Where the valid log ends.
+        offset: u64,
+        /// The segment file holding that offset.
+        segment: String,
+        /// What the scan found there.
+        reason: String,
+        /// Why cutting there would lose acknowledged data.
+        detail: String,
+    },
     /// The disk is too full to take more messages; writes resume once space returns.
     #[error("disk full: {reason}")]
     DiskFull {

@@ -25,7 +25,7 @@
 use super::checkpoint::Checkpoint;
 use super::commitlog::{Appended, ScanOutcome, lock};
 use super::consumequeue::ConsumeQueue;
-use super::error::{Result, corrupt};
+use super::error::{Result, StoreError, corrupt};
 use super::message::{DecodedMessage, is_invisible_transaction, validate_topic};
 use super::store::Inner;
 
@@ -108,18 +108,22 @@ impl Inner {
                 "store was not stopped cleanly; recovering from the commit log"
             );
         }
-        match self.rebuild_from(start, Mode::Strict)? {
+        let flushed = saved.map_or(log_min, |cp| cp.phys_flushed);
+        match self.rebuild_from(start, Mode::Strict, flushed)? {
             None => Ok(()),
             Some(reason) if start > log_min => {
                 tracing::warn!(%reason, "queues disagree with the log; rebuilding from the first segment");
-                self.rebuild_from(log_min, Mode::Repair).map(|_| ())
+                self.rebuild_from(log_min, Mode::Repair, flushed)
+                    .map(|_| ())
             }
             Some(reason) => Err(corrupt(self.commitlog.dir(), reason)),
         }
     }
 
     /// Steps 2–4 from `start`; returns the disagreement that stopped a strict pass.
-    fn rebuild_from(&self, start: u64, mode: Mode) -> Result<Option<String>> {
+    /// `flushed` is what the last checkpoint saw fsynced: damage below it is not a torn
+    /// tail.
+    fn rebuild_from(&self, start: u64, mode: Mode, flushed: u64) -> Result<Option<String>> {
         for cq in self.all_queues() {
             cq.truncate_before_phys(start)?;
         }
@@ -128,7 +132,7 @@ impl Inner {
             Pass::Disagree(reason) => return Ok(Some(reason)),
         };
         if let Some(reason) = &outcome.damage {
-            tracing::warn!(end = outcome.end, %reason, "truncating the commit log's torn tail");
+            self.may_cut(outcome.end, reason, flushed)?;
         }
         self.commitlog.truncate(outcome.end)?;
         if self.index.sealed_end().is_some_and(|e| e > outcome.end) {
@@ -138,6 +142,48 @@ impl Inner {
         self.index.advance(outcome.end);
         tracing::info!(start, end = outcome.end, "commit log recovered");
         Ok(None)
+    }
+
+    /// Whether the log may be cut at `end` where the scan found `reason`: only a torn
+    /// tail may (nothing fsynced after it, no valid message after it, no segment
+    /// missing); anything else needs `recover_truncate`, and is then reported loudly.
+    fn may_cut(&self, end: u64, reason: &str, flushed: u64) -> Result<()> {
+        let detail = if reason.starts_with("no segment file at") {
+            Some("a segment file in the middle of the log is missing".to_owned())
+        } else if end < flushed {
+            Some(format!(
+                "the last checkpoint saw the log fsynced up to {flushed}, so acknowledged messages would be dropped"
+            ))
+        } else {
+            self.commitlog.valid_entry_after(end)?.map(|next| {
+                format!("a valid message follows at offset {next} in the same file, so this is not a torn tail")
+            })
+        };
+        let Some(detail) = detail else {
+            tracing::warn!(end, %reason, "truncating the commit log's torn tail");
+            return Ok(());
+        };
+        let segment_size = self.commitlog.segment_size();
+        let segment = format!("{:020}", end - end % segment_size);
+        if !self.cfg.recover_truncate {
+            return Err(StoreError::Damaged {
+                path: self.commitlog.dir().to_owned(),
+                offset: end,
+                segment,
+                reason: reason.to_owned(),
+                detail,
+            });
+        }
+        let dropped = self.commitlog.files_end()?.saturating_sub(end);
+        tracing::error!(
+            end,
+            segment,
+            dropped_bytes = dropped,
+            %reason,
+            %detail,
+            "--recover-truncate: cutting the damaged commit log; everything after this offset is dropped"
+        );
+        Ok(())
     }
 
     /// Scans from `start`, indexing each message and, if `with_queues`, re-appending it

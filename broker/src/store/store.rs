@@ -137,6 +137,10 @@ pub struct StoreConfig {
     /// RocketMQ's `diskSpaceWarningLevelRatio`), so a full disk is a clear answer to the
     /// sender, never a failed write or fsync that would poison the store.
     pub disk_full_ratio: f64,
+    /// Let recovery cut the commit log at damage it would otherwise refuse to repair
+    /// (below the flushed offset, before valid messages, a missing segment), dropping
+    /// what follows (`mq-broker --recover-truncate`; off by default).
+    pub recover_truncate: bool,
     /// Run the background flush/checkpoint/retention thread (tests turn it off).
     pub background: bool,
     /// Optional tag-code hook.
@@ -163,6 +167,7 @@ impl StoreConfig {
             retention: Duration::from_secs(72 * 3600),
             disk_max_used_ratio: 0.75,
             disk_full_ratio: 0.90,
+            recover_truncate: false,
             background: true,
             tags_code: None,
         }

@@ -1006,3 +1006,156 @@ fn used_bytes(fs: &SimFs) -> u64 {
         .expect("a capacity is set");
     usage.total - usage.available
 }
+
+/// A store on the real disk in a fresh directory, sync flush, no background thread.
+fn real_store_config(name: &str) -> (StoreConfig, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("mq-damage-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let clock = clock();
+    let mut cfg = config(&SimFs::new(), FlushPolicy::Sync, &clock);
+    cfg.root = dir.clone();
+    cfg.fs = Arc::new(RealFs);
+    // No index run is sealed, so recovery scans the log from its start and meets the
+    // damage the tests make (damage behind the safe point is never read at recovery).
+    cfg.index_run_entries = 1 << 20;
+    (cfg, dir)
+}
+
+/// Puts `n` messages, then "crashes" (drops the store without a clean stop).
+fn put_and_crash(cfg: &StoreConfig, n: usize) -> Vec<PutResult> {
+    let store = MessageStore::open(cfg.clone()).expect("open");
+    let mut rng = XorShift64::new(5);
+    let results = (0..n)
+        .map(|i| store.put(&message(i, &mut rng)).expect("put"))
+        .collect();
+    drop(store);
+    results
+}
+
+/// Flips one byte of the commit log at absolute `offset`.
+fn flip(dir: &std::path::Path, segment_size: u64, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let start = offset - offset % segment_size;
+    let path = dir.join("commitlog").join(format!("{start:020}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("segment");
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, offset - start).expect("read");
+    file.write_all_at(&[b[0] ^ 0xff], offset - start)
+        .expect("write");
+}
+
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir.join("commitlog"))
+        .expect("commitlog")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum()
+}
+
+#[test]
+fn damage_before_valid_messages_stops_recovery_until_truncation_is_asked_for() {
+    let (cfg, dir) = real_store_config("middle");
+    let put = put_and_crash(&cfg, 12);
+    // A flipped MAGICCODE byte in message 3 of the first segment; 4.. are intact.
+    let victim = put[3].phys_offset;
+    assert!(
+        put[4].phys_offset < cfg.commitlog_segment_size,
+        "message 4 shares the file"
+    );
+    flip(&dir, cfg.commitlog_segment_size, victim + 4);
+    let before = log_bytes(&dir);
+    match MessageStore::open(cfg.clone()) {
+        Err(StoreError::Damaged {
+            offset,
+            segment,
+            detail,
+            ..
+        }) => {
+            assert_eq!(offset, victim);
+            assert_eq!(segment, format!("{:020}", 0));
+            assert!(detail.contains("valid message follows"), "{detail}");
+        }
+        other => panic!("opened a store damaged in the middle: {other:?}"),
+    }
+    assert_eq!(
+        log_bytes(&dir),
+        before,
+        "a refused recovery changed the files"
+    );
+    let mut forced = cfg.clone();
+    forced.recover_truncate = true;
+    let store = MessageStore::open(forced).expect("--recover-truncate starts");
+    assert!(
+        store
+            .view_by_physical_offset(put[2].phys_offset)
+            .expect("read")
+            .is_some()
+    );
+    assert!(
+        store
+            .view_by_physical_offset(victim)
+            .expect("read")
+            .is_none()
+    );
+    drop(store);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn damage_below_the_checkpointed_flush_stops_recovery() {
+    let (cfg, dir) = real_store_config("flushed");
+    let store = MessageStore::open(cfg.clone()).expect("open");
+    let mut rng = XorShift64::new(6);
+    let put: Vec<_> = (0..20)
+        .map(|i| store.put(&message(i, &mut rng)).expect("put"))
+        .collect();
+    store
+        .checkpoint()
+        .expect("checkpoint records everything as fsynced");
+    drop(store);
+    // The last message's MAGICCODE rots (recovery scans it: no index run is sealed).
+    let last = put.last().expect("puts");
+    flip(&dir, cfg.commitlog_segment_size, last.phys_offset + 4);
+    match MessageStore::open(cfg.clone()) {
+        Err(StoreError::Damaged { offset, detail, .. }) => {
+            assert_eq!(offset, last.phys_offset);
+            assert!(detail.contains("fsynced"), "{detail}");
+        }
+        other => panic!("opened with damage below the flushed offset: {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_missing_segment_in_the_middle_stops_recovery() {
+    let (cfg, dir) = real_store_config("missing");
+    let put = put_and_crash(&cfg, 60);
+    let segment = cfg.commitlog_segment_size;
+    let last_start = put.last().expect("puts").phys_offset / segment * segment;
+    assert!(
+        last_start >= 3 * segment,
+        "want 4 segments, have up to {last_start}"
+    );
+    std::fs::remove_file(dir.join("commitlog").join(format!("{segment:020}"))).expect("rm");
+    match MessageStore::open(cfg.clone()) {
+        Err(e @ StoreError::Damaged { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("segment file in the middle of the log is missing"),
+                "{text}"
+            );
+            assert!(text.contains("--recover-truncate"), "{text}");
+        }
+        other => panic!("opened with a missing segment: {other:?}"),
+    }
+    assert!(
+        dir.join("commitlog")
+            .join(format!("{last_start:020}"))
+            .exists(),
+        "files changed"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
