@@ -344,6 +344,8 @@ pub struct SimFs {
     sync_delay: Arc<Mutex<Duration>>,
     /// Syncs still to fail, as a disk's write error surfaces in fsync.
     sync_failures: Arc<AtomicU64>,
+    /// When set, the next write stores only this many bytes, then fails with EIO.
+    short_write: Arc<Mutex<Option<usize>>>,
     trip: Arc<Mutex<Option<Trip>>>,
 }
 
@@ -382,6 +384,15 @@ impl SimFs {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
+    }
+
+    /// Makes the next write store only its first `keep` bytes and then fail with EIO (a
+    /// write cut short by a failing device).
+    pub fn cut_next_write(&self, keep: usize) {
+        *self
+            .short_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(keep);
     }
 
     /// Makes the next `n` fsyncs fail with EIO the way Linux does: the file's unsynced
@@ -688,13 +699,24 @@ impl StoreFile for SimHandle {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.fs.tick()?;
         self.fs.reserve(self.id, offset + buf.len() as u64)?;
+        let cut = self
+            .fs
+            .short_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let written = &buf[..cut.map_or(buf.len(), |keep| keep.min(buf.len()))];
         self.with(|f| {
-            write_into(&mut f.current, offset, buf);
+            write_into(&mut f.current, offset, written);
             f.pending.push(PendingOp::Write {
                 offset,
-                data: buf.to_vec(),
+                data: written.to_vec(),
             });
-        })
+        })?;
+        match cut {
+            Some(_) => Err(io::Error::from_raw_os_error(libc::EIO)),
+            None => Ok(()),
+        }
     }
     fn size(&self) -> io::Result<u64> {
         self.with(|f| f.current.len() as u64)

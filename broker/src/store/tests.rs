@@ -1159,3 +1159,41 @@ fn a_missing_segment_in_the_middle_stops_recovery() {
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn a_write_cut_short_fails_that_put_only_and_nothing_else_is_lost() {
+    let fs = SimFs::new();
+    let clock = clock();
+    let mut rng = XorShift64::new(31);
+    let store = open(&fs, FlushPolicy::Sync, &clock);
+    let before = store.put(&message(0, &mut rng)).expect("put");
+    fs.cut_next_write(40);
+    assert!(
+        store.put(&message(1, &mut rng)).is_err(),
+        "a short write was acknowledged"
+    );
+    let m2 = message(2, &mut rng);
+    let after = store
+        .put(&m2)
+        .expect("the next put overwrites the partial entry");
+    assert_eq!(
+        after.phys_offset,
+        before.phys_offset + u64::from(before.size)
+    );
+    fs.power_cut(&mut rng);
+    drop(store);
+    let store = open(&fs, FlushPolicy::Sync, &clock);
+    for r in [&before, &after] {
+        assert!(
+            store
+                .view_by_physical_offset(r.phys_offset)
+                .expect("read")
+                .is_some()
+        );
+    }
+    let entry = store
+        .view_by_physical_offset(after.phys_offset)
+        .expect("read")
+        .expect("m2");
+    assert_eq!(decode(&entry).expect("decodes").body, &m2.body[..]);
+}
