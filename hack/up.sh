@@ -53,8 +53,8 @@ install_platform() {
   step "operator and console ready"
 
   kubectl get namespace "$TENANT" >/dev/null 2>&1 || kubectl create namespace "$TENANT" >/dev/null
-  kubectl apply -n "$TENANT" -f examples/quickstart.yaml >/dev/null
-  step "applied examples/quickstart.yaml in $TENANT; waiting for instance demo to be Ready"
+  kubectl apply -n "$TENANT" -f examples/quickstart/demo.yaml >/dev/null
+  step "applied examples/quickstart/demo.yaml in $TENANT; waiting for instance demo to be Ready"
   kubectl wait -n "$TENANT" --for=condition=Ready mqinstance/demo --timeout="${WAIT}s" >/dev/null
   kubectl wait -n "$TENANT" --for=condition=Ready mqtopic/demo-orders mqgroup/gid-demo --timeout="${WAIT}s" >/dev/null
   step "instance demo, topic DEMO_ORDERS and group GID_DEMO are Ready"

@@ -128,11 +128,7 @@ fn a_full_disk_refuses_sends_reports_it_and_recovers_when_space_returns() {
             .pull_messages("GID_DISK", "DISK_TOPIC", 0, 0, 32)
             .await
             .expect("pull");
-        let bodies: Vec<String> = pulled
-            .messages
-            .iter()
-            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
-            .collect();
+        let bodies = pulled.bodies();
         for n in 0..5 {
             assert!(bodies.contains(&format!("m{n}")), "m{n} lost: {bodies:?}");
         }

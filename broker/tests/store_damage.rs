@@ -9,30 +9,10 @@ use mq_broker::client::AdminClient;
 use process::{BrokerProcess, TempDir};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mq-broker"))
-}
-
-/// `mq-broker standalone` on `store` with `extra`, run to its exit or its ready line
-/// (bounded by `timeout`): (exited, stdout, stderr).
-fn start_or_fail(store: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new("timeout")
-        .args(["20", bin().to_str().expect("UTF-8 path"), "standalone"])
-        .args([
-            "--namesrv-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-vip",
-        ])
-        .args(["--http-listen", "127.0.0.1:0", "--store-dir"])
-        .arg(store)
-        .args(extra)
-        .output()
-        .expect("mq-broker runs")
 }
 
 #[test]
@@ -74,7 +54,7 @@ fn a_log_damaged_in_the_middle_stops_the_broker_until_truncation_is_asked_for() 
     file.write_all_at(&[b[0] ^ 0xff], victim + 4).expect("rot");
     let size = file.metadata().expect("meta").len();
 
-    let refused = start_or_fail(&store, &[]);
+    let refused = BrokerProcess::standalone_refusal(bin(), &store, &[]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && refused.status.code() != Some(124),
@@ -102,11 +82,7 @@ fn a_log_damaged_in_the_middle_stops_the_broker_until_truncation_is_asked_for() 
             .pull_messages("GID_ROT", "ROT", 0, 0, 32)
             .await
             .expect("pull");
-        let bodies: Vec<String> = pulled
-            .messages
-            .iter()
-            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
-            .collect();
+        let bodies = pulled.bodies();
         assert_eq!(bodies, ["m0", "m1", "m2"], "what survives the cut");
     });
 }

@@ -6,7 +6,6 @@
 mod process;
 use process::{BrokerProcess, TempDir};
 use std::path::Path;
-use std::process::Command;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mq-broker"))
@@ -18,21 +17,8 @@ fn a_second_broker_on_a_store_in_use_refuses_and_a_killed_ones_store_opens() {
     let store = dir.0.join("store");
     let first = BrokerProcess::standalone(bin(), &store, &[]);
 
-    // The same store, other ports: refused before it touches anything. `timeout` bounds
-    // a broker that wrongly starts instead.
-    let out = Command::new("timeout")
-        .args(["20", bin().to_str().expect("UTF-8 path"), "standalone"])
-        .args([
-            "--namesrv-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-vip",
-        ])
-        .args(["--http-listen", "127.0.0.1:0", "--store-dir"])
-        .arg(&store)
-        .output()
-        .expect("mq-broker runs");
+    // The same store, other ports: refused before it touches anything.
+    let out = BrokerProcess::standalone_refusal(bin(), &store, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && out.status.code() != Some(124),

@@ -400,7 +400,7 @@ fn the_chart_installs_upgrades_uninstalls_and_reinstalls_keeping_tenants_data() 
     let (ok, out) = run(
         &kubectl,
         tb,
-        &["apply", "-n", TENANT, "-f", "examples/quickstart.yaml"],
+        &["apply", "-n", TENANT, "-f", "examples/quickstart/demo.yaml"],
     )?;
     ensure!(ok, "{out}");
     let status = rt.block_on(demo_ready(tb, &client))?;

@@ -57,6 +57,16 @@ pub fn pull_request(
         .with_ext("expressionType", "TAG")
 }
 
+impl Pulled {
+    /// The messages' bodies as text (invalid UTF-8 replaced), in queue order.
+    pub fn bodies(&self) -> Vec<String> {
+        self.messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect()
+    }
+}
+
 impl AdminClient {
     /// Broker: sends `body` with `tags` to `queue_id` of `topic` as `producer_group`.
     pub async fn send_message(

@@ -72,6 +72,30 @@ impl BrokerProcess {
         Self::start(bin, &args)
     }
 
+    /// Runs `mq-broker standalone` on `store_dir` (ephemeral ports, `extra`) expecting it
+    /// to refuse to start: its output once it exited. A broker that starts instead is
+    /// stopped after 20 s (exit code 124).
+    pub fn standalone_refusal(
+        bin: &Path,
+        store_dir: &Path,
+        extra: &[&str],
+    ) -> std::process::Output {
+        Command::new("timeout")
+            .args(["20", bin.to_str().expect("UTF-8 path"), "standalone"])
+            .args([
+                "--namesrv-listen",
+                "127.0.0.1:0",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-vip",
+            ])
+            .args(["--http-listen", "127.0.0.1:0", "--store-dir"])
+            .arg(store_dir)
+            .args(extra)
+            .output()
+            .expect("mq-broker runs")
+    }
+
     /// An address from the ready line.
     pub fn addr(&self, key: &str) -> String {
         self.ready[key]
