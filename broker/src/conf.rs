@@ -6,11 +6,14 @@
 //! `brokerClusterName`, `storePathRootDir`, `flushDiskType` (`ASYNC_FLUSH`/`SYNC_FLUSH`),
 //! `waitTimeMillsInSendQueue`, `aclEnable` (`true`/`false`), `aclFile` (path of the ACL
 //! file, see `crate::acl`), `maxSendTps` and `maxReceiveTps` (messages per second of this
-//! broker, 0 unlimited). Others are ignored (a Java broker.conf has many).
+//! broker, 0 unlimited), and `externalAddr.<brokerName>` (`host:port`: the address
+//! clients outside the cluster reach that broker on, registered beside the broker's own
+//! address; mqfleet's key, see `crate::broker::register`). Others are ignored (a Java
+//! broker.conf has many).
 //!
 //! Precedence at start: command-line flag or its environment variable, then the file,
-//! then the built-in default. While running, `namesrvAddr`, `aclEnable`, `maxSendTps`
-//! and `maxReceiveTps` are live
+//! then the built-in default. While running, `namesrvAddr`, `aclEnable`, `maxSendTps`,
+//! `maxReceiveTps` and the broker's `externalAddr.<brokerName>` are live
 //! ([`Live`]): when the file changes and the key's value differs from what the file said
 //! before, the new value replaces the current one, whatever the flags said (the operator
 //! rewrote the file on purpose). When `namesrvAddr` disappears, the list falls back to the
@@ -52,6 +55,9 @@ pub const ACL_FILE: &str = "aclFile";
 pub const MAX_SEND_TPS: &str = "maxSendTps";
 /// Key of this broker's receive limit, messages per second (0: unlimited).
 pub const MAX_RECEIVE_TPS: &str = "maxReceiveTps";
+/// Prefix of the keys naming a broker's external address (`externalAddr.<brokerName>`):
+/// one file serves every broker of an instance, each reads its own line.
+pub const EXTERNAL_ADDR_PREFIX: &str = "externalAddr.";
 
 /// A config file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +129,12 @@ impl Properties {
                     .map_err(|_| format!("{key} must be a non-negative integer, not {v:?}"))
             })
             .transpose()
+    }
+
+    /// The external address the file gives broker `broker_name`, if any.
+    pub fn external_addr(&self, broker_name: &str) -> Option<String> {
+        self.get(&format!("{EXTERNAL_ADDR_PREFIX}{broker_name}"))
+            .map(str::to_owned)
     }
 
     /// The name servers the file lists, if it lists any.
