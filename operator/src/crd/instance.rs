@@ -282,7 +282,9 @@ pub struct MQInstanceStatus {
     /// What clients outside the cluster put in `NAMESRV_ADDR` (`spec.exposure` nodePort:
     /// the profile's external host and the name servers' node port; loadBalancer: the
     /// load balancer's address once a cloud controller gave one). Absent with `cluster`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always serialized (`null` when absent), so the operator's merge patch of the
+    /// status removes an endpoint that went away.
+    #[serde(default)]
     pub external_endpoint: Option<String>,
     /// Brokers that are up and hold every topic and group of the instance.
     #[serde(default)]
