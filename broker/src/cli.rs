@@ -45,6 +45,10 @@ pub enum Mode {
     Admin(crate::admin_cli::AdminArgs),
     /// Load generator: pipelined sends and pulls against a broker (`make bench`).
     Bench(crate::bench::BenchArgs),
+    /// Sends messages to a topic (prints each message id): try an instance from a shell.
+    Produce(crate::client_cli::ProduceArgs),
+    /// Consumes a topic as a group (prints each body): try an instance from a shell.
+    Consume(crate::client_cli::ConsumeArgs),
 }
 
 /// Name-server settings.

@@ -6,6 +6,7 @@
 mod admin_cli;
 mod bench;
 mod cli;
+mod client_cli;
 mod run;
 mod settings;
 
@@ -21,6 +22,8 @@ fn main() -> anyhow::Result<()> {
         match cli.mode {
             cli::Mode::Admin(args) => admin_cli::run(args).await,
             cli::Mode::Bench(args) => bench::run(args).await,
+            cli::Mode::Produce(args) => client_cli::produce(args).await,
+            cli::Mode::Consume(args) => client_cli::consume(args).await,
             mode => run::run(mode).await,
         }
     })

@@ -5,8 +5,10 @@
 //! another tenant's keys are refused; routes from the external endpoint name external
 //! addresses and routes from the in-cluster endpoint pod addresses; node ports stay
 //! pinned across reconciles; an ACL-off instance asking for nodePort is refused by the
-//! webhook; `loadBalancer` follows the Service status a cloud controller would write;
-//! back to `cluster` removes the external Services.
+//! webhook (and, without the webhook, reported as `ExposureRequiresAcl` with nothing
+//! exposed); `loadBalancer` follows the Service status a cloud controller would write;
+//! back to `cluster` removes the external Services. `mq-broker produce|consume` work
+//! through the external endpoint with the tenant's keys.
 
 mod support;
 
@@ -14,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use mq_broker::remoting::body::{self, TopicRouteData};
 use mq_broker::remoting::{RemotingCommand, request_code, response_code};
@@ -32,6 +35,7 @@ use serde_json::json;
 const NS: &str = "op-exposure";
 const TOPIC: &str = "OUTSIDE";
 const GROUP: &str = "GID_OUTSIDE";
+const CLI_GROUP: &str = "GID_OUTSIDE_CLI";
 const WAIT: Duration = Duration::from_secs(90);
 const TENANT: (&str, &str) = ("AK_EXPOSED_100", "SK_EXPOSED_100");
 const GUEST: (&str, &str) = ("AK_STRANGER_200", "SK_STRANGER_200");
@@ -232,6 +236,12 @@ fn clients_outside_the_cluster_reach_an_exposed_instance_and_only_with_its_keys(
             mq_testbed::operator::group("outside", "exposed", GROUP),
         )
         .await?;
+        create::<MQGroup>(
+            &client,
+            NS,
+            mq_testbed::operator::group("cli", "exposed", CLI_GROUP),
+        )
+        .await?;
         anyhow::Ok((tb, client))
     })?;
 
@@ -242,8 +252,11 @@ fn clients_outside_the_cluster_reach_an_exposed_instance_and_only_with_its_keys(
         tb.until(&client, NS, "the group Ready", WAIT, || {
             let groups = groups.clone();
             async move {
-                let g = groups.get("outside").await.map_err(|e| e.to_string())?;
-                Ok(is_ready(g.metadata.generation, g.status.as_ref()).then_some(()))
+                let a = groups.get("outside").await.map_err(|e| e.to_string())?;
+                let b = groups.get("cli").await.map_err(|e| e.to_string())?;
+                Ok((is_ready(a.metadata.generation, a.status.as_ref())
+                    && is_ready(b.metadata.generation, b.status.as_ref()))
+                .then_some(()))
             }
         })
         .await?;
@@ -315,6 +328,8 @@ fn clients_outside_the_cluster_reach_an_exposed_instance_and_only_with_its_keys(
         got.len() >= 10 && got.iter().all(|b| b.starts_with("outside-")),
         "consumed from outside: {got:?}"
     );
+
+    cli_round_trip(&outside)?;
 
     runtime.block_on(async {
         // The node ports stay pinned when the instance is reconciled again.
@@ -438,8 +453,82 @@ fn clients_outside_the_cluster_reach_an_exposed_instance_and_only_with_its_keys(
             }
         })
         .await?;
+
+        // Without the webhook, ACL off with nodePort is reported in status and exposes
+        // nothing (last: the webhook configuration is gone for the rest of this testbed).
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .delete("mq-operator", &DeleteParams::default())
+            .await?;
+        mq_testbed::operator::webhook_off(tb, &client, NS, "outside").await?;
+        Api::<MQInstance>::namespaced(client.clone(), NS)
+            .patch(
+                "exposed",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"aclEnabled": false, "exposure": "nodePort"}})),
+            )
+            .await?;
+        let refused = instance_until(tb, &client, "ExposureRequiresAcl in status", |i| {
+            ready_reason(i).is_some_and(|(r, s)| r == "ExposureRequiresAcl" && s == "False")
+        })
+        .await?;
+        let message = refused
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ensure!(message.contains("aclEnabled: true"), "{message}");
+        ensure!(external(&refused).is_none(), "{:?}", refused.status);
+        let left = external_services(&client, &id).await?;
+        ensure!(left.is_empty(), "exposed with ACL off: {left:?}");
         anyhow::Ok(())
     })?;
+    Ok(())
+}
+
+/// `mq-broker produce` and `consume` (what `make up` prints) through the external
+/// endpoint with the tenant's keys; a stranger's keys are refused.
+fn cli_round_trip(outside: &str) -> Result<()> {
+    let run = |args: &[&str], keys: (&str, &str)| {
+        std::process::Command::new(support::broker_binary())
+            .args(args)
+            .args(["--namesrv", outside, "--topic", TOPIC])
+            .args(["--access-key", keys.0, "--secret-key", keys.1])
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let out = run(&["produce", "--count", "2", "--body", "via-cli"], TENANT)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success() && stdout.lines().count() == 2,
+        "mq-broker produce: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["produce", "--body", "stranger"], GUEST)?;
+    ensure!(
+        !out.status.success(),
+        "a stranger produced with mq-broker produce"
+    );
+    let args = [
+        "consume",
+        "--group",
+        CLI_GROUP,
+        "--count",
+        "12",
+        "--timeout-secs",
+        "30",
+    ];
+    let out = run(&args, TENANT)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let bodies: Vec<&str> = stdout.lines().collect();
+    ensure!(
+        out.status.success()
+            && bodies.iter().filter(|b| **b == "via-cli").count() == 2
+            && bodies.iter().filter(|b| b.starts_with("outside-")).count() == 10,
+        "mq-broker consume: {bodies:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
