@@ -51,6 +51,11 @@ pub enum Mode {
     Consume(crate::client_cli::ConsumeArgs),
 }
 
+/// `--external-addr`: `host:port`.
+fn external_addr(s: &str) -> Result<String, String> {
+    mq_broker::conf::check_host_port(s).map(|()| s.to_owned())
+}
+
 /// Name-server settings.
 #[derive(Args, Debug, Clone)]
 pub struct NamesrvArgs {
@@ -205,7 +210,7 @@ pub struct BrokerArgs {
     /// `host:port` clients outside the cluster reach this broker on, registered beside
     /// the advertised address (name servers give it on their external port) [default:
     /// the config file's `externalAddr.<brokerName>`, else none].
-    #[arg(long, env = "MQ_EXTERNAL_ADDR")]
+    #[arg(long, env = "MQ_EXTERNAL_ADDR", value_parser = external_addr)]
     pub external_addr: Option<String>,
     /// Name servers, `host:port;host:port` [default: the config file's `namesrvAddr`,
     /// else 127.0.0.1:9876, or the embedded name server in standalone mode].

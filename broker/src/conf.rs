@@ -131,10 +131,18 @@ impl Properties {
             .transpose()
     }
 
-    /// The external address the file gives broker `broker_name`, if any.
+    /// The external address the file gives broker `broker_name`, if any (a value that is
+    /// not `host:port` counts as none: clients could not use it).
     pub fn external_addr(&self, broker_name: &str) -> Option<String> {
-        self.get(&format!("{EXTERNAL_ADDR_PREFIX}{broker_name}"))
-            .map(str::to_owned)
+        let key = format!("{EXTERNAL_ADDR_PREFIX}{broker_name}");
+        let value = self.get(&key)?;
+        match check_host_port(value) {
+            Ok(()) => Some(value.to_owned()),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "config file: external address ignored");
+                None
+            }
+        }
     }
 
     /// The name servers the file lists, if it lists any.
@@ -142,6 +150,21 @@ impl Properties {
         self.get(NAMESRV_ADDR)
             .map(parse_addr_list)
             .filter(|l| !l.is_empty())
+    }
+}
+
+/// Checks that `addr` is `host:port` as RocketMQ clients take it (a DNS name or IPv4
+/// address, a port 1–65535).
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    let bad = || format!("{addr:?} is not host:port");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(()),
+        _ => Err(bad()),
     }
 }
 
@@ -358,6 +381,23 @@ pub async fn watch_namesrv_addrs(watch: FileWatch, list: NamesrvList, interval: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn external_addresses_must_be_host_and_port() {
+        let props = Properties::parse(
+            "externalAddr.broker-0=127.0.0.1:30001\nexternalAddr.broker-1=nonsense\nexternalAddr.broker-2=lb.example:0\n",
+        );
+        assert_eq!(
+            props.external_addr("broker-0").as_deref(),
+            Some("127.0.0.1:30001")
+        );
+        assert_eq!(props.external_addr("broker-1"), None);
+        assert_eq!(props.external_addr("broker-2"), None);
+        assert_eq!(props.external_addr("broker-3"), None);
+        assert!(check_host_port("lb.example.com:9876").is_ok());
+        assert!(check_host_port(":9876").is_err());
+        assert!(check_host_port("a b:1").is_err());
+    }
+
     use super::*;
 
     fn list(s: &str) -> Vec<String> {
