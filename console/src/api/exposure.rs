@@ -98,7 +98,7 @@ fn acl_refusal_for(instance: &MQInstance, wanted: Exposure) -> Option<String> {
 }
 
 /// Refuses while any broker of `instance` handles more than [`MAX_UNFORCED_TPS`], or when
-/// that cannot be told (brokers not reachable).
+/// that cannot be told (brokers that served are not reachable now).
 async fn busy_refusal(
     s: &Scope<'_>,
     instance: &std::sync::Arc<MQInstance>,
@@ -109,9 +109,19 @@ async fn busy_refusal(
             "cannot tell how busy instance {id} is ({why}); pass force=true to switch anyway"
         ))
     };
-    let live = Live::for_instance(s, instance.clone())
-        .await
-        .map_err(|e| unknown(e.to_string()))?;
+    let live = match Live::for_instance(s, instance.clone()).await {
+        Ok(live) => live,
+        // No broker has served yet: there is no traffic to disturb.
+        Err(_)
+            if instance
+                .status
+                .as_ref()
+                .is_none_or(|st| st.ready_brokers == 0) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(unknown(e.to_string())),
+    };
     for b in &live.brokers {
         let info = b
             .client
