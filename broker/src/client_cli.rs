@@ -85,6 +85,31 @@ async fn connect(args: &ClientArgs, addr: &str) -> Result<AdminClient> {
     })
 }
 
+/// One connection per broker, made on first use.
+struct Brokers<'a> {
+    args: &'a ClientArgs,
+    open: std::collections::HashMap<String, AdminClient>,
+}
+
+impl<'a> Brokers<'a> {
+    fn new(args: &'a ClientArgs) -> Self {
+        Self {
+            args,
+            open: std::collections::HashMap::new(),
+        }
+    }
+
+    async fn get(&mut self, addr: &str) -> Result<&AdminClient> {
+        if !self.open.contains_key(addr) {
+            let client = connect(self.args, addr).await?;
+            self.open.insert(addr.to_owned(), client);
+        }
+        self.open
+            .get(addr)
+            .with_context(|| format!("no connection to {addr}"))
+    }
+}
+
 /// The topic's route from the first name server that knows it.
 async fn route(args: &ClientArgs) -> Result<TopicRouteData> {
     let mut why = Vec::new();
@@ -133,9 +158,10 @@ pub async fn produce(args: ProduceArgs) -> Result<()> {
     if queues.is_empty() {
         bail!("topic {:?} has no writable queue", args.client.topic);
     }
+    let mut brokers = Brokers::new(&args.client);
     for i in 0..args.count {
         let q = &queues[i as usize % queues.len()];
-        let broker = connect(&args.client, &q.broker).await?;
+        let broker = brokers.get(&q.broker).await?;
         let properties = "WAIT\u{1}true\u{2}";
         let req = RemotingCommand::new_request(request_code::SEND_MESSAGE_V2)
             .with_ext("a", "mq_broker_cli")
@@ -171,18 +197,19 @@ pub async fn consume(args: ConsumeArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let route = route(&args.client).await?;
     let queues = queues(&route, false);
+    let mut brokers = Brokers::new(&args.client);
     let mut offsets = Vec::with_capacity(queues.len());
     for q in &queues {
-        let broker = connect(&args.client, &q.broker).await?;
-        offsets.push(committed(&broker, &args, q.id).await?);
+        let broker = brokers.get(&q.broker).await?;
+        offsets.push(committed(broker, &args, q.id).await?);
     }
     let mut got = 0u64;
     let want = args.count.unwrap_or(u64::MAX);
     while got < want && Instant::now() < deadline {
         let mut round = 0;
         for (q, offset) in queues.iter().zip(offsets.iter_mut()) {
-            let broker = connect(&args.client, &q.broker).await?;
-            let (messages, next) = pull(&broker, &args, q.id, *offset).await?;
+            let broker = brokers.get(&q.broker).await?;
+            let (messages, next) = pull(broker, &args, q.id, *offset).await?;
             for m in messages.iter().take((want - got) as usize) {
                 println!("{}", String::from_utf8_lossy(&m.body));
                 got += 1;
@@ -190,7 +217,7 @@ pub async fn consume(args: ConsumeArgs) -> Result<()> {
             }
             if next != *offset {
                 *offset = next;
-                commit(&broker, &args, q.id, next).await?;
+                commit(broker, &args, q.id, next).await?;
             }
         }
         if round == 0 {
