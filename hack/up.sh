@@ -72,7 +72,9 @@ secret=$(kubectl -n "$PLATFORM" get secret -l "mqfleet.io/first-account=$RELEASE
 field() { kubectl -n "$PLATFORM" get "$secret" -o "jsonpath={.data.$1}" | base64 -d; }
 ACCESS_KEY=$(field accessKey)
 SECRET_KEY=$(field secretKey)
-NAMESRV=$(kubectl -n "$TENANT" get mqinstance demo -o 'jsonpath={.status.endpoint}')
+# Clients on this machine are outside the cluster: the external endpoint (node ports).
+NAMESRV=$(kubectl -n "$TENANT" get mqinstance demo -o 'jsonpath={.status.externalEndpoint}')
+[ -n "$NAMESRV" ] || NAMESRV=$(kubectl -n "$TENANT" get mqinstance demo -o 'jsonpath={.status.endpoint}')
 CONSOLE=$(kubectl -n "$PLATFORM" get service mq-console -o 'jsonpath={.spec.clusterIP}:{.spec.ports[0].port}')
 INSTANCE_ID=$(kubectl -n "$TENANT" get mqinstance demo -o 'jsonpath={.status.instanceId}')
 BIN=$ROOT/target/debug
@@ -99,7 +101,7 @@ mqfleet is up in $(elapsed) s. Paste into your shell (or run: eval "\$(make -s e
   export MQ_ACCESS_KEY=$ACCESS_KEY       # the first account (namespace $TENANT)
   export MQ_SECRET_KEY=$SECRET_KEY
   export MQ_CONSOLE_URL=http://$CONSOLE
-  export NAMESRV_ADDR=$NAMESRV           # instance demo (ACL on: clients sign with the keys above)
+  export NAMESRV_ADDR=$NAMESRV           # instance demo from outside the cluster (ACL on: clients sign with the keys above)
 
 Then:
   kubectl get mqfleet -A

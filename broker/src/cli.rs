@@ -51,6 +51,11 @@ pub enum Mode {
     Consume(crate::messaging_cli::ConsumeArgs),
 }
 
+/// `--external-addr`: `host:port`.
+fn external_addr(s: &str) -> Result<String, String> {
+    mq_broker::conf::check_host_port(s).map(|()| s.to_owned())
+}
+
 /// Name-server settings.
 #[derive(Args, Debug, Clone)]
 pub struct NamesrvArgs {
@@ -61,6 +66,11 @@ pub struct NamesrvArgs {
         default_value = "0.0.0.0:9876"
     )]
     pub listen: SocketAddr,
+    /// A second address to serve on, for clients outside the cluster: its route and
+    /// cluster answers carry the brokers' external addresses, and it answers queries
+    /// only (no registrations) [default: none].
+    #[arg(long, env = "MQ_NAMESRV_EXTERNAL_LISTEN")]
+    pub external_listen: Option<SocketAddr>,
     /// Seconds of silence after which a broker leaves the routes.
     #[arg(long, env = "MQ_BROKER_EXPIRY_SECS", default_value_t = 120)]
     pub broker_expiry_secs: u64,
@@ -197,6 +207,11 @@ pub struct BrokerArgs {
     /// host's first non-loopback IPv4 when listening on all interfaces).
     #[arg(long, env = "MQ_ADVERTISE_ADDR")]
     pub advertise_addr: Option<SocketAddr>,
+    /// `host:port` clients outside the cluster reach this broker on, registered beside
+    /// the advertised address (name servers give it on their external port) [default:
+    /// the config file's `externalAddr.<brokerName>`, else none].
+    #[arg(long, env = "MQ_EXTERNAL_ADDR", value_parser = external_addr)]
+    pub external_addr: Option<String>,
     /// Name servers, `host:port;host:port` [default: the config file's `namesrvAddr`,
     /// else 127.0.0.1:9876, or the embedded name server in standalone mode].
     #[arg(long, env = "NAMESRV_ADDR")]

@@ -6,11 +6,14 @@
 //! `brokerClusterName`, `storePathRootDir`, `flushDiskType` (`ASYNC_FLUSH`/`SYNC_FLUSH`),
 //! `waitTimeMillsInSendQueue`, `aclEnable` (`true`/`false`), `aclFile` (path of the ACL
 //! file, see `crate::acl`), `maxSendTps` and `maxReceiveTps` (messages per second of this
-//! broker, 0 unlimited). Others are ignored (a Java broker.conf has many).
+//! broker, 0 unlimited), and `externalAddr.<brokerName>` (`host:port`: the address
+//! clients outside the cluster reach that broker on, registered beside the broker's own
+//! address; mqfleet's key, see `crate::broker::register`). Others are ignored (a Java
+//! broker.conf has many).
 //!
 //! Precedence at start: command-line flag or its environment variable, then the file,
-//! then the built-in default. While running, `namesrvAddr`, `aclEnable`, `maxSendTps`
-//! and `maxReceiveTps` are live
+//! then the built-in default. While running, `namesrvAddr`, `aclEnable`, `maxSendTps`,
+//! `maxReceiveTps` and the broker's `externalAddr.<brokerName>` are live
 //! ([`Live`]): when the file changes and the key's value differs from what the file said
 //! before, the new value replaces the current one, whatever the flags said (the operator
 //! rewrote the file on purpose). When `namesrvAddr` disappears, the list falls back to the
@@ -52,6 +55,9 @@ pub const ACL_FILE: &str = "aclFile";
 pub const MAX_SEND_TPS: &str = "maxSendTps";
 /// Key of this broker's receive limit, messages per second (0: unlimited).
 pub const MAX_RECEIVE_TPS: &str = "maxReceiveTps";
+/// Prefix of the keys naming a broker's external address (`externalAddr.<brokerName>`):
+/// one file serves every broker of an instance, each reads its own line.
+pub const EXTERNAL_ADDR_PREFIX: &str = "externalAddr.";
 
 /// A config file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +131,40 @@ impl Properties {
             .transpose()
     }
 
+    /// The external address the file gives broker `broker_name`, if any (a value that is
+    /// not `host:port` counts as none: clients could not use it).
+    pub fn external_addr(&self, broker_name: &str) -> Option<String> {
+        let key = format!("{EXTERNAL_ADDR_PREFIX}{broker_name}");
+        let value = self.get(&key)?;
+        match check_host_port(value) {
+            Ok(()) => Some(value.to_owned()),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "config file: external address ignored");
+                None
+            }
+        }
+    }
+
     /// The name servers the file lists, if it lists any.
     pub fn namesrv_addrs(&self) -> Option<Vec<String>> {
         self.get(NAMESRV_ADDR)
             .map(parse_addr_list)
             .filter(|l| !l.is_empty())
+    }
+}
+
+/// Checks that `addr` is `host:port` as RocketMQ clients take it (a DNS name or IPv4
+/// address, a port 1–65535).
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    let bad = || format!("{addr:?} is not host:port");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(()),
+        _ => Err(bad()),
     }
 }
 
@@ -346,6 +381,23 @@ pub async fn watch_namesrv_addrs(watch: FileWatch, list: NamesrvList, interval: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn external_addresses_must_be_host_and_port() {
+        let props = Properties::parse(
+            "externalAddr.broker-0=127.0.0.1:30001\nexternalAddr.broker-1=nonsense\nexternalAddr.broker-2=lb.example:0\n",
+        );
+        assert_eq!(
+            props.external_addr("broker-0").as_deref(),
+            Some("127.0.0.1:30001")
+        );
+        assert_eq!(props.external_addr("broker-1"), None);
+        assert_eq!(props.external_addr("broker-2"), None);
+        assert_eq!(props.external_addr("broker-3"), None);
+        assert!(check_host_port("lb.example.com:9876").is_ok());
+        assert!(check_host_port(":9876").is_err());
+        assert!(check_host_port("a b:1").is_err());
+    }
+
     use super::*;
 
     fn list(s: &str) -> Vec<String> {

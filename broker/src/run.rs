@@ -7,7 +7,7 @@ use mq_broker::acl::{self, Acl};
 use mq_broker::broker::{Broker, BrokerConfig, parse_delay_levels, schedule};
 use mq_broker::conf;
 use mq_broker::names::Namespace;
-use mq_broker::namesrv::NameServer;
+use mq_broker::namesrv::{ExternalView, NameServer};
 use mq_broker::net::RemotingServer;
 use mq_broker::net::tls::TlsIdentity;
 use mq_broker::ops::{OpsServer, OpsState};
@@ -47,9 +47,13 @@ pub async fn run(mode: Mode) -> Result<()> {
             let acl = start_acl(file.acl(&args.acl, &ns)?, &ops);
             warn_if_open(&acl.acl, "name server");
             let tls = tls_identity(&args.tls)?;
-            let ns_addr = start_namesrv(&args, acl.acl.clone(), tls, &ops, stop.clone()).await?;
+            let (ns_addr, external) =
+                start_namesrv(&args, acl.acl.clone(), tls, &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
-            watch_config(file, None, acl, None);
+            if let Some(external) = external {
+                ready.insert("namesrvExternal".into(), external.to_string().into());
+            }
+            watch_config(file, None, acl, None, None);
             None
         }
         Mode::Broker(args) => {
@@ -72,6 +76,7 @@ pub async fn run(mode: Mode) -> Result<()> {
             let acl = start_acl(file.acl(&args.broker.acl, &ns)?, &ops);
             let ns_args = NamesrvArgs {
                 listen: args.namesrv_listen,
+                external_listen: None,
                 broker_expiry_secs: 120,
                 instance_id: args.broker.instance_id.clone(),
                 http_listen: args.broker.http_listen,
@@ -80,7 +85,7 @@ pub async fn run(mode: Mode) -> Result<()> {
                 tls: args.broker.tls.clone(),
             };
             let tls = tls_identity(&args.broker.tls)?;
-            let ns_addr =
+            let (ns_addr, _) =
                 start_namesrv(&ns_args, acl.acl.clone(), tls.clone(), &ops, stop.clone()).await?;
             ready.insert("namesrv".into(), ns_addr.to_string().into());
             let embedded = reachable(ns_addr);
@@ -173,6 +178,7 @@ fn watch_config(
     namesrvs: Option<conf::NamesrvList>,
     acl: AclSettings,
     tps: Option<TpsSettings>,
+    external: Option<(String, conf::Live<Option<String>>)>,
 ) {
     let Some(watch) = file.watch else {
         return;
@@ -182,6 +188,7 @@ fn watch_config(
         acl: acl.acl,
         acl_enable: acl.enable,
         tps,
+        external,
     };
     tokio::spawn(conf::watch_file(
         watch,
@@ -215,11 +222,11 @@ async fn start_namesrv(
     tls: Option<Arc<TlsIdentity>>,
     ops: &OpsState,
     stop: watch::Receiver<bool>,
-) -> Result<SocketAddr> {
+) -> Result<(SocketAddr, Option<SocketAddr>)> {
     let server = RemotingServer::bind(args.listen)
         .await
         .with_context(|| format!("binding the name server to {}", args.listen))?
-        .with_tls(tls);
+        .with_tls(tls.clone());
     let addr = server.local_addr()?;
     let namesrv = Arc::new(
         NameServer::new(
@@ -231,9 +238,22 @@ async fn start_namesrv(
     tokio::spawn(namesrv.clone().run_expiry(Duration::from_secs(1)));
     ops.add_server("namesrv", server.stats());
     ops.set_namesrv(namesrv.clone());
+    let mut external_addr = None;
+    if let Some(listen) = args.external_listen {
+        let external = RemotingServer::bind(listen)
+            .await
+            .with_context(|| format!("binding the name server's external port to {listen}"))?
+            .with_tls(tls);
+        let bound = external.local_addr()?;
+        tracing::info!(addr = %bound, "name server listening for clients outside the cluster");
+        ops.add_server("namesrv-external", external.stats());
+        let view = Arc::new(ExternalView(namesrv.clone()));
+        tokio::spawn(external.serve(view, until_stopped(stop.clone())));
+        external_addr = Some(bound);
+    }
     tokio::spawn(server.serve(namesrv, until_stopped(stop)));
     tracing::info!(%addr, "name server listening");
-    Ok(addr)
+    Ok((addr, external_addr))
 }
 
 /// Starts the broker; returns it and how long a clean stop may wait for requests.
@@ -286,6 +306,11 @@ async fn start_broker(
     cfg.cluster = file.cluster(&args);
     cfg.max_send_wait = file.max_send_wait(&args)?;
     cfg.advertised_addr = advertised.to_string();
+    cfg.external_addr = conf::Live::new(
+        args.external_addr.clone().map(Some),
+        Some(file.external_addr(&cfg.broker_name)),
+        None,
+    );
     cfg.namespace = Namespace::new(args.instance_id.as_deref());
     cfg.auto_create_topics = standalone;
     cfg.auto_create_groups = standalone;
@@ -300,6 +325,7 @@ async fn start_broker(
     cfg.stats_bucket_ms = args.stats_bucket_ms.max(1);
     cfg.stats_max_series = args.stats_max_series;
     cfg.transactions = file.transactions(&args)?;
+    let (cfg_name, external_addr) = (cfg.broker_name.clone(), cfg.external_addr.clone());
     let broker = Arc::new(
         Broker::new(cfg, Arc::new(store))
             .context("loading the broker's topics, groups and offsets")?,
@@ -307,7 +333,8 @@ async fn start_broker(
 
     let namesrvs = file.namesrv_list(&args, embedded_namesrv);
     tracing::info!(namesrv = %namesrvs.get().join(";"), "name servers");
-    watch_config(file, Some(namesrvs.clone()), acl, Some(tps));
+    let external = Some((cfg_name.clone(), external_addr));
+    watch_config(file, Some(namesrvs.clone()), acl, Some(tps), external);
     tokio::spawn(broker.clone().run_registration(move || namesrvs.get()));
     ops.set_broker(broker.clone());
     ops.add_server("broker", server.stats());

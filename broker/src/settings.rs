@@ -170,6 +170,11 @@ impl FileSettings {
         })
     }
 
+    /// The file's external address of broker `broker_name` (`externalAddr.<name>`).
+    pub fn external_addr(&self, broker_name: &str) -> Option<String> {
+        self.props.external_addr(broker_name)
+    }
+
     /// The name servers, live: flag/env, else the file, else the embedded name server
     /// (standalone) or 127.0.0.1:9876; later changes of the file's `namesrvAddr` apply.
     pub fn namesrv_list(&self, args: &BrokerArgs, embedded: Option<SocketAddr>) -> NamesrvList {
@@ -294,6 +299,8 @@ pub struct LiveSettings {
     pub acl_enable: Live<bool>,
     /// The TPS limits (brokers only).
     pub tps: Option<TpsSettings>,
+    /// The broker's name and external address (brokers only).
+    pub external: Option<(String, Live<Option<String>>)>,
 }
 
 impl LiveSettings {
@@ -328,6 +335,11 @@ impl LiveSettings {
             apply_tps(props, conf::MAX_RECEIVE_TPS, &tps.receive, |v| {
                 limits.set_receive_tps(v)
             });
+        }
+        if let Some((name, live)) = &self.external
+            && let Some(addr) = live.file_changed(Some(props.external_addr(name)))
+        {
+            tracing::info!(%file, external = ?addr, "external address changed");
         }
         // Last, so a registration that follows a new list shows the rest is in force.
         // (A file without `namesrvAddr` falls back to the flag or the default.)
@@ -385,6 +397,7 @@ mod live_tests {
                 send,
                 receive,
             }),
+            external: None,
         }
     }
 

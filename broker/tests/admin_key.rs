@@ -189,6 +189,7 @@ fn registration(name: &str, addr: &str, topic: &str, key: Option<(&str, &str)>) 
         broker_id: 0,
         compressed: Some(false),
         body_crc32: None,
+        external_broker_addr: None,
     });
     if let Some(key) = key {
         sign::sign(&mut req, &creds(key));

@@ -26,6 +26,8 @@ pub struct Settings {
     pub write_wait: Duration,
     /// Bound on each broker or name-server call.
     pub call_timeout: Duration,
+    /// Bound on `tunnelSwitch`'s wait for the operator's endpoint.
+    pub exposure_wait: Duration,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             always_200: false,
             write_wait: Duration::from_secs(5),
             call_timeout: Duration::from_secs(5),
+            exposure_wait: Duration::from_secs(30),
         }
     }
 }

@@ -122,6 +122,9 @@ struct ServeArgs {
     /// Bound on a write's wait for this replica's cache.
     #[arg(long, env = "MQ_WRITE_WAIT_MS", default_value_t = 5000)]
     write_wait_ms: u64,
+    /// Bound on `tunnelSwitch`'s wait until the operator reports the new endpoint.
+    #[arg(long, env = "MQ_EXPOSURE_WAIT_MS", default_value_t = 30000)]
+    exposure_wait_ms: u64,
     /// The cluster profiles ConfigMap (platform namespace).
     #[arg(
         long,
@@ -167,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 always_200: a.http_status == HttpStatus::Always200,
                 write_wait: Duration::from_millis(a.write_wait_ms),
                 call_timeout: Duration::from_millis(a.call_timeout_ms),
+                exposure_wait: Duration::from_millis(a.exposure_wait_ms),
             };
             app::run(ServeOptions {
                 listen: a.listen,

@@ -79,6 +79,8 @@ fn install(tb: &Testbed, registry: &str, extra: &[&str]) -> Result<String> {
         "--create-namespace",
         "--set",
         &image_registry,
+        "--set",
+        "profiles.default.externalHost=127.0.0.1",
         "--wait",
         "--timeout",
         &timeout,
@@ -118,6 +120,8 @@ fn readme_real_cluster(tb: &Testbed, registry: &str, scratch: &Path) -> Result<S
         &workspace(),
         &[
             ("REGISTRY", registry.to_owned()),
+            // The testbed's node ports answer on 127.0.0.1.
+            ("EXTERNAL_HOST", "127.0.0.1".to_owned()),
             ("KUBECONFIG", tb.kubeconfig_path().display().to_string()),
             ("PATH", path),
         ],

@@ -380,6 +380,42 @@ where
     Ok((id, endpoint))
 }
 
+/// `vpcTunnel/tunnelSwitch`: another tenant's switch answers as missing; `anyTunnel`
+/// returns the external endpoint (the testbed's NodePorts answer on 127.0.0.1), which
+/// `baseInfo` then shows; `singleTunnel` returns and shows the in-cluster one again.
+async fn tunnel(a: &Caller, b: &Caller, id: &str, endpoint: &str) -> Result<()> {
+    let switch = "/json/vpcTunnel/tunnelSwitch";
+    let any = [("tunnelType", "anyTunnel"), ("instanceId", id)];
+    b.refused(switch, &any, "BIZ_INSTANCE_NOT_FOUND", 404)
+        .await?;
+    let external = a.ok(switch, &any).await?;
+    let external = external.as_str().context("the endpoint")?.to_owned();
+    ensure!(
+        external.starts_with("127.0.0.1:") && external != endpoint,
+        "anyTunnel answered {external}"
+    );
+    let info = a
+        .ok("/json/instance/baseInfo", &[("instanceId", id)])
+        .await?;
+    ensure!(
+        info["endpoints"]["tcpEndpoint"] == external.as_str(),
+        "{info}"
+    );
+    let again = a.ok(switch, &any).await?;
+    ensure!(again == external.as_str(), "a repeated anyTunnel: {again}");
+    let single = [("tunnelType", "singleTunnel"), ("instanceId", id)];
+    let back = a.ok(switch, &single).await?;
+    ensure!(
+        back == endpoint,
+        "singleTunnel answered {back}, not {endpoint}"
+    );
+    let info = a
+        .ok("/json/instance/baseInfo", &[("instanceId", id)])
+        .await?;
+    ensure!(info["endpoints"]["tcpEndpoint"] == endpoint, "{info}");
+    Ok(())
+}
+
 /// Waits until topic `topic` of `id` serves (status 0).
 async fn topic_serving(c: &Caller, id: &str, topic: &str) -> Result<Value> {
     until(&format!("topic {topic} serving"), READY, || async {
@@ -437,14 +473,7 @@ async fn write_side(
         }
     };
     let (id, endpoint) = serving_instance(&a, "orders", true, early).await?;
-    let tunnel = [("tunnelType", "anyTunnel"), ("instanceId", id.as_str())];
-    a.refused(
-        "/json/vpcTunnel/tunnelSwitch",
-        &tunnel,
-        "ONS_SERVICE_UNSUPPORTED",
-        501,
-    )
-    .await?;
+    tunnel(&a, &Caller::new(&urls[0], &accounts.b)?, &id, &endpoint).await?;
     let again = [
         ("cluster", "default"),
         ("instanceName", "orders"),

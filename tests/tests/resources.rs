@@ -205,6 +205,8 @@ async fn assert_printer_columns(client: &Client, ns: &str) -> Result<()> {
                 "Ready Brokers",
                 "Brokers",
                 "Endpoint",
+                // Priority 1: `kubectl get -o wide` only.
+                "External",
                 "Age",
             ],
         ),
@@ -247,6 +249,18 @@ async fn assert_printer_columns(client: &Client, ns: &str) -> Result<()> {
             .filter_map(|c| c["name"].as_str())
             .collect();
         assert_eq!(names, columns, "printer columns of {plural}");
+        if plural == "mqinstances" {
+            let external = table["columnDefinitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == "External");
+            assert_eq!(
+                external.map(|c| c["priority"].clone()),
+                Some(serde_json::json!(1)),
+                "the external endpoint shows with kubectl get -o wide only"
+            );
+        }
         let rows = table["rows"].as_array().context("a Table has rows")?;
         assert!(!rows.is_empty(), "{plural}: the examples are listed");
     }

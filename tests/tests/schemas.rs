@@ -78,6 +78,23 @@ fn objects_the_operator_builds_are_valid_kubernetes_1_33() -> Result<()> {
     for svc in workloads::services(&instance, &names, &settings) {
         objects.push(serde_yaml::to_string(&svc)?);
     }
+    // The Services of an instance exposed outside the cluster, of both external types.
+    use mq_operator::controller::exposure;
+    objects.push(serde_yaml::to_string(&exposure::namesrv_service(
+        &instance,
+        &names,
+        &settings,
+        "NodePort",
+        Some(30001),
+    ))?);
+    objects.push(serde_yaml::to_string(&exposure::broker_service(
+        &instance,
+        &names,
+        &settings,
+        "LoadBalancer",
+        0,
+        None,
+    ))?);
     // On 1.33 the operator finds and uses policy/v1.
     for pdb in workloads::disruption_budgets(&instance, &names, &settings, "policy/v1") {
         objects.push(serde_yaml::to_string(&pdb)?);

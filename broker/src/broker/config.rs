@@ -19,6 +19,9 @@ pub struct BrokerConfig {
     pub broker_id: i64,
     /// `ip:port` registered with the name servers (what clients connect to).
     pub advertised_addr: String,
+    /// `host:port` clients outside the cluster reach this broker on, registered beside
+    /// `advertised_addr` (none: not reachable from outside); changes at run time.
+    pub external_addr: crate::conf::Live<Option<String>>,
     /// Name servers to register with.
     pub namesrv_addrs: Vec<String>,
     /// The instance namespace names are canonicalised into.
@@ -72,6 +75,7 @@ impl BrokerConfig {
             cluster: "DefaultCluster".to_owned(),
             broker_id: 0,
             advertised_addr: "127.0.0.1:10911".to_owned(),
+            external_addr: crate::conf::Live::new(None, None, None),
             namesrv_addrs: vec![],
             namespace: Namespace::default(),
             data_dir: data_dir.into(),

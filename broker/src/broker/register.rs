@@ -2,6 +2,8 @@
 //! server, every `register_interval` and whenever it changes; signed with the instance's
 //! admin key when the broker has one (name servers with that key refuse anything else,
 //! whether or not ACL is on), else with the ACL file's first admin account if any.
+//! A broker reachable from outside the cluster also sends its external address
+//! (`externalBrokerAddr`, see [`crate::namesrv`]); a change of it registers at once.
 
 use super::core::Broker;
 use super::topics::registration_view;
@@ -35,6 +37,7 @@ impl Broker {
         let mut channels: HashMap<String, Channel> = HashMap::new();
         let mut last_version = None;
         let mut last_addrs = None;
+        let mut last_external = None;
         let mut since_full = Duration::MAX;
         // After a round no name server accepted, the next comes this soon (doubling up
         // to the register interval), so a broker that started before its name servers
@@ -44,10 +47,14 @@ impl Broker {
             let view = registration_view(&self.topics);
             // A changed name-server list (config file re-read) registers at once.
             let addrs = namesrv_addrs();
+            // So is a changed external address (the operator pinned a node port).
+            let external = self.cfg.external_addr.get();
             if last_version != Some(view.data_version)
                 || since_full >= retry.unwrap_or(self.cfg.register_interval)
                 || last_addrs.as_ref() != Some(&addrs)
+                || last_external.as_ref() != Some(&external)
             {
+                last_external = Some(external);
                 let ok = self.register_all(&addrs, &mut channels).await;
                 last_addrs = Some(addrs);
                 self.registered.store(ok > 0, Ordering::Release);
@@ -109,6 +116,7 @@ impl Broker {
                 c
             }
         };
+        let external = self.cfg.external_addr.get();
         let mut req = RemotingCommand::new_request(request_code::REGISTER_BROKER).with_body(body);
         req.set_header(&RegisterBrokerRequestHeader {
             broker_name: self.cfg.broker_name.clone(),
@@ -118,6 +126,7 @@ impl Broker {
             broker_id: self.cfg.broker_id,
             compressed: Some(false),
             body_crc32: None,
+            external_broker_addr: external,
         });
         // Signed with the admin key, else whenever the ACL file names an admin, so
         // registration keeps working while name servers switch ACL on before or after

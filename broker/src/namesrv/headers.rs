@@ -19,6 +19,9 @@ command_header! {
         compressed: Option<bool> = "compressed";
         /// CRC32 of the body (late 4.x).
         body_crc32: Option<i32> = "bodyCrc32";
+        /// mqfleet's: `host:port` clients outside the cluster reach the broker on
+        /// (see the module docs of [`crate::namesrv`]).
+        external_broker_addr: Option<String> = "externalBrokerAddr";
     }
 }
 

@@ -4,7 +4,7 @@ use super::headers::{
     GetRouteInfoRequestHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
     TopicRequestHeader, UnregisterBrokerRequestHeader,
 };
-use super::routes::{Registration, RouteTable};
+use super::routes::{Registration, RouteTable, View};
 use crate::acl::Acl;
 use crate::names::Namespace;
 use crate::net::{RequestContext, RequestHandler, not_supported};
@@ -60,25 +60,35 @@ impl NameServer {
         let result = match req.code {
             request_code::REGISTER_BROKER => self.register(ctx, req),
             request_code::UNREGISTER_BROKER => self.unregister(req),
-            request_code::GET_ROUTEINFO_BY_TOPIC => self.route(req),
+            request_code::GET_ROUTEINFO_BY_TOPIC => self.route(req, View::Internal),
             request_code::GET_BROKER_CLUSTER_INFO => {
                 Ok(ok(req).with_body(body::to_json(&self.routes.cluster_info())))
             }
-            request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
-                Ok(ok(req).with_body(body::to_json(&self.routes.topics())))
+            request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER | request_code::GET_KV_CONFIG => {
+                Ok(self.dispatch_open(req))
             }
             request_code::DELETE_TOPIC_IN_NAMESRV => self.delete_topic(req),
-            // No KV config is kept: clients treat "not found" as "no order config".
-            request_code::GET_KV_CONFIG => Ok(RemotingCommand::response_to(
-                req,
-                response_code::QUERY_NOT_FOUND,
-                Some("no such kv config"),
-            )),
             _ => Ok(not_supported(req)),
         };
         result.unwrap_or_else(|remark| {
             RemotingCommand::response_to(req, response_code::SYSTEM_ERROR, Some(&remark))
         })
+    }
+
+    /// An open query other than routes and cluster info (no broker addresses in them).
+    fn dispatch_open(&self, req: &RemotingCommand) -> RemotingCommand {
+        match req.code {
+            request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
+                ok(req).with_body(body::to_json(&self.routes.topics()))
+            }
+            // No KV config is kept: clients treat "not found" as "no order config".
+            request_code::GET_KV_CONFIG => RemotingCommand::response_to(
+                req,
+                response_code::QUERY_NOT_FOUND,
+                Some("no such kv config"),
+            ),
+            _ => not_supported(req),
+        }
     }
 
     fn register(
@@ -99,6 +109,7 @@ impl NameServer {
             broker_name: h.broker_name,
             broker_addr: h.broker_addr,
             broker_id: h.broker_id,
+            external_addr: h.external_broker_addr.filter(|a| !a.is_empty()),
             topics: body
                 .topic_config_serialize_wrapper
                 .topic_config_table
@@ -120,13 +131,13 @@ impl NameServer {
         Ok(ok(req))
     }
 
-    fn route(&self, req: &RemotingCommand) -> Result<RemotingCommand, String> {
+    fn route(&self, req: &RemotingCommand, view: View) -> Result<RemotingCommand, String> {
         let h = GetRouteInfoRequestHeader::from_command(req).map_err(|e| e.to_string())?;
         let canonical = self.namespace.canonical(&h.topic);
         match self
             .routes
-            .route(&canonical)
-            .or_else(|| self.routes.route(&h.topic))
+            .route_in(&canonical, view)
+            .or_else(|| self.routes.route_in(&h.topic, view))
         {
             Some(route) => Ok(ok(req).with_body(body::to_json(&route))),
             None => Ok(RemotingCommand::response_to(
@@ -150,6 +161,46 @@ impl NameServer {
 
 fn ok(req: &RemotingCommand) -> RemotingCommand {
     RemotingCommand::response_to(req, response_code::SUCCESS, None)
+}
+
+/// The name server as clients outside the cluster see it (its external port): routes
+/// and cluster info name the brokers' external addresses; only the open queries are
+/// answered (see the module docs of [`crate::namesrv`]).
+pub struct ExternalView(pub Arc<NameServer>);
+
+impl ExternalView {
+    fn dispatch(&self, req: &RemotingCommand) -> RemotingCommand {
+        let ns = &self.0;
+        let result = match req.code {
+            request_code::GET_ROUTEINFO_BY_TOPIC => ns.route(req, View::External),
+            request_code::GET_BROKER_CLUSTER_INFO => {
+                Ok(ok(req).with_body(body::to_json(&ns.routes.cluster_info_in(View::External))))
+            }
+            code if super::acl::is_open(code) => return ns.dispatch_open(req),
+            _ => {
+                return RemotingCommand::response_to(
+                    req,
+                    response_code::NO_PERMISSION,
+                    Some("the name server's external port answers route queries only"),
+                );
+            }
+        };
+        result.unwrap_or_else(|remark| {
+            RemotingCommand::response_to(req, response_code::SYSTEM_ERROR, Some(&remark))
+        })
+    }
+}
+
+impl RequestHandler for ExternalView {
+    async fn handle(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        let response = self.dispatch(&request);
+        tracing::trace!(code = request.code, answer = response.code, topic = ?request.ext("topic"), peer = %ctx.channel.peer_addr(), "name server request (external port)");
+        Some(response)
+    }
 }
 
 impl RequestHandler for NameServer {

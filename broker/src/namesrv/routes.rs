@@ -1,4 +1,9 @@
 //! The route table: brokers, their topics' queues, clusters, and broker liveness.
+//!
+//! Each broker may register an external address beside its own ([`Registration::external_addr`]).
+//! The [`View::External`] of the table (the name server's external port) names brokers by
+//! their external addresses; a broker without one is left out of it (with its queues), so
+//! a client outside the cluster never gets an address it cannot reach.
 
 use crate::net::Channel;
 use crate::remoting::body::{
@@ -19,6 +24,8 @@ pub struct Registration {
     pub broker_addr: String,
     /// 0 for a master.
     pub broker_id: i64,
+    /// Address clients outside the cluster use, if the broker has one.
+    pub external_addr: Option<String>,
     /// The broker's topics (replaces what was known of a master's topics).
     pub topics: Vec<TopicConfig>,
     /// The connection it registered on: its close removes the broker at once.
@@ -27,6 +34,7 @@ pub struct Registration {
 
 struct Live {
     last_seen: Instant,
+    external_addr: Option<String>,
     cluster: String,
     broker_name: String,
     channel: Option<Channel>,
@@ -114,6 +122,7 @@ impl RouteTable {
             reg.broker_addr.clone(),
             Live {
                 last_seen: Instant::now(),
+                external_addr: reg.external_addr,
                 cluster: reg.cluster,
                 broker_name: reg.broker_name,
                 channel: reg.channel,
@@ -154,26 +163,60 @@ impl RouteTable {
 
     /// The route of `topic`, or `None` when no live broker has it.
     pub fn route(&self, topic: &str) -> Option<TopicRouteData> {
+        self.route_in(topic, View::Internal)
+    }
+
+    /// The route of `topic` as `view` sees it, or `None` when no live broker (reachable
+    /// in that view) has it.
+    pub fn route_in(&self, topic: &str, view: View) -> Option<TopicRouteData> {
         let t = self.read();
         let queues = t.topics.get(topic).filter(|q| !q.is_empty())?;
-        let broker_datas = queues
+        let brokers: BTreeMap<String, BrokerData> = queues
             .keys()
-            .filter_map(|name| t.brokers.get(name).cloned())
+            .filter_map(|name| Some((name.clone(), t.brokers.get(name)?.clone())))
             .collect();
+        let brokers = t.in_view(brokers, view);
+        let queue_datas: Vec<QueueData> = queues
+            .values()
+            .filter(|q| brokers.contains_key(&q.broker_name))
+            .cloned()
+            .collect();
+        if queue_datas.is_empty() {
+            return None;
+        }
         Some(TopicRouteData {
             order_topic_conf: None,
-            queue_datas: queues.values().cloned().collect(),
-            broker_datas,
+            queue_datas,
+            broker_datas: brokers.into_values().collect(),
             filter_server_table: BTreeMap::new(),
         })
     }
 
     /// Brokers and clusters (GET_BROKER_CLUSTER_INFO).
     pub fn cluster_info(&self) -> ClusterInfo {
+        self.cluster_info_in(View::Internal)
+    }
+
+    /// Brokers and clusters as `view` sees them.
+    pub fn cluster_info_in(&self, view: View) -> ClusterInfo {
         let t = self.read();
+        let brokers = t.in_view(t.brokers.clone(), view);
+        let clusters = t
+            .clusters
+            .iter()
+            .map(|(c, names)| {
+                let names: BTreeSet<String> = names
+                    .iter()
+                    .filter(|n| brokers.contains_key(*n))
+                    .cloned()
+                    .collect();
+                (c.clone(), names)
+            })
+            .filter(|(_, names)| !names.is_empty())
+            .collect();
         ClusterInfo {
-            broker_addr_table: t.brokers.clone(),
-            cluster_addr_table: t.clusters.clone(),
+            broker_addr_table: brokers,
+            cluster_addr_table: clusters,
         }
     }
 
@@ -188,6 +231,40 @@ impl RouteTable {
     /// Forgets a topic until a broker registers it again.
     pub fn delete_topic(&self, topic: &str) {
         self.write().topics.remove(topic);
+    }
+}
+
+/// Which addresses an answer names brokers by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The addresses brokers registered as their own (pod addresses): clients inside.
+    Internal,
+    /// The external addresses brokers registered: clients that came in from outside.
+    External,
+}
+
+impl Tables {
+    /// `brokers` with their addresses as `view` sees them; in the external view a broker
+    /// address without an external one is dropped, and a broker left with none too.
+    fn in_view(
+        &self,
+        mut brokers: BTreeMap<String, BrokerData>,
+        view: View,
+    ) -> BTreeMap<String, BrokerData> {
+        if view == View::Internal {
+            return brokers;
+        }
+        for data in brokers.values_mut() {
+            data.broker_addrs = std::mem::take(&mut data.broker_addrs)
+                .into_iter()
+                .filter_map(|(id, addr)| {
+                    let external = self.live.get(&addr)?.external_addr.clone()?;
+                    Some((id, external))
+                })
+                .collect();
+        }
+        brokers.retain(|_, data| !data.broker_addrs.is_empty());
+        brokers
     }
 }
 
@@ -255,6 +332,7 @@ mod tests {
             broker_name: name.into(),
             broker_addr: addr.into(),
             broker_id: 0,
+            external_addr: None,
             topics: topics
                 .iter()
                 .map(|t| TopicConfig {

@@ -163,7 +163,7 @@ fn known_cluster(s: &Scope<'_>, cluster: &str) -> Result<(), ApiError> {
 }
 
 /// The instance named by `instanceId` that the caller may write.
-fn writable(s: &Scope<'_>, p: &Params) -> Result<std::sync::Arc<MQInstance>, ApiError> {
+pub(super) fn writable(s: &Scope<'_>, p: &Params) -> Result<std::sync::Arc<MQInstance>, ApiError> {
     let instance = s.instance(p, "instanceId")?;
     let ns = may_write(s)?;
     if instance.namespace().as_deref() != Some(ns.as_str()) {

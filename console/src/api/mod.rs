@@ -5,6 +5,7 @@
 pub mod consumer;
 pub mod dlq;
 pub mod empower;
+pub mod exposure;
 pub mod group;
 pub mod instance;
 pub mod live;

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::Scope;
-use crate::envelope::{ApiError, ApiResult, ErrorCode, Reply};
+use crate::envelope::{ApiError, ApiResult, Reply};
 use crate::params::Params;
 
 /// The region this console serves (`--region`).
@@ -38,20 +38,7 @@ pub async fn clusters(s: &Scope<'_>, _p: &Params) -> ApiResult {
     Ok(Reply::data(list))
 }
 
-/// Not supported until instances can be exposed outside the cluster (after the
-/// parameters and the instance are checked, so a script learns of a typo first).
+/// `vpcTunnel/tunnelSwitch` (see [`super::exposure`]).
 pub async fn tunnel_switch(s: &Scope<'_>, p: &Params) -> ApiResult {
-    let tunnel = p.str("tunnelType")?;
-    if !matches!(tunnel, "anyTunnel" | "singleTunnel") {
-        return Err(ApiError::field(
-            "tunnelType",
-            format!("{tunnel:?} is not anyTunnel or singleTunnel"),
-        ));
-    }
-    p.bool_or("force", false)?;
-    s.instance_by_id(p.str("instanceId")?)?;
-    Err(ApiError::new(
-        ErrorCode::ServiceUnsupported,
-        "exposing an instance outside the cluster is not available on this platform yet; clients inside the cluster use the instance's endpoint",
-    ))
+    super::exposure::tunnel_switch(s, p).await
 }

@@ -125,7 +125,13 @@ pub fn group(g: &MQGroup, instance: &MQInstance, tenant: Option<&str>) -> Value 
 
 /// An instance as `instance/baseInfo` answers it.
 pub fn instance(i: &MQInstance) -> Value {
-    let endpoint = i.status.as_ref().and_then(|s| s.endpoint.clone());
+    // The address clients use under the current exposure (external once there is one).
+    let endpoint = i.status.as_ref().and_then(|s| {
+        s.external_endpoint
+            .clone()
+            .filter(|_| i.spec.exposure.is_external())
+            .or_else(|| s.endpoint.clone())
+    });
     let endpoints = json!({ "tcpEndpoint": endpoint });
     let mut v = json!({
         "instanceId": instance_id(i), "instanceName": i.spec.instance_name,

@@ -102,12 +102,11 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     apply_object(ctx, platform, &console).await?;
     let bad_accounts = acl::sync(ctx, instance, &names).await?;
     report_bad_accounts(ctx, &bad_accounts).await;
-    apply_object(
-        ctx,
-        platform,
-        &workloads::config_map(instance, &names, settings, &effective),
-    )
-    .await?;
+    // Before broker.conf: it carries the brokers' external addresses.
+    let external = super::exposure::reconcile(ctx, instance, &names, &effective).await?;
+    let mut config = workloads::config_map(instance, &names, settings, &effective);
+    external.write_config(&mut config);
+    apply_object(ctx, platform, &config).await?;
     for svc in workloads::services(instance, &names, settings) {
         apply_object(ctx, platform, &svc).await?;
     }
@@ -159,6 +158,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         names.namesrv(),
         workloads::NAMESRV_PORT
     ));
+    status.external_endpoint = external.endpoint.clone();
     status.brokers = want_brokers;
     status.effective = Some(effective.status());
     status.ready_brokers = ready_brokers;
@@ -173,8 +173,13 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     });
     let message = if running {
         format!(
-            "{ready_brokers} broker(s) and {ready_ns} name server(s) ready; clients use NAMESRV_ADDR={}",
-            status.endpoint.clone().unwrap_or_default()
+            "{ready_brokers} broker(s) and {ready_ns} name server(s) ready; clients use NAMESRV_ADDR={}{}",
+            status.endpoint.clone().unwrap_or_default(),
+            external
+                .endpoint
+                .as_ref()
+                .map(|e| format!(" (outside the cluster: {e})"))
+                .unwrap_or_default()
         )
     } else {
         let missing = if missing.is_empty() {
@@ -220,8 +225,19 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
             condition(READY, false, reason, message, generation),
         );
     }
+    if let Some((reason, message)) = external.problem.clone() {
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, reason, message, generation),
+        );
+    }
     write_status(ctx, instance, status).await?;
-    let next = if running && !draining {
+    // A load balancer's address arrives without any change of ours: look again soon.
+    let waiting_for_lb = external
+        .problem
+        .as_ref()
+        .is_some_and(|(reason, _)| *reason == super::exposure::WAITING_FOR_LB);
+    let next = if running && !draining && !waiting_for_lb {
         ctx.resync
     } else {
         STARTING
@@ -589,6 +605,7 @@ async fn cleanup(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> 
         let api: Api<Service> = Api::namespaced(ctx.client.clone(), platform);
         delete_owned(&api, &svc.name_any(), instance).await?;
     }
+    super::exposure::remove(ctx, instance, &names, 0).await?;
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), platform);
     delete_owned(&cms, &names.config(), instance).await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), platform);

@@ -9,6 +9,7 @@ pub mod children;
 pub mod conventions;
 pub mod drain;
 pub mod empower;
+pub mod exposure;
 pub mod failures;
 #[cfg(test)]
 mod fixtures;

@@ -269,6 +269,11 @@ pub fn namesrv_statefulset(
     let mut args = vec![
         "namesrv".to_owned(),
         format!("--listen=$(POD_IP):{NAMESRV_PORT}"),
+        // Always on, so switching spec.exposure never restarts the name servers.
+        format!(
+            "--external-listen=$(POD_IP):{}",
+            super::exposure::NAMESRV_EXTERNAL_PORT
+        ),
         format!("--http-listen=$(POD_IP):{OPS_PORT}"),
         format!("--instance-id={}", names.instance_id),
         format!("--config={CONFIG_DIR}/namesrv.conf"),
@@ -279,7 +284,7 @@ pub fn namesrv_statefulset(
         "image": effective.name_server_image,
         "args": args,
         "env": pod_env(names),
-        "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
+        "ports": [{"name": "namesrv", "containerPort": NAMESRV_PORT}, {"name": "external", "containerPort": super::exposure::NAMESRV_EXTERNAL_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
         "volumeMounts": config_mounts(effective),
         "resources": resources(effective.name_server_resources.as_ref()),
     });

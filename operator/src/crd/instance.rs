@@ -33,6 +33,7 @@ pub const INSTANCE_ID_PATTERN: &str = crate::domain::ids::PATTERN;
     printcolumn = r#"{"name":"Ready Brokers","type":"integer","jsonPath":".status.readyBrokers","description":"Brokers serving every topic and group of the instance"}"#,
     printcolumn = r#"{"name":"Brokers","type":"integer","jsonPath":".status.brokers","description":"Desired brokers (the spec's, else the cluster profile's)"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint","description":"NAMESRV_ADDR for clients"}"#,
+    printcolumn = r#"{"name":"External","type":"string","jsonPath":".status.externalEndpoint","priority":1,"description":"NAMESRV_ADDR for clients outside the cluster (spec.exposure)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -69,6 +70,13 @@ pub struct MQInstanceSpec {
     /// `MQEmpower` grants them. Switching it applies without restarting the brokers.
     #[serde(default)]
     pub acl_enabled: bool,
+
+    /// Who can reach the instance: `cluster` (default) only clients inside the cluster;
+    /// `nodePort` or `loadBalancer` also clients outside it, through a Service of that
+    /// type for the name servers and one per broker (`status.externalEndpoint`).
+    /// External exposure requires `aclEnabled: true`. It may change back and forth.
+    #[serde(default)]
+    pub exposure: Exposure,
 
     /// Send TPS limit the brokers enforce for the whole instance.
     #[serde(default = "default_tps")]
@@ -169,6 +177,44 @@ pub struct StorageSpec {
     pub retain_on_delete: bool,
 }
 
+/// Who can reach an instance (`spec.exposure`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Exposure {
+    /// Clients inside the cluster only.
+    #[default]
+    Cluster,
+    /// Also clients outside, through node ports on the profile's `externalHost`.
+    NodePort,
+    /// Also clients outside, through load balancers a cloud controller provides.
+    LoadBalancer,
+}
+
+impl Exposure {
+    /// Whether clients outside the cluster can reach the instance.
+    pub fn is_external(self) -> bool {
+        self != Exposure::Cluster
+    }
+
+    /// The Kubernetes Service type of the external Services (`None` for `cluster`).
+    pub fn service_type(self) -> Option<&'static str> {
+        match self {
+            Exposure::Cluster => None,
+            Exposure::NodePort => Some("NodePort"),
+            Exposure::LoadBalancer => Some("LoadBalancer"),
+        }
+    }
+
+    /// The spec's spelling (`cluster`, `nodePort`, `loadBalancer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exposure::Cluster => "cluster",
+            Exposure::NodePort => "nodePort",
+            Exposure::LoadBalancer => "loadBalancer",
+        }
+    }
+}
+
 /// When a broker acknowledges a send: `async` once the message is in the page cache
 /// (flushed periodically), `sync` only after fsync. Unset in an instance: its cluster
 /// profile's.
@@ -233,6 +279,13 @@ pub struct MQInstanceStatus {
     /// the cluster that prefer a name to an address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_endpoint: Option<String>,
+    /// What clients outside the cluster put in `NAMESRV_ADDR` (`spec.exposure` nodePort:
+    /// the profile's external host and the name servers' node port; loadBalancer: the
+    /// load balancer's address once a cloud controller gave one). Absent with `cluster`.
+    /// Always serialized (`null` when absent), so the operator's merge patch of the
+    /// status removes an endpoint that went away.
+    #[serde(default)]
+    pub external_endpoint: Option<String>,
     /// Brokers that are up and hold every topic and group of the instance.
     #[serde(default)]
     pub ready_brokers: i32,
@@ -360,6 +413,34 @@ mod tests {
         assert_eq!(spec.brokers.storage.size, None);
         assert!(spec.brokers.storage.retain_on_delete);
         assert_eq!(spec.name_servers.replicas, None);
+    }
+
+    #[test]
+    fn exposure_defaults_to_cluster_and_the_schema_names_the_three_values() {
+        let spec: MQInstanceSpec = serde_json::from_str(r#"{"instanceName":"orders"}"#).unwrap();
+        assert_eq!(spec.exposure, Exposure::Cluster);
+        let spec: MQInstanceSpec =
+            serde_json::from_str(r#"{"instanceName":"orders","exposure":"nodePort"}"#).unwrap();
+        assert_eq!(spec.exposure, Exposure::NodePort);
+        assert!(
+            serde_json::from_str::<MQInstanceSpec>(r#"{"instanceName":"o","exposure":"public"}"#)
+                .is_err()
+        );
+        let crd = serde_json::to_value(<MQInstance as kube::CustomResourceExt>::crd()).unwrap();
+        let exposure = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["exposure"];
+        assert_eq!(
+            exposure["enum"],
+            serde_json::json!(["cluster", "nodePort", "loadBalancer"]),
+            "{exposure}"
+        );
+        assert!(
+            !spec
+                .immutable_fields()
+                .iter()
+                .any(|(f, _)| *f == "spec.exposure"),
+            "exposure may change back and forth"
+        );
     }
 
     #[test]

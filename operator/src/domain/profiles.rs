@@ -23,6 +23,10 @@
 //!   affinity: {}
 //!   tls:                          # optional: TLS beside plaintext on every remoting port
 //!     secretName: mq-tls          # a kubernetes.io/tls Secret of the platform namespace
+//!   externalHost: 203.0.113.10    # optional: the host clients outside the cluster reach
+//!                                 # node ports on (spec.exposure nodePort needs it)
+//!   externalExposure: nodePort    # optional: what the console's tunnelSwitch anyTunnel
+//!                                 # asks for (nodePort, the default, or loadBalancer)
 //! ```
 //!
 //! An instance takes its profile's values for whatever its spec leaves unset
@@ -35,7 +39,7 @@ use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{EffectiveSettings, FlushMode, MQInstanceSpec, OBJECT_NAME_PATTERN};
+use crate::crd::{EffectiveSettings, Exposure, FlushMode, MQInstanceSpec, OBJECT_NAME_PATTERN};
 
 /// Default name of the profiles ConfigMap (in the platform namespace).
 pub const DEFAULT_CONFIGMAP: &str = "mqfleet-cluster-profiles";
@@ -73,6 +77,23 @@ pub struct Profile {
     /// TLS on the name servers' and brokers' ports (plaintext clients keep working).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsProfile>,
+    /// Host (name or address) on which clients outside the cluster reach the node ports
+    /// of instances with `exposure: nodePort` (e.g. a node's public address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_host: Option<String>,
+    /// The exposure the console's `tunnelSwitch anyTunnel` asks for: `nodePort`
+    /// (default) or `loadBalancer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_exposure: Option<Exposure>,
+}
+
+impl Profile {
+    /// The external exposure of this profile (`nodePort` unless it says `loadBalancer`).
+    pub fn external_exposure(&self) -> Exposure {
+        self.external_exposure
+            .filter(|e| e.is_external())
+            .unwrap_or(Exposure::NodePort)
+    }
 }
 
 /// The server certificate of a profile's name servers and brokers.
@@ -251,6 +272,18 @@ fn check(name: &str, p: &Profile) -> Result<(), ProfileError> {
             format!("{} is not within 1–5", p.name_servers.replicas),
         ));
     }
+    if p.external_exposure == Some(Exposure::Cluster) {
+        return Err(invalid(
+            "externalExposure",
+            "must be nodePort or loadBalancer (cluster is no external exposure)".into(),
+        ));
+    }
+    if p.external_host.as_ref().is_some_and(|h| !is_host(h)) {
+        return Err(invalid(
+            "externalHost",
+            "must be a host name or an IP address (no port, no spaces)".into(),
+        ));
+    }
     if !is_quantity(&p.brokers.storage.size.0) {
         return Err(invalid(
             "brokers.storage.size",
@@ -261,6 +294,15 @@ fn check(name: &str, p: &Profile) -> Result<(), ProfileError> {
         ));
     }
     Ok(())
+}
+
+/// Whether `s` can be the host of a `host:port` address: a DNS name or an IPv4 address
+/// (what RocketMQ clients accept in `NAMESRV_ADDR`).
+fn is_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Whether `s` matches [`OBJECT_NAME_PATTERN`] (a DNS label), without a regex engine.
@@ -342,6 +384,8 @@ pub struct Effective {
     pub placement: Placement,
     /// The TLS Secret mounted into every server pod, if the profile turns TLS on.
     pub tls_secret: Option<String>,
+    /// The host of node-port addresses clients outside the cluster use (the profile's).
+    pub external_host: Option<String>,
 }
 
 impl Effective {
@@ -380,6 +424,7 @@ impl Effective {
                 affinity: profile.affinity.clone(),
             },
             tls_secret: profile.tls.as_ref().map(|t| t.secret_name.clone()),
+            external_host: profile.external_host.clone(),
         }
     }
 
@@ -507,6 +552,26 @@ large:
 
     fn spec(json: serde_json::Value) -> MQInstanceSpec {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_profile_names_its_external_host_and_exposure_and_refuses_bad_ones() {
+        let with = format!("{GOOD}  externalHost: 127.0.0.1\n  externalExposure: loadBalancer\n");
+        let p = Profiles::parse(&with).unwrap();
+        let large = p.get("large").unwrap();
+        assert_eq!(large.external_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(large.external_exposure(), Exposure::LoadBalancer);
+        let e = Effective::of(&spec(serde_json::json!({"instanceName": "o"})), large);
+        assert_eq!(e.external_host.as_deref(), Some("127.0.0.1"));
+        let default = p.get("default").unwrap();
+        assert_eq!(default.external_exposure(), Exposure::NodePort);
+        assert_eq!(default.external_host, None);
+        let bad = format!("{GOOD}  externalHost: \"1.2.3.4:80\"\n");
+        let err = Profiles::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("externalHost"), "{err}");
+        let bad = format!("{GOOD}  externalExposure: cluster\n");
+        let err = Profiles::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("externalExposure"), "{err}");
     }
 
     #[test]

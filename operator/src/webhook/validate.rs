@@ -101,6 +101,9 @@ pub async fn review(
     match (kind, &req.operation) {
         ("MQInstance", Operation::Create) => {
             let instance: MQInstance = new(req)?;
+            if let Some(refusal) = exposure_refusal(None, &instance) {
+                return Ok(Some(refusal));
+            }
             if let Some(refusal) = unknown_cluster(&lookup.profiles, None, &instance).await? {
                 return Ok(Some(refusal));
             }
@@ -114,6 +117,9 @@ pub async fn review(
         ("MQInstance", Operation::Update) => {
             let (old, new): (MQInstance, MQInstance) = (old(req)?, new(req)?);
             if let Some(refusal) = changed(kind, instance_identity(&old), instance_identity(&new)) {
+                return Ok(Some(refusal));
+            }
+            if let Some(refusal) = exposure_refusal(Some(&old), &new) {
                 return Ok(Some(refusal));
             }
             if old.spec.instance_name != new.spec.instance_name {
@@ -329,6 +335,16 @@ async fn instance_create(
     )))
 }
 
+/// The refusal of an instance exposed outside the cluster with ACL off. Like the profile
+/// check, an update is checked only when it changes the spec of a live instance (removing
+/// a finalizer always passes).
+fn exposure_refusal(old: Option<&MQInstance>, new: &MQInstance) -> Option<String> {
+    if old.is_some_and(|old| old.spec == new.spec) || new.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    crate::domain::exposure::acl_refusal(&new.spec).map(|r| format!("MQInstance: {r}"))
+}
+
 /// The refusal of an instance naming a cluster profile the platform does not offer. An
 /// update is checked only when it changes the spec of an instance not being deleted
 /// (metadata updates such as removing the finalizer always pass, even after its profile
@@ -412,6 +428,27 @@ mod tests {
         // By name alone "a" would be older and take the only place.
         assert!(quotas::topic_capacity(&incoming, &instance, [&stored]).is_none());
         assert!(quotas::topic_capacity(&newcomer(&incoming), &instance, [&stored]).is_some());
+    }
+
+    #[test]
+    fn exposure_with_acl_off_is_refused_on_create_and_on_a_spec_change_only() {
+        let mut exposed: MQInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {"instanceName": "orders", "exposure": "nodePort"},
+        }))
+        .unwrap();
+        let refusal = exposure_refusal(None, &exposed).expect("refused");
+        assert!(refusal.contains("aclEnabled: true"), "{refusal}");
+        // An instance stored before the rule (no webhook then) may still lose its finalizer.
+        assert_eq!(exposure_refusal(Some(&exposed), &exposed), None);
+        let mut cluster = exposed.clone();
+        cluster.spec.exposure = crate::crd::Exposure::Cluster;
+        assert!(exposure_refusal(Some(&cluster), &exposed).is_some());
+        exposed.spec.acl_enabled = true;
+        assert_eq!(exposure_refusal(Some(&cluster), &exposed), None);
+        // Back to cluster is always allowed.
+        assert_eq!(exposure_refusal(Some(&exposed), &cluster), None);
     }
 
     #[test]
