@@ -12,6 +12,10 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The blocks run `make up` / `make build`, whose cargo may re-link the binaries another
+/// block is starting at that moment: one block at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Stops the block's testbed and removes its directory, however the test ends.
 struct TestbedDir(PathBuf);
 
@@ -27,6 +31,9 @@ impl Drop for TestbedDir {
 
 #[test]
 fn the_readme_quickstart_console_and_pods_blocks_work_as_written() -> Result<()> {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let readme = std::fs::read_to_string(workspace().join("README.md"))?;
     let mut commands = Vec::new();
     for name in ["quickstart", "console", "pods"] {
@@ -63,6 +70,9 @@ fn the_readme_quickstart_console_and_pods_blocks_work_as_written() -> Result<()>
 /// namespace of its own: nothing else can hold them there, and it holds nothing of ours.
 #[test]
 fn the_readme_broker_block_works_as_written_in_its_own_network() -> Result<()> {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let readme = std::fs::read_to_string(workspace().join("README.md"))?;
     let script = mq_testbed::readme::script(&mq_testbed::readme::block(&readme, "broker")?, &[]);
     let isolated = format!("ip link set lo up\n{script}");
