@@ -134,9 +134,15 @@ pub struct StoreConfig {
     /// Oldest segments are deleted while the disk is fuller than this (0.75).
     pub disk_max_used_ratio: f64,
     /// Writes are refused (`DiskFull`) while the disk is at least this full (0.90, as
-    /// RocketMQ's `diskSpaceWarningLevelRatio`), so a full disk is a clear answer to the
-    /// sender, never a failed write or fsync that would poison the store.
+    /// RocketMQ's `diskSpaceWarningLevelRatio`) and has room for fewer than two more
+    /// commit-log segments, so a full disk is a clear answer to the sender, never a
+    /// failed write or fsync that would poison the store. (The second condition keeps a
+    /// large disk shared with other data, such as a node's, from refusing while it
+    /// still has plenty of room.)
     pub disk_full_ratio: f64,
+    /// How often a put looks at the free space while the disk is not full (200 ms); a
+    /// full one is looked at on every put, so writing resumes as soon as space returns.
+    pub space_check_interval: Duration,
     /// Let recovery cut the commit log at damage it would otherwise refuse to repair
     /// (below the flushed offset, before valid messages, a missing segment), dropping
     /// what follows (`mq-broker --recover-truncate`; off by default).
@@ -167,6 +173,7 @@ impl StoreConfig {
             retention: Duration::from_secs(72 * 3600),
             disk_max_used_ratio: 0.75,
             disk_full_ratio: 0.90,
+            space_check_interval: Duration::from_millis(200),
             recover_truncate: false,
             background: true,
             tags_code: None,
@@ -352,10 +359,6 @@ pub(super) struct Inner {
     /// The last look at the disk's free space.
     space: Mutex<SpaceCheck>,
 }
-
-/// How often a put looks at the free space while the disk is not full (a full one is
-/// looked at on every put, so writing resumes as soon as space returns).
-const SPACE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// When the free space was last looked at, and whether the disk was full then.
 #[derive(Debug, Default)]
@@ -857,7 +860,7 @@ impl Inner {
         let mut space = lock(&self.space);
         let stale = space
             .checked
-            .is_none_or(|at| at.elapsed() >= SPACE_CHECK_INTERVAL);
+            .is_none_or(|at| at.elapsed() >= self.cfg.space_check_interval);
         if stale || space.full.is_some() {
             let was_full = space.full.is_some();
             space.full = self.space_shortage()?;
@@ -883,7 +886,8 @@ impl Inner {
             return Ok(None);
         };
         let ratio = usage.used_ratio();
-        Ok((ratio >= self.cfg.disk_full_ratio).then(|| {
+        let room = usage.available / self.cfg.commitlog_segment_size.max(1);
+        Ok((ratio >= self.cfg.disk_full_ratio && room < 2).then(|| {
             format!(
                 "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free; free space or grow the volume",
                 ratio * 100.0,

@@ -1197,3 +1197,33 @@ fn a_write_cut_short_fails_that_put_only_and_nothing_else_is_lost() {
         .expect("m2");
     assert_eq!(decode(&entry).expect("decodes").body, &m2.body[..]);
 }
+
+#[test]
+fn a_big_disk_over_the_ratio_with_room_for_segments_still_takes_puts() {
+    let fs = SimFs::new();
+    let clock = clock();
+    let mut rng = XorShift64::new(41);
+    let mut cfg = config(&fs, FlushPolicy::Sync, &clock);
+    cfg.space_check_interval = Duration::ZERO;
+    let store = MessageStore::open(cfg).expect("open");
+    let mut i = 0;
+    while used_bytes(&fs) < 150_000 && i < 10_000 {
+        store.put(&message(i, &mut rng)).expect("put");
+        i += 1;
+    }
+    let used = used_bytes(&fs);
+    // Over 90 % used, yet three more 4 KiB segments fit: not full.
+    fs.set_capacity(Some(used + 3 * 4096));
+    assert!(
+        store.put(&message(i, &mut rng)).is_ok(),
+        "refused with room for segments"
+    );
+    assert!(store.disk_full().is_none());
+    // Less than two segments of room left: full.
+    let used = used_bytes(&fs);
+    fs.set_capacity(Some(used + 4096));
+    assert!(matches!(
+        store.put(&message(i + 1, &mut rng)),
+        Err(StoreError::DiskFull { .. })
+    ));
+}
