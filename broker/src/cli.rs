@@ -246,6 +246,10 @@ pub struct BrokerArgs {
     /// Commit-log segment size in bytes.
     #[arg(long, env = "MQ_SEGMENT_SIZE", default_value_t = 1 << 30)]
     pub segment_size: u64,
+    /// Sends are refused ("disk full") while the store's volume is at least 90 % used and
+    /// has fewer than this many bytes available (256 MiB).
+    #[arg(long, env = "MQ_DISK_RESERVE_BYTES", default_value_t = 256 << 20)]
+    pub disk_reserve_bytes: u64,
     /// Let recovery cut a damaged commit log it would otherwise refuse to start with
     /// (damage below what was fsynced, before valid messages, or a missing segment),
     /// dropping everything after the damage. Use once, after reading why it refused.

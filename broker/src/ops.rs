@@ -212,6 +212,11 @@ fn broker_metrics(m: &mut Exposition, b: &Broker) {
         "1 while sends are refused because the store's disk is full (readiness fails too).",
         &[(String::new(), u64::from(b.disk_full().is_some()))],
     );
+    m.counter(
+        "mq_store_segments_deleted_for_space_total",
+        "Commit-log segments deleted above the hard disk threshold (95 % used and under half the reserve free), consumed or not.",
+        &[(String::new(), b.store().segments_deleted_for_space())],
+    );
     let s = b.stats();
     let get = |c: &std::sync::atomic::AtomicU64| vec![(String::new(), c.load(Ordering::Relaxed))];
     m.counter(

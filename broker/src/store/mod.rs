@@ -33,8 +33,12 @@
 //! A retention pass (every `clean_interval`, default 10 s) deletes *whole* commit-log
 //! segments, oldest first, never the one being written:
 //! - by age: when every message in the segment is older than `retention` (72 h);
-//! - by space: while the disk holding the store is fuller than `disk_max_used_ratio`
-//!   (75 %), whether or not the messages were consumed.
+//! - by space, only above a hard threshold: while the disk is at least
+//!   `disk_force_clean_ratio` (95 %) full and has less than half of
+//!   `disk_reserve_bytes` available, whether or not the messages were consumed (a
+//!   warning in the log, and `mq_store_segments_deleted_for_space_total`). Below it a
+//!   full disk refuses sends instead (at 90 % and less than the reserve), so a disk
+//!   shared with other data, which sits far above any ratio, loses nothing.
 //!
 //! The consume-queue and index entries that pointed into deleted segments go with them,
 //! and queue minimum offsets move up (a consumer behind them gets `OffsetTooSmall` and

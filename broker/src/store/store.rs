@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,6 +44,8 @@ use super::message::{
 /// Consume-queue entries examined per `get` when a filter rejects messages
 /// (RocketMQ's `maxFilterMessageCount` of 16,000 bytes / 20).
 const MIN_SCAN_ENTRIES: u64 = 800;
+/// Default `StoreConfig::disk_reserve_bytes` (256 MiB).
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 256 << 20;
 /// Largest single read when fetching physically adjacent messages.
 const MAX_COALESCED_READ: u64 = 1 << 20;
 
@@ -131,15 +133,23 @@ pub struct StoreConfig {
     pub clean_interval: Duration,
     /// Commit-log segments whose messages are all older than this are deleted (72 h).
     pub retention: Duration,
-    /// Oldest segments are deleted while the disk is fuller than this (0.75).
-    pub disk_max_used_ratio: f64,
+    /// The hard threshold: only while the disk is at least this full (0.95) *and* has
+    /// less than half of `disk_reserve_bytes` available are the oldest segments deleted
+    /// for space, consumed or not (logged, and counted in
+    /// `segments_deleted_for_space`). Sends are refused well before that, so this only
+    /// happens when something else keeps filling the disk.
+    pub disk_force_clean_ratio: f64,
     /// Writes are refused (`DiskFull`) while the disk is at least this full (0.90, as
-    /// RocketMQ's `diskSpaceWarningLevelRatio`) and has room for fewer than two more
-    /// commit-log segments, so a full disk is a clear answer to the sender, never a
-    /// failed write or fsync that would poison the store. (The second condition keeps a
-    /// large disk shared with other data, such as a node's, from refusing while it
-    /// still has plenty of room.)
+    /// RocketMQ's `diskSpaceWarningLevelRatio`) and has less than `disk_reserve_bytes`
+    /// available, so a full disk is a clear answer to the sender, never a failed write or
+    /// fsync that would poison the store.
     pub disk_full_ratio: f64,
+    /// Bytes kept free below which (with `disk_full_ratio`) writes are refused (256 MiB:
+    /// room for what is written between two flushes plus the queues and index). The
+    /// ratio alone would make a large disk shared with other data, such as a node's,
+    /// refuse while gigabytes are free; the reserve alone would let a small dedicated
+    /// volume fill to its last bytes.
+    pub disk_reserve_bytes: u64,
     /// How often a put looks at the free space while the disk is not full (200 ms); a
     /// full one is looked at on every put, so writing resumes as soon as space returns.
     pub space_check_interval: Duration,
@@ -171,8 +181,9 @@ impl StoreConfig {
             checkpoint_interval: Duration::from_secs(1),
             clean_interval: Duration::from_secs(10),
             retention: Duration::from_secs(72 * 3600),
-            disk_max_used_ratio: 0.75,
+            disk_force_clean_ratio: 0.95,
             disk_full_ratio: 0.90,
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             space_check_interval: Duration::from_millis(200),
             recover_truncate: false,
             background: true,
@@ -194,8 +205,9 @@ impl fmt::Debug for StoreConfig {
             .field("index_run_entries", &self.index_run_entries)
             .field("flush", &self.flush)
             .field("retention", &self.retention)
-            .field("disk_max_used_ratio", &self.disk_max_used_ratio)
+            .field("disk_force_clean_ratio", &self.disk_force_clean_ratio)
             .field("disk_full_ratio", &self.disk_full_ratio)
+            .field("disk_reserve_bytes", &self.disk_reserve_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -358,6 +370,8 @@ pub(super) struct Inner {
     _lock: LockGuard,
     /// The last look at the disk's free space.
     space: Mutex<SpaceCheck>,
+    /// Commit-log segments deleted above the hard disk threshold, not for age.
+    deleted_for_space: AtomicU64,
 }
 
 /// When the free space was last looked at, and whether the disk was full then.
@@ -441,6 +455,7 @@ impl MessageStore {
             closed: AtomicBool::new(false),
             _lock: lock,
             space: Mutex::new(SpaceCheck::default()),
+            deleted_for_space: AtomicU64::new(0),
         });
         inner.recover(crashed, saved)?;
         let store = Self {
@@ -743,6 +758,12 @@ impl MessageStore {
         self.inner.checkpoint()
     }
 
+    /// Commit-log segments deleted for space above the hard threshold (their messages
+    /// may not all have been consumed) since the store opened.
+    pub fn segments_deleted_for_space(&self) -> u64 {
+        self.inner.deleted_for_space.load(Ordering::Relaxed)
+    }
+
     /// Runs a retention pass now; returns the number of commit-log segments deleted.
     pub fn clean_expired(&self) -> Result<usize> {
         self.inner.clean_expired()
@@ -855,7 +876,7 @@ impl Inner {
         }
     }
 
-    /// Refuses a put while the disk is at least `disk_full_ratio` full.
+    /// Refuses a put while the disk is full (see `StoreConfig::disk_full_ratio`).
     fn check_space(&self) -> Result<()> {
         let mut space = lock(&self.space);
         let stale = space
@@ -886,14 +907,15 @@ impl Inner {
             return Ok(None);
         };
         let ratio = usage.used_ratio();
-        let room = usage.available / self.cfg.commitlog_segment_size.max(1);
-        Ok((ratio >= self.cfg.disk_full_ratio && room < 2).then(|| {
+        let short = usage.available < self.cfg.disk_reserve_bytes;
+        Ok((ratio >= self.cfg.disk_full_ratio && short).then(|| {
             format!(
-                "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free; free space or grow the volume",
+                "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free (reserve {}); free space or grow the volume",
                 ratio * 100.0,
                 root.display(),
                 self.cfg.disk_full_ratio * 100.0,
-                usage.available
+                usage.available,
+                self.cfg.disk_reserve_bytes
             )
         }))
     }
@@ -1241,15 +1263,39 @@ impl Inner {
     }
 
     /// Retention: deletes the oldest commit-log segments whose messages are all older
-    /// than the retention period, and more while the disk is fuller than the limit,
-    /// then the consume-queue and index entries they covered.
+    /// than the retention period, and more above the hard disk threshold, then the
+    /// consume-queue and index entries they covered.
     pub(super) fn clean_expired(&self) -> Result<usize> {
         let starts = self.commitlog.segment_starts();
-        let mut keep_from = self.expired_by_age(&starts)?;
-        keep_from = self.expired_by_disk(&starts, keep_from)?;
-        let Some(&new_min) = starts.get(keep_from).filter(|_| keep_from > 0) else {
-            return Ok(0);
+        let by_age = self.expired_by_age(&starts)?;
+        let mut deleted = match starts.get(by_age).filter(|_| by_age > 0) {
+            Some(&new_min) => self.delete_before(new_min)?,
+            None => 0,
         };
+        let mut forced = 0;
+        // One segment at a time, measuring again after each: segment files may be
+        // shorter than the segment size, and other writers move the free space too.
+        while self.over_hard_threshold()? {
+            let Some(&next) = self.commitlog.segment_starts().get(1) else {
+                break;
+            };
+            forced += self.delete_before(next)?;
+        }
+        if forced > 0 {
+            self.deleted_for_space
+                .fetch_add(forced as u64, Ordering::Relaxed);
+            tracing::warn!(
+                segments = forced,
+                "disk nearly exhausted: deleted the oldest commit-log segments, whose messages may not all have been consumed; free space or grow the volume"
+            );
+        }
+        deleted += forced;
+        Ok(deleted)
+    }
+
+    /// Deletes the commit-log segments before `new_min` and the queue and index entries
+    /// that pointed into them; returns the number of segments deleted.
+    fn delete_before(&self, new_min: u64) -> Result<usize> {
         let deleted = self.commitlog.delete_segments_before(new_min)?;
         for cq in self.all_queues() {
             cq.delete_expired(new_min)?;
@@ -1276,23 +1322,16 @@ impl Inner {
         Ok(keep_from)
     }
 
-    /// Moves `keep_from` up while the disk stays fuller than the limit.
-    fn expired_by_disk(&self, starts: &[u64], mut keep_from: usize) -> Result<usize> {
+    /// Whether the disk is over the hard threshold: at least `disk_force_clean_ratio`
+    /// full and less than half the reserve available.
+    fn over_hard_threshold(&self) -> Result<bool> {
         let root = &self.cfg.root;
         let Some(usage) = self.cfg.fs.disk_usage(root).at(root)? else {
-            return Ok(keep_from);
+            return Ok(false);
         };
-        if usage.total == 0 {
-            return Ok(keep_from);
-        }
-        let limit = (usage.total as f64 * self.cfg.disk_max_used_ratio) as u64;
-        let mut used = usage.total.saturating_sub(usage.available);
-        used = used.saturating_sub(keep_from as u64 * self.cfg.commitlog_segment_size);
-        while used > limit && keep_from + 1 < starts.len() {
-            keep_from += 1;
-            used = used.saturating_sub(self.cfg.commitlog_segment_size);
-        }
-        Ok(keep_from)
+        Ok(usage.total > 0
+            && usage.used_ratio() >= self.cfg.disk_force_clean_ratio
+            && usage.available < self.cfg.disk_reserve_bytes / 2)
     }
 
     /// Clean shutdown: flush and seal everything, then remove the abort marker.

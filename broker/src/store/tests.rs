@@ -26,6 +26,7 @@ fn config(fs: &SimFs, flush: FlushPolicy, clock: &Arc<ManualClock>) -> StoreConf
     cfg.commitlog_segment_size = 4096;
     cfg.consume_queue_segment_entries = 8;
     cfg.index_run_entries = 16;
+    cfg.disk_reserve_bytes = 8192;
     cfg.flush = flush;
     cfg.background = false;
     cfg
@@ -690,7 +691,7 @@ fn retention_by_age_deletes_old_segments_and_moves_min_offsets() {
 }
 
 #[test]
-fn retention_by_disk_usage_deletes_oldest_segments() {
+fn retention_deletes_for_space_only_above_the_hard_threshold() {
     let fs = SimFs::new();
     let clock = clock();
     let store = open(&fs, FlushPolicy::Sync, &clock);
@@ -699,14 +700,24 @@ fn retention_by_disk_usage_deletes_oldest_segments() {
             .put(&MessageToStore::new("TopicB", 1, vec![3u8; 300]))
             .expect("put");
     }
-    fs.set_capacity(Some(30_000));
+    let used = used_bytes(&fs);
+    // 80 % used: far over what a shared disk sits at, but no reason to drop messages.
+    fs.set_capacity(Some(used * 5 / 4));
+    assert_eq!(store.clean_expired().expect("clean"), 0);
+    assert_eq!(store.min_offset("TopicB", 1), 0);
+    // Over 95 % and less than half the 8 KiB reserve free: the oldest go, and say so.
+    fs.set_capacity(Some(used + 1000));
     let deleted = store.clean_expired().expect("clean");
     assert!(deleted > 0);
+    assert_eq!(store.segments_deleted_for_space(), deleted as u64);
     let usage = fs
         .disk_usage(&PathBuf::from("/store"))
         .expect("usage")
         .expect("known");
-    assert!(usage.used_ratio() <= 0.75, "{usage:?}");
+    assert!(
+        usage.used_ratio() < 0.95 || usage.available >= 4096,
+        "still over the hard threshold: {usage:?}"
+    );
     assert!(store.min_offset("TopicB", 1) > 0);
     assert_queues_dense(&store);
 }
@@ -1199,7 +1210,7 @@ fn a_write_cut_short_fails_that_put_only_and_nothing_else_is_lost() {
 }
 
 #[test]
-fn a_big_disk_over_the_ratio_with_room_for_segments_still_takes_puts() {
+fn a_big_disk_over_the_ratio_with_more_than_the_reserve_free_still_takes_puts() {
     let fs = SimFs::new();
     let clock = clock();
     let mut rng = XorShift64::new(41);
@@ -1212,14 +1223,14 @@ fn a_big_disk_over_the_ratio_with_room_for_segments_still_takes_puts() {
         i += 1;
     }
     let used = used_bytes(&fs);
-    // Over 90 % used, yet three more 4 KiB segments fit: not full.
+    // Over 90 % used, yet more than the 8 KiB reserve free: not full.
     fs.set_capacity(Some(used + 3 * 4096));
     assert!(
         store.put(&message(i, &mut rng)).is_ok(),
-        "refused with room for segments"
+        "refused with more than the reserve free"
     );
     assert!(store.disk_full().is_none());
-    // Less than two segments of room left: full.
+    // Less than the reserve left: full.
     let used = used_bytes(&fs);
     fs.set_capacity(Some(used + 4096));
     assert!(matches!(
