@@ -92,6 +92,59 @@ pub struct NamesrvArgs {
     /// TLS beside plaintext on the same ports (RocketMQ's `tls.server.mode=permissive`).
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Connection limits of every port.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// What peers can hold of each remoting port (name server, broker, VIP, TLS alike).
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// Connections open at once on one port; more are closed at accept (logged, and
+    /// counted in `mq_remoting_connections_refused_total`).
+    #[arg(long, env = "MQ_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Connections open at once from one client IP on one port.
+    #[arg(long, env = "MQ_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+    /// Seconds without a frame (and with nothing in flight, so a held long poll keeps
+    /// it) after which a connection is closed, as RocketMQ does after 120 s; 0 = never.
+    #[arg(long, env = "MQ_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+    /// Seconds of silence before TCP keepalive probes a peer; 0 = keepalive off.
+    #[arg(long, env = "MQ_TCP_KEEPALIVE_SECS", default_value_t = 30)]
+    pub tcp_keepalive_secs: u64,
+    /// Seconds a peer may read none of our output before its connection is closed.
+    #[arg(long, env = "MQ_WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub write_timeout_secs: u64,
+    /// Bytes of responses queued for one peer; past it, its requests wait (a peer that
+    /// never reads pins at most this; gauge `mq_remoting_buffered_bytes`).
+    #[arg(long, env = "MQ_MAX_BUFFERED_BYTES", default_value_t = 8 << 20)]
+    pub max_buffered_bytes: usize,
+    /// Bytes of requests one peer may have being handled at once (one frame of the
+    /// largest size always fits).
+    #[arg(long, env = "MQ_MAX_IN_FLIGHT_BYTES", default_value_t = 32 << 20)]
+    pub max_in_flight_bytes: usize,
+    /// Requests one peer may have being handled at once (long polls count).
+    #[arg(long, env = "MQ_MAX_IN_FLIGHT_REQUESTS", default_value_t = 1024)]
+    pub max_in_flight_requests: usize,
+}
+
+impl ConnectionArgs {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> mq_broker::net::ConnectionLimits {
+        let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+        mq_broker::net::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            max_per_ip: self.max_connections_per_ip.max(1),
+            idle_timeout: secs(self.idle_timeout_secs),
+            keepalive: secs(self.tcp_keepalive_secs),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_secs.max(1)),
+            max_buffered_bytes: self.max_buffered_bytes,
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            max_in_flight_requests: self.max_in_flight_requests,
+        }
+    }
 }
 
 /// ACL settings of a name server or broker (see `mq_broker::acl`).
@@ -335,6 +388,9 @@ pub struct BrokerArgs {
     /// TLS beside plaintext on the same ports (RocketMQ's `tls.server.mode=permissive`).
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Connection limits of every port.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Standalone settings: a broker plus its own name server.

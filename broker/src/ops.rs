@@ -195,6 +195,34 @@ impl OpsState {
             "Connections closed before their first frame: no first byte or TLS handshake in time, or a failed handshake.",
             &per_server(|s| s.tls_handshake_failures.load(Ordering::Relaxed)),
         );
+        m.counter(
+            "mq_remoting_connections_refused_total",
+            "Connections closed at accept: the port's or the client IP's connection limit was reached.",
+            &servers
+                .iter()
+                .flat_map(|(name, s)| {
+                    [
+                        (format!("server=\"{name}\",reason=\"total\""), s.refused_total_limit.load(Ordering::Relaxed)),
+                        (format!("server=\"{name}\",reason=\"per_ip\""), s.refused_per_ip.load(Ordering::Relaxed)),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+        m.counter(
+            "mq_remoting_idle_closed_total",
+            "Connections closed after the idle timeout (no frame, nothing in flight).",
+            &per_server(|s| s.idle_closed.load(Ordering::Relaxed)),
+        );
+        m.counter(
+            "mq_remoting_write_failures_total",
+            "Connections closed because the peer read none of our output for the write timeout, or writing failed.",
+            &per_server(|s| s.write_failures.load(Ordering::Relaxed)),
+        );
+        m.gauge(
+            "mq_remoting_buffered_bytes",
+            "Bytes of responses queued for peers and not yet taken by them.",
+            &per_server(|s| s.buffered_bytes.load(Ordering::Relaxed)),
+        );
         if let Some(rss) = resident_bytes() {
             m.gauge(
                 "process_resident_memory_bytes",

@@ -83,6 +83,7 @@ pub async fn run(mode: Mode) -> Result<()> {
                 config: None,
                 acl: args.broker.acl.clone(),
                 tls: args.broker.tls.clone(),
+                connections: args.broker.connections.clone(),
             };
             let tls = tls_identity(&args.broker.tls)?;
             let (ns_addr, _) =
@@ -223,9 +224,11 @@ async fn start_namesrv(
     ops: &OpsState,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, Option<SocketAddr>)> {
+    let limits = args.connections.limits();
     let server = RemotingServer::bind(args.listen)
         .await
         .with_context(|| format!("binding the name server to {}", args.listen))?
+        .with_limits(limits.clone())
         .with_tls(tls.clone());
     let addr = server.local_addr()?;
     let namesrv = Arc::new(
@@ -243,6 +246,7 @@ async fn start_namesrv(
         let external = RemotingServer::bind(listen)
             .await
             .with_context(|| format!("binding the name server's external port to {listen}"))?
+            .with_limits(limits)
             .with_tls(tls);
         let bound = external.local_addr()?;
         tracing::info!(addr = %bound, "name server listening for clients outside the cluster");
@@ -269,14 +273,17 @@ async fn start_broker(
     let Servers { tls, ops, stop } = servers;
     let standalone = embedded_namesrv.is_some();
     let max_message = file.max_message_size(&args)?;
+    let limits = args.connections.limits();
     let server = RemotingServer::bind(args.listen)
         .await
         .with_context(|| format!("binding the broker to {}", args.listen))?
         .with_max_frame(frame_limit(max_message))
+        .with_limits(limits.clone())
         .with_tls(tls.clone());
     let addr = server.local_addr()?;
     let vip = vip_server(&args, addr).await?.map(|vip| {
         vip.with_max_frame(frame_limit(max_message))
+            .with_limits(limits)
             .with_tls(tls.clone())
     });
     let advertised = args.advertise_addr.unwrap_or_else(|| reachable(addr));

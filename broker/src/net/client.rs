@@ -1,7 +1,8 @@
 //! Outgoing connections: to name servers (registration), brokers (admin), clients.
 
 use super::channel::{Channel, ChannelError, RequestHandler, run_connection};
-use crate::remoting::{CommandReader, CommandWriter, DEFAULT_MAX_FRAME};
+use super::limits::ConnectionLimits;
+use crate::remoting::{CommandReader, DEFAULT_MAX_FRAME};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -27,9 +28,10 @@ pub async fn connect<H: RequestHandler>(
     let (read, write) = stream.into_split();
     let (channel, done) = run_connection(
         CommandReader::new(read, DEFAULT_MAX_FRAME),
-        CommandWriter::new(write),
-        peer,
-        local,
+        write,
+        (peer, local),
+        &ConnectionLimits::outgoing(),
+        Arc::default(),
         handler,
     );
     tokio::spawn(done);

@@ -9,11 +9,14 @@
 
 mod channel;
 mod client;
+mod limits;
 mod server;
+mod stall;
 pub mod tls;
 
 pub use channel::{Channel, ChannelError, RequestContext, RequestHandler};
 pub use client::connect;
+pub use limits::{ConnectionLimits, Refusal};
 pub use server::{RemotingServer, ServerStats};
 
 use crate::remoting::{RemotingCommand, response_code};

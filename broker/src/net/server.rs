@@ -1,8 +1,9 @@
 //! The accept loop: one [`Channel`] per client connection.
 
 use super::channel::{Closed, RequestHandler, run_connection};
+use super::limits::{Admission, Admitted, ConnectionLimits, Refusal, set_keepalive};
 use super::tls::{Accepted, TlsIdentity};
-use crate::remoting::{CommandReader, CommandWriter, DEFAULT_MAX_FRAME};
+use crate::remoting::{CommandReader, DEFAULT_MAX_FRAME};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +25,25 @@ pub struct ServerStats {
     /// Connections closed because their first byte or TLS handshake did not arrive in
     /// time, or the handshake failed.
     pub tls_handshake_failures: AtomicU64,
+    /// Connections closed at accept: the port held `max_connections` already.
+    pub refused_total_limit: AtomicU64,
+    /// Connections closed at accept: their IP held `max_per_ip` already.
+    pub refused_per_ip: AtomicU64,
+    /// Connections closed after the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Connections closed because the peer read none of our output for the write
+    /// timeout, or writing failed.
+    pub write_failures: AtomicU64,
+    /// Bytes of responses queued for peers, not yet taken by them (all connections).
+    pub buffered_bytes: Arc<AtomicU64>,
 }
 
 /// A listening remoting server.
 pub struct RemotingServer {
     listener: TcpListener,
     max_frame: usize,
+    limits: Arc<ConnectionLimits>,
+    admission: Arc<Admission>,
     stats: Arc<ServerStats>,
     tls: Option<Arc<TlsIdentity>>,
 }
@@ -40,9 +54,17 @@ impl RemotingServer {
         Ok(Self {
             listener: TcpListener::bind(addr).await?,
             max_frame: DEFAULT_MAX_FRAME,
+            limits: Arc::default(),
+            admission: Arc::default(),
             stats: Arc::default(),
             tls: None,
         })
+    }
+
+    /// Bounds what peers can hold of this port (connections, idle time, memory).
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// Also serves TLS clients on this port, with `identity` (plaintext ones still work).
@@ -95,13 +117,23 @@ impl RemotingServer {
         peer: SocketAddr,
         handler: Arc<H>,
     ) {
+        let admitted = match self.admission.admit(peer.ip(), &self.limits) {
+            Ok(admitted) => admitted,
+            // Dropping the stream closes it: the peer sees the connection end at once.
+            Err(why) => return self.refuse(peer, why),
+        };
         let _ = stream.set_nodelay(true);
+        if let Some(idle) = self.limits.keepalive {
+            let _ = set_keepalive(&stream, idle);
+        }
         let local = stream.local_addr().unwrap_or(peer);
         let conn = Connection {
             peer,
             local,
             max_frame: self.max_frame,
+            limits: self.limits.clone(),
             stats: self.stats.clone(),
+            _admitted: admitted,
         };
         let Some(tls) = self.tls.clone() else {
             let (read, write) = stream.into_split();
@@ -129,6 +161,16 @@ impl RemotingServer {
             }
         });
     }
+
+    /// Counts and logs a connection closed at accept.
+    fn refuse(&self, peer: SocketAddr, why: Refusal) {
+        let counter = match why {
+            Refusal::Total => &self.stats.refused_total_limit,
+            Refusal::PerIp => &self.stats.refused_per_ip,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.admission.log_refusal(peer.ip(), why, &self.limits);
+    }
 }
 
 /// A connection accepted, before it runs.
@@ -136,7 +178,10 @@ struct Connection {
     peer: SocketAddr,
     local: SocketAddr,
     max_frame: usize,
+    limits: Arc<ConnectionLimits>,
     stats: Arc<ServerStats>,
+    /// The connection's place in the per-IP and overall counts, until it closes.
+    _admitted: Admitted,
 }
 
 impl Connection {
@@ -149,20 +194,33 @@ impl Connection {
     {
         let (_channel, done) = run_connection(
             CommandReader::new(read, self.max_frame),
-            CommandWriter::new(write),
-            self.peer,
-            self.local,
+            write,
+            (self.peer, self.local),
+            &self.limits,
+            self.stats.buffered_bytes.clone(),
             handler,
         );
-        let (stats, peer) = (self.stats, self.peer);
+        let (stats, peer, admitted) = (self.stats, self.peer, self._admitted);
         stats.connections_total.fetch_add(1, Ordering::Relaxed);
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            if let Closed::Error(e) = done.await {
-                stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%peer, error = %e, "closed connection after a bad frame");
+            match done.await {
+                Closed::Clean => {}
+                Closed::Error(e) => {
+                    stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, error = %e, "closed connection after a bad frame");
+                }
+                Closed::Idle => {
+                    stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "closed an idle connection");
+                }
+                Closed::WriteFailed(e) => {
+                    stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, error = %e, "closed a connection whose output could not be written");
+                }
             }
             stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+            drop(admitted);
         });
     }
 }

@@ -10,6 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const ECHO: i32 = 9001;
 const PANIC: i32 = 9002;
 const ASK_PEER: i32 = 9003;
+/// Answers after 1 s (a held long poll).
+const SLOW: i32 = 9004;
+/// Answers with a 1 MiB body.
+const BIG: i32 = 9005;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Echoes bodies, panics on request, or asks the peer a question and relays its answer.
@@ -29,6 +33,20 @@ impl RequestHandler for TestHandler {
                 Some(response)
             }
             PANIC => panic!("handler bug"),
+            SLOW => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Some(RemotingCommand::response_to(
+                    &request,
+                    response_code::SUCCESS,
+                    None,
+                ))
+            }
+            BIG => {
+                let mut response =
+                    RemotingCommand::response_to(&request, response_code::SUCCESS, None);
+                response.body = Some(vec![7u8; 1 << 20].into());
+                Some(response)
+            }
             ASK_PEER => {
                 let question =
                     RemotingCommand::new_request(ECHO).with_body(&b"from the server"[..]);
@@ -48,9 +66,20 @@ async fn start() -> (
     Arc<ServerStats>,
     tokio::sync::oneshot::Sender<()>,
 ) {
+    start_with(ConnectionLimits::default()).await
+}
+
+async fn start_with(
+    limits: ConnectionLimits,
+) -> (
+    std::net::SocketAddr,
+    Arc<ServerStats>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let server = RemotingServer::bind("127.0.0.1:0".parse().unwrap())
         .await
-        .unwrap();
+        .unwrap()
+        .with_limits(limits);
     let addr = server.local_addr().unwrap();
     let stats = server.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -241,4 +270,121 @@ async fn a_shut_down_channel_and_a_dropped_admin_client_close_their_connections(
         drop(admin);
     }
     open_connections(&stats, 0).await;
+}
+
+/// A raw connection to `addr` from the loopback address `from` (any of 127/8 is local).
+async fn raw_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the server closed `stream` within the timeout (EOF or reset on read).
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(TIMEOUT, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// An echo over a new connection is answered; the connection is closed after.
+async fn echo_works(addr: std::net::SocketAddr) {
+    let channel = client(addr).await;
+    let echo = RemotingCommand::new_request(ECHO).with_body(&b"hi"[..]);
+    let response = channel.request(echo, TIMEOUT).await.expect("answered");
+    assert_eq!(response.body.as_deref(), Some(&b"hi"[..]));
+    channel.shutdown();
+}
+
+#[tokio::test]
+async fn connections_over_the_per_ip_and_total_limits_are_closed_at_accept() {
+    let limits = ConnectionLimits {
+        max_connections: 6,
+        max_per_ip: 3,
+        ..ConnectionLimits::default()
+    };
+    let (addr, stats, _stop) = start_with(limits).await;
+    let mut flood = Vec::new();
+    for _ in 0..5 {
+        flood.push(raw_from([127, 0, 0, 2], addr).await);
+    }
+    // Three are kept; the other two are closed by the server.
+    let mut refused = 0;
+    for stream in flood.iter_mut().skip(3) {
+        refused += usize::from(closed_by_server(stream).await);
+    }
+    assert_eq!(refused, 2);
+    assert_eq!(stats.refused_per_ip.load(Ordering::Relaxed), 2);
+    open_connections(&stats, 3).await;
+    // Another address is still served.
+    echo_works(addr).await;
+    open_connections(&stats, 3).await;
+    // Six open in all: a seventh from a third address is over the total.
+    let _b = raw_from([127, 0, 0, 3], addr).await;
+    let _c = raw_from([127, 0, 0, 3], addr).await;
+    open_connections(&stats, 5).await;
+    let _d = raw_from([127, 0, 0, 4], addr).await;
+    let mut e = raw_from([127, 0, 0, 4], addr).await;
+    assert!(closed_by_server(&mut e).await, "over the total limit");
+    assert_eq!(stats.refused_total_limit.load(Ordering::Relaxed), 1);
+    // Closing one gives its place back.
+    drop(flood);
+    open_connections(&stats, 3).await;
+    echo_works(addr).await;
+}
+
+#[tokio::test]
+async fn idle_connections_close_and_a_held_request_keeps_one_open() {
+    let limits = ConnectionLimits {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..ConnectionLimits::default()
+    };
+    let (addr, stats, _stop) = start_with(limits).await;
+    let mut idle = raw_from([127, 0, 0, 1], addr).await;
+    assert!(
+        closed_by_server(&mut idle).await,
+        "an idle connection stays open"
+    );
+    assert_eq!(stats.idle_closed.load(Ordering::Relaxed), 1);
+    // A request held for 1 s (more than the idle timeout) is answered.
+    let channel = client(addr).await;
+    let response = channel
+        .request(RemotingCommand::new_request(SLOW), TIMEOUT)
+        .await
+        .expect("a held request keeps its connection");
+    assert_eq!(response.code, response_code::SUCCESS);
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_holds_at_most_the_budget_then_is_let_go() {
+    let budget = 2 << 20;
+    let limits = ConnectionLimits {
+        max_buffered_bytes: budget,
+        write_timeout: Duration::from_secs(1),
+        ..ConnectionLimits::default()
+    };
+    let (addr, stats, _stop) = start_with(limits).await;
+    let stream = raw_from([127, 0, 0, 1], addr).await;
+    let mut peer = Connection::new(stream);
+    // 64 MiB of answers asked for, none read: far beyond the socket buffers.
+    for opaque in 0..64 {
+        peer.write_command(&RemotingCommand::new_request(BIG).with_opaque(opaque))
+            .await
+            .expect("requests go out");
+    }
+    let deadline = std::time::Instant::now() + TIMEOUT * 2;
+    let mut peak = 0;
+    while stats.write_failures.load(Ordering::Relaxed) == 0 {
+        peak = peak.max(stats.buffered_bytes.load(Ordering::Relaxed));
+        assert!(std::time::Instant::now() < deadline, "never let go");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(peak > 0, "nothing was ever queued");
+    assert!(
+        peak <= budget as u64,
+        "queued {peak} bytes over a {budget} budget"
+    );
+    open_connections(&stats, 0).await;
+    assert_eq!(stats.buffered_bytes.load(Ordering::Relaxed), 0);
 }

@@ -139,6 +139,19 @@ impl RemotingCommand {
         self
     }
 
+    /// About how many bytes this command takes on the wire (body, ext fields, remark and
+    /// a fixed allowance for the rest of the header): what memory budgets count.
+    pub fn approx_len(&self) -> usize {
+        let fields: usize = self
+            .ext_fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        let remark = self.remark.as_ref().map_or(0, String::len);
+        let body = self.body.as_ref().map_or(0, |b| b.len());
+        128 + fields + remark + body
+    }
+
     /// Builder: sets the remark.
     pub fn with_remark(mut self, remark: impl Into<String>) -> Self {
         self.remark = Some(remark.into());
