@@ -193,7 +193,6 @@ fn terminated(t: &Terminated) -> ContainerState {
             finished_at: Some(Time(t.finished_at)),
             container_id: Some(format!("process://{}", t.pid)),
             message: t.message.clone(),
-            ..Default::default()
         }),
         ..Default::default()
     }
