@@ -17,6 +17,11 @@ pub struct Cli {
         env = "MQ_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// On a fatal startup or store error, write one line saying why to this file before
+    /// exiting (Kubernetes' `terminationMessagePath`; format:
+    /// `mq_broker::store::termination`).
+    #[arg(long, global = true, env = "MQ_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
     #[command(subcommand)]
     pub mode: Mode,
 }

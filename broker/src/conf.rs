@@ -6,9 +6,11 @@
 //! `brokerClusterName`, `storePathRootDir`, `flushDiskType` (`ASYNC_FLUSH`/`SYNC_FLUSH`),
 //! `waitTimeMillsInSendQueue`, `aclEnable` (`true`/`false`), `aclFile` (path of the ACL
 //! file, see `crate::acl`), `maxSendTps` and `maxReceiveTps` (messages per second of this
-//! broker, 0 unlimited), and `externalAddr.<brokerName>` (`host:port`: the address
+//! broker, 0 unlimited), `externalAddr.<brokerName>` (`host:port`: the address
 //! clients outside the cluster reach that broker on, registered beside the broker's own
-//! address; mqfleet's key, see `crate::broker::register`). Others are ignored (a Java
+//! address; mqfleet's key, see `crate::broker::register`) and
+//! `recoverTruncateAt.<brokerName>` (a commit-log offset: recovery may cut that broker's
+//! damaged log there and only there; mqfleet's key, read at start). Others are ignored (a Java
 //! broker.conf has many).
 //!
 //! Precedence at start: command-line flag or its environment variable, then the file,
@@ -45,6 +47,11 @@ pub const STORE_PATH_ROOT_DIR: &str = "storePathRootDir";
 pub const FLUSH_DISK_TYPE: &str = "flushDiskType";
 /// Key of the longest wait of a send for the store, in ms.
 pub const WAIT_TIME_MILLS_IN_SEND_QUEUE: &str = "waitTimeMillsInSendQueue";
+/// Prefix of the keys allowing one broker's recovery to cut its damaged commit log at
+/// exactly one offset (`recoverTruncateAt.<brokerName>=<offset>`, read at start; see
+/// `crate::store::StoreConfig::recover_truncate_at`): the operator writes it for the
+/// damage a broker reported, outside the part of the file whose change restarts brokers.
+pub const RECOVER_TRUNCATE_AT_PREFIX: &str = "recoverTruncateAt.";
 /// Key of the largest message body in bytes (a batch: all its bodies together).
 pub const MAX_MESSAGE_SIZE: &str = "maxMessageSize";
 /// Key of the ACL switch (`true`/`false`, Java's key).

@@ -294,6 +294,14 @@ async fn start_broker(
     store_cfg.store_host = advertised;
     store_cfg.commitlog_segment_size = args.segment_size;
     store_cfg.recover_truncate = args.recover_truncate;
+    let broker_name = file.broker_name(&args);
+    store_cfg.recover_truncate_at = file.recover_truncate_at(&broker_name)?;
+    if let Some(at) = store_cfg.recover_truncate_at {
+        tracing::warn!(
+            offset = at,
+            "recoverTruncateAt: recovery may cut a commit log damaged at exactly this offset"
+        );
+    }
     store_cfg.disk_reserve_bytes = args.disk_reserve_bytes;
     store_cfg.max_body_bytes = max_message;
     store_cfg.retention = Duration::from_secs(args.retention_secs);
@@ -310,7 +318,7 @@ async fn start_broker(
         .with_context(|| format!("opening the store in {}", store_path.display()))?;
 
     let mut cfg = BrokerConfig::new(store_dir);
-    cfg.broker_name = file.broker_name(&args);
+    cfg.broker_name = broker_name;
     cfg.cluster = file.cluster(&args);
     cfg.max_send_wait = file.max_send_wait(&args)?;
     cfg.advertised_addr = advertised.to_string();

@@ -78,6 +78,15 @@ impl FileSettings {
         expand_ordinal(&name, &hostname)
     }
 
+    /// The one offset recovery may cut this broker's damaged commit log at
+    /// (`recoverTruncateAt.<brokerName>`), if the file names one.
+    pub fn recover_truncate_at(&self, broker_name: &str) -> Result<Option<u64>> {
+        let key = format!("{}{broker_name}", conf::RECOVER_TRUNCATE_AT_PREFIX);
+        self.props
+            .u64(&key)
+            .map_err(|e| anyhow::anyhow!("config file: {key}: {e}"))
+    }
+
     /// The cluster name.
     pub fn cluster(&self, args: &BrokerArgs) -> String {
         args.cluster

@@ -2,7 +2,8 @@
 //! a private mount namespace (nothing of the host's mounts changes). Filling the tmpfs
 //! past 90 % makes sends answer SERVICE_NOT_AVAILABLE ("disk full"), readiness and
 //! `/metrics` say so while liveness stays up; freeing the space lets sends through again
-//! by itself, and every message acknowledged before is still there.
+//! by itself, and every message acknowledged before is still there. While full, the
+//! broker still answers runtime-info requests with `storeDiskFull`.
 
 #[path = "common/process.rs"]
 mod process;
@@ -43,7 +44,7 @@ fn a_full_disk_refuses_sends_reports_it_and_recovers_when_space_returns() {
     std::fs::create_dir_all(&mount).expect("mount point");
     let mount_s = mount.to_str().expect("UTF-8 path");
     let script = format!(
-        "mount -t tmpfs -o size=48m tmpfs {mount_s} && exec {} standalone --namesrv-listen 127.0.0.1:0 --listen 127.0.0.1:0 --no-vip --http-listen 127.0.0.1:0 --store-dir {mount_s}/store",
+        "mount -t tmpfs -o size=48m tmpfs {mount_s} && exec {} standalone --namesrv-listen 127.0.0.1:0 --listen 127.0.0.1:0 --no-vip --http-listen 127.0.0.1:0 --segment-size 8388608 --store-dir {mount_s}/store",
         bin().display()
     );
     let broker = BrokerProcess::start(
@@ -109,6 +110,13 @@ fn a_full_disk_refuses_sends_reports_it_and_recovers_when_space_returns() {
             "a full disk is no reason to restart"
         );
         assert!(http(&ops, "/metrics").1.contains("mq_store_disk_full 1\n"));
+        // Not ready, yet it still answers admin requests, saying why (the operator asks).
+        let info = client
+            .runtime_info()
+            .await
+            .expect("runtime info while full");
+        let full = info.get("storeDiskFull").expect("storeDiskFull");
+        assert!(full.contains("used"), "{full}");
 
         // Space returns: sends are taken again without a restart.
         std::fs::remove_file(&filler).expect("free the space");
@@ -122,6 +130,8 @@ fn a_full_disk_refuses_sends_reports_it_and_recovers_when_space_returns() {
         }
         assert_eq!(http(&ops, "/readyz").0, 200);
         assert!(http(&ops, "/metrics").1.contains("mq_store_disk_full 0\n"));
+        let info = client.runtime_info().await.expect("runtime info");
+        assert_eq!(info.get("storeDiskFull").map(String::as_str), Some(""));
 
         // Nothing acknowledged was lost.
         let pulled = client

@@ -66,7 +66,7 @@ fn objects_the_operator_builds_are_valid_kubernetes_1_33() -> Result<()> {
     let names = Names::of(&instance);
     let mut objects = vec![
         serde_yaml::to_string(&workloads::config_map(
-            &instance, &names, &settings, &effective,
+            &instance, &names, &settings, &effective, None,
         ))?,
         serde_yaml::to_string(&workloads::namesrv_statefulset(
             &instance, &names, &settings, &effective,

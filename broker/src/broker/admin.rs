@@ -456,6 +456,17 @@ impl Broker {
                 self.store.commitlog_max_offset().to_string(),
             ),
             (
+                RUNTIME_STORE_DISK_FULL,
+                self.store.disk_full().unwrap_or_default(),
+            ),
+            (
+                RUNTIME_STORE_RECOVERY_CUT,
+                self.store
+                    .recovery_cut()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
                 super::transaction::RUNTIME_HALF_PENDING,
                 self.transactions().pending().to_string(),
             ),
@@ -469,6 +480,13 @@ impl Broker {
         .collect()
     }
 }
+
+/// Runtime-info key: why the store refuses writes for lack of space (empty while it
+/// takes them).
+pub const RUNTIME_STORE_DISK_FULL: &str = "storeDiskFull";
+/// Runtime-info key: what a forced recovery cut from a damaged commit log at this start
+/// (offset, segment and dropped bytes; empty when nothing was cut).
+pub const RUNTIME_STORE_RECOVERY_CUT: &str = "storeRecoveryCut";
 
 /// A client as a connection list shows it.
 fn connection(c: &super::clients::ClientConn) -> Connection {

@@ -150,6 +150,20 @@ pub enum StoreError {
         /// How full, and what the limit is.
         reason: String,
     },
+    /// The store's volume cannot hold two commit-log segments (the one being written and
+    /// the next), so the broker would fill it before retention could ever free a segment.
+    #[error(
+        "the volume holding {path} has {} in total, but a store with {} commit-log segments needs at least {} (two segments); give the broker a bigger volume, or a smaller --segment-size",
+        human_bytes(*total), human_bytes(*minimum / 2), human_bytes(*minimum)
+    )]
+    VolumeTooSmall {
+        /// The store directory.
+        path: PathBuf,
+        /// Bytes of its file system (in use plus available).
+        total: u64,
+        /// Bytes needed: two segments.
+        minimum: u64,
+    },
     /// Another process has the store open: two writers would corrupt it.
     #[error(
         "store {path} is in use by another process ({holder}); stop that process first (two processes on one store would corrupt it)"
@@ -160,6 +174,30 @@ pub enum StoreError {
         /// The holder's record: its pid and host.
         holder: String,
     },
+}
+
+/// `bytes` in binary units as Kubernetes quantities write them (`1Gi`, `256Mi`, `1.5Gi`),
+/// exact bytes below 1 KiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["Ki", "Mi", "Gi", "Ti", "Pi"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    let rounded = (value * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0}{unit}")
+    } else {
+        format!("{rounded:.1}{unit}")
+    }
 }
 
 /// Result of store operations.

@@ -58,6 +58,7 @@ pub mod message;
 mod recovery;
 #[allow(clippy::module_inception)]
 mod store;
+pub mod termination;
 #[cfg(test)]
 mod tests;
 
@@ -65,5 +66,5 @@ pub use error::{DecodeError, EncodeError, Result, StoreError};
 pub use message::{DEFAULT_MAX_BODY_BYTES, DecodedMessage, MessageToStore};
 pub use store::{
     Clock, FlushPolicy, FoundMessage, GetResult, GetStatus, ManualClock, MessageStore, PutResult,
-    StoreConfig, StoredMessage, SystemClock, TagsCodeFn,
+    RecoveryCut, StoreConfig, StoredMessage, SystemClock, TagsCodeFn,
 };

@@ -27,7 +27,7 @@ use super::commitlog::{Appended, ScanOutcome, lock};
 use super::consumequeue::ConsumeQueue;
 use super::error::{Result, StoreError, corrupt};
 use super::message::{DecodedMessage, is_invisible_transaction, validate_topic};
-use super::store::Inner;
+use super::store::{Inner, RecoveryCut};
 
 /// Whether a rebuild pass may repair queues instead of giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +165,14 @@ impl Inner {
         };
         let segment_size = self.commitlog.segment_size();
         let segment = format!("{:020}", end - end % segment_size);
-        if !self.cfg.recover_truncate {
+        let targeted = self.cfg.recover_truncate_at == Some(end);
+        if !self.cfg.recover_truncate && !targeted {
+            let detail = match self.cfg.recover_truncate_at {
+                Some(at) => format!(
+                    "{detail} (recoverTruncateAt allows a cut at {at} only, and the damage is at {end})"
+                ),
+                None => detail,
+            };
             return Err(StoreError::Damaged {
                 path: self.commitlog.dir().to_owned(),
                 offset: end,
@@ -181,8 +188,14 @@ impl Inner {
             dropped_bytes = dropped,
             %reason,
             %detail,
-            "--recover-truncate: cutting the damaged commit log; everything after this offset is dropped"
+            how = if targeted { "recoverTruncateAt" } else { "--recover-truncate" },
+            "cutting the damaged commit log as asked; everything after this offset is dropped"
         );
+        *lock(&self.recovery_cut) = Some(RecoveryCut {
+            offset: end,
+            segment,
+            dropped_bytes: dropped,
+        });
         Ok(())
     }
 

@@ -157,6 +157,11 @@ pub struct StoreConfig {
     /// (below the flushed offset, before valid messages, a missing segment), dropping
     /// what follows (`mq-broker --recover-truncate`; off by default).
     pub recover_truncate: bool,
+    /// Let recovery cut the commit log only when the damage it finds is exactly at this
+    /// offset (what an earlier refusal reported): an instruction given for one damage
+    /// can never cut more than that damage (`recoverTruncateAt.<brokerName>` in
+    /// broker.conf). Any other damage is still refused.
+    pub recover_truncate_at: Option<u64>,
     /// Run the background flush/checkpoint/retention thread (tests turn it off).
     pub background: bool,
     /// Optional tag-code hook.
@@ -186,6 +191,7 @@ impl StoreConfig {
             disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             space_check_interval: Duration::from_millis(200),
             recover_truncate: false,
+            recover_truncate_at: None,
             background: true,
             tags_code: None,
         }
@@ -372,6 +378,48 @@ pub(super) struct Inner {
     space: Mutex<SpaceCheck>,
     /// Commit-log segments deleted above the hard disk threshold, not for age.
     deleted_for_space: AtomicU64,
+    /// What a forced recovery cut at this open, if it cut anything.
+    pub(super) recovery_cut: Mutex<Option<RecoveryCut>>,
+}
+
+/// What recovery dropped when it was allowed to cut a damaged commit log
+/// ([`StoreConfig::recover_truncate`] or [`StoreConfig::recover_truncate_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryCut {
+    /// Where the log now ends: everything from here on was dropped.
+    pub offset: u64,
+    /// The segment file holding that offset.
+    pub segment: String,
+    /// Bytes of log files dropped after `offset`.
+    pub dropped_bytes: u64,
+}
+
+impl fmt::Display for RecoveryCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cut at offset {} (segment {}), dropping {} bytes",
+            self.offset, self.segment, self.dropped_bytes
+        )
+    }
+}
+
+/// Refuses a volume that cannot hold two commit-log segments: the one being written and
+/// the next. Unknown sizes (a file system that does not say) pass.
+fn check_volume(cfg: &StoreConfig) -> Result<()> {
+    let root = &cfg.root;
+    let Some(usage) = cfg.fs.disk_usage(root).at(root)? else {
+        return Ok(());
+    };
+    let minimum = cfg.commitlog_segment_size.saturating_mul(2);
+    if usage.total < minimum {
+        return Err(StoreError::VolumeTooSmall {
+            path: root.clone(),
+            total: usage.total,
+            minimum,
+        });
+    }
+    Ok(())
 }
 
 /// When the free space was last looked at, and whether the disk was full then.
@@ -428,6 +476,7 @@ impl MessageStore {
         ] {
             fs.create_dir_all(&dir).at(&dir)?;
         }
+        check_volume(&cfg)?;
         let lock = lock_store(fs.as_ref(), &root)?;
         let commitlog = CommitLog::open(
             fs.clone(),
@@ -456,6 +505,7 @@ impl MessageStore {
             _lock: lock,
             space: Mutex::new(SpaceCheck::default()),
             deleted_for_space: AtomicU64::new(0),
+            recovery_cut: Mutex::new(None),
         });
         inner.recover(crashed, saved)?;
         let store = Self {
@@ -731,6 +781,12 @@ impl MessageStore {
                 .collect_until(topic, queue_id, start, end, max, &mut found)?;
         }
         Ok(found)
+    }
+
+    /// What recovery cut from a damaged commit log when this store was opened (only when
+    /// a cut was allowed), else `None`.
+    pub fn recovery_cut(&self) -> Option<RecoveryCut> {
+        lock(&self.inner.recovery_cut).clone()
     }
 
     /// Why writes are refused for lack of space, if they are (as of the last put).

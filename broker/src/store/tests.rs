@@ -1238,3 +1238,107 @@ fn a_big_disk_over_the_ratio_with_more_than_the_reserve_free_still_takes_puts() 
         Err(StoreError::DiskFull { .. })
     ));
 }
+
+#[test]
+fn a_targeted_cut_repairs_only_the_damage_it_names() {
+    let (cfg, dir) = real_store_config("targeted");
+    let put = put_and_crash(&cfg, 12);
+    let victim = put[3].phys_offset;
+    flip(&dir, cfg.commitlog_segment_size, victim + 4);
+    let before = log_bytes(&dir);
+    // An instruction for another offset (a stale one, or one for more than the damage)
+    // cuts nothing.
+    for wrong in [victim - 1, put[1].phys_offset, victim + 1] {
+        let mut aimed = cfg.clone();
+        aimed.recover_truncate_at = Some(wrong);
+        match MessageStore::open(aimed) {
+            Err(StoreError::Damaged { offset, detail, .. }) => {
+                assert_eq!(offset, victim);
+                assert!(
+                    detail.contains(&format!("allows a cut at {wrong} only")),
+                    "{detail}"
+                );
+            }
+            other => panic!("cut at {wrong} for damage at {victim}: {other:?}"),
+        }
+        assert_eq!(log_bytes(&dir), before, "a refused recovery changed files");
+    }
+    let mut aimed = cfg.clone();
+    aimed.recover_truncate_at = Some(victim);
+    let store = MessageStore::open(aimed).expect("the named damage is cut");
+    let cut = store.recovery_cut().expect("the cut is reported");
+    assert_eq!(cut.offset, victim);
+    assert_eq!(cut.segment, format!("{:020}", 0));
+    assert_eq!(cut.dropped_bytes, before - victim);
+    assert!(
+        cut.to_string().contains(&format!("offset {victim}")),
+        "{cut}"
+    );
+    assert!(
+        store
+            .view_by_physical_offset(put[2].phys_offset)
+            .expect("read")
+            .is_some()
+    );
+    assert_eq!(store.commitlog_max_offset(), victim);
+    drop(store);
+    // Opened again with nothing damaged, nothing is cut (and nothing said).
+    let store = MessageStore::open(cfg.clone()).expect("reopen");
+    assert_eq!(store.recovery_cut(), None);
+    drop(store);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_volume_too_small_for_two_segments_is_refused_at_open() {
+    let dir = std::env::temp_dir().join(format!("mq-small-volume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let total = RealFs
+        .disk_usage(&dir)
+        .expect("statvfs")
+        .expect("known")
+        .total;
+    let mut cfg = StoreConfig::new(&dir);
+    cfg.background = false;
+    cfg.commitlog_segment_size = total / 2 + 1;
+    match MessageStore::open(cfg.clone()) {
+        Err(e @ StoreError::VolumeTooSmall { .. }) => {
+            let StoreError::VolumeTooSmall {
+                total: seen,
+                minimum,
+                ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(*minimum, 2 * (total / 2 + 1));
+            assert!(*seen < *minimum);
+            let text = e.to_string();
+            assert!(
+                text.contains(&super::error::human_bytes(*minimum)),
+                "{text}"
+            );
+            assert!(text.contains("bigger volume"), "{text}");
+            assert!(text.contains("--segment-size"), "{text}");
+        }
+        other => panic!("opened on a volume too small: {other:?}"),
+    }
+    assert!(
+        !dir.join("commitlog").join(format!("{:020}", 0)).exists(),
+        "nothing written"
+    );
+    // Half of it per segment fits.
+    cfg.commitlog_segment_size = 4096;
+    drop(MessageStore::open(cfg).expect("two segments fit"));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn sizes_are_named_in_kubernetes_units() {
+    use super::error::human_bytes;
+    assert_eq!(human_bytes(512), "512 bytes");
+    assert_eq!(human_bytes(2 << 30), "2Gi");
+    assert_eq!(human_bytes(512 << 20), "512Mi");
+    assert_eq!(human_bytes(3 << 29), "1.5Gi");
+}

@@ -52,6 +52,37 @@ pub async fn ready_brokers(
     Ok(out)
 }
 
+/// Every broker pod of instance `instance_id` (any state), by name.
+pub async fn broker_pods(
+    client: &Client,
+    namespace: &str,
+    instance_id: &str,
+) -> Result<Vec<Pod>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{INSTANCE_ID_LABEL}={instance_id},{COMPONENT_LABEL}=broker");
+    let mut pods = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    pods.sort_by_key(|p| p.name_any());
+    Ok(pods)
+}
+
+/// A broker pod whose process runs (phase Running, not being deleted, with an address),
+/// ready or not: its broker name and remoting address.
+pub fn running_broker(pod: &Pod) -> Option<BrokerPod> {
+    let status = pod.status.as_ref()?;
+    if pod.metadata.deletion_timestamp.is_some() || status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let ip = status.pod_ip.clone()?;
+    let ordinal = pod.name_any().rsplit('-').next()?.to_owned();
+    Some(BrokerPod {
+        name: format!("broker-{ordinal}"),
+        addr: format!("{ip}:{BROKER_PORT}"),
+    })
+}
+
 /// The addresses (`podIP:9876`) of the Ready name servers of instance `instance_id`.
 pub async fn ready_name_servers(
     client: &Client,

@@ -10,13 +10,13 @@ use kube::api::{DeleteParams, ListParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{apply_object, apply_with, delete_owned};
 use super::status::write_status;
 use super::workloads::{self, INSTANCE_ID_LABEL, Names};
 use super::{Context, Error};
-use super::{acl, brokers, conventions, drain, kit, ownership};
+use super::{acl, brokers, conventions, drain, kit, ownership, store_health};
 use crate::crd::{
     FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQInstanceStatus, MQTopic, OrderType, Phase,
     READY, condition, set_condition,
@@ -104,7 +104,19 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     report_bad_accounts(ctx, &bad_accounts).await;
     // Before broker.conf: it carries the brokers' external addresses.
     let external = super::exposure::reconcile(ctx, instance, &names, &effective).await?;
-    let mut config = workloads::config_map(instance, &names, settings, &effective);
+    let mut status = instance.status.clone().unwrap_or_default();
+    // Damaged stores, and a cut the tenant asked for (before broker.conf: it carries it).
+    let pods = brokers::broker_pods(&ctx.client, platform, &names.instance_id).await?;
+    let damages: Vec<store_health::Damage> =
+        pods.iter().filter_map(store_health::damage_of).collect();
+    accept_cut(ctx, instance, &mut status, &damages).await;
+    let mut config = workloads::config_map(
+        instance,
+        &names,
+        settings,
+        &effective,
+        status.store_recovery.as_ref(),
+    );
     external.write_config(&mut config);
     apply_object(ctx, platform, &config).await?;
     for svc in workloads::services(instance, &names, settings) {
@@ -116,7 +128,6 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
         &workloads::namesrv_statefulset(instance, &names, settings, &effective),
     )
     .await?;
-    let mut status = instance.status.clone().unwrap_or_default();
     let (replicas, drained) =
         broker_replicas(ctx, instance, &names, &status, effective.broker_replicas).await?;
     let mut broker_sts = workloads::broker_statefulset(instance, &names, settings, &effective);
@@ -131,6 +142,14 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
             apply_with(ctx, &api, &pdb).await?;
         }
     }
+    let recovered = follow_cut(ctx, instance, &names, &mut status, &pods).await?;
+    if recovered.is_some() {
+        // The cut is made: the line goes (without rolling anything).
+        let mut config = workloads::config_map(instance, &names, settings, &effective, None);
+        external.write_config(&mut config);
+        apply_object(ctx, platform, &config).await?;
+    }
+    let disk_full = disk_full(ctx, &names, &pods).await;
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), platform);
     let cluster_ip = services
         .get_opt(&names.namesrv())
@@ -231,13 +250,41 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
             condition(READY, false, reason, message, generation),
         );
     }
+    if let Some(message) = effective.storage_refusal() {
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, "StorageTooSmall", message, generation),
+        );
+    }
+    let (ns, name) = (
+        instance.namespace().unwrap_or_default(),
+        instance.name_any(),
+    );
+    let damaged = (!damages.is_empty()).then(|| {
+        store_health::damaged_message(&ns, &name, &damages, status.store_recovery.as_ref())
+    });
+    let disk_full = (!disk_full.is_empty()).then(|| store_health::disk_full_message(&disk_full));
+    let store_trouble = damaged.is_some() || disk_full.is_some();
+    if let Some((reason, message)) = store_health::record(
+        &mut status.conditions,
+        damaged,
+        recovered,
+        disk_full,
+        generation,
+    ) {
+        set_condition(
+            &mut status.conditions,
+            condition(READY, false, reason, message, generation),
+        );
+    }
+    let pending_cut = status.store_recovery.is_some();
     write_status(ctx, instance, status).await?;
     // A load balancer's address arrives without any change of ours: look again soon.
     let waiting_for_lb = external
         .problem
         .as_ref()
         .is_some_and(|(reason, _)| *reason == super::exposure::WAITING_FOR_LB);
-    let next = if running && !draining && !waiting_for_lb {
+    let next = if running && !draining && !waiting_for_lb && !store_trouble && !pending_cut {
         ctx.resync
     } else {
         STARTING
@@ -247,6 +294,163 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     } else {
         next
     }))
+}
+
+/// Takes the tenant's `mqfleet.io/recover-truncate` annotation into `status.storeRecovery`
+/// when it names a broker pod of this instance that reports damage (an Event says what
+/// will be cut); otherwise it is ignored with a Warning, and no cut is pending.
+async fn accept_cut(
+    ctx: &Context,
+    instance: &MQInstance,
+    status: &mut MQInstanceStatus,
+    damages: &[store_health::Damage],
+) {
+    let annotation = instance
+        .annotations()
+        .get(store_health::RECOVER_TRUNCATE_ANNOTATION)
+        .cloned();
+    let reference = instance.object_ref(&());
+    match store_health::requested_cut(
+        annotation.as_deref(),
+        status.store_recovery.as_ref(),
+        damages,
+    ) {
+        Ok(cut) => {
+            if let Some(c) = &cut
+                && status.store_recovery.as_ref() != Some(c)
+            {
+                let note = format!(
+                    "cutting the commit log of broker pod {} ({}) at offset {} (segment {}) as asked: every message stored from there on is dropped",
+                    c.pod, c.broker, c.offset, c.segment
+                );
+                super::record(ctx, reference, true, "RecoverTruncate", note).await;
+            }
+            status.store_recovery = cut;
+        }
+        Err(message) => {
+            let key = format!(
+                "recover-truncate:{}/{}:{}",
+                instance.namespace().unwrap_or_default(),
+                instance.name_any(),
+                annotation.unwrap_or_default()
+            );
+            ctx.warn_once(key, reference, "RecoverTruncateIgnored", message)
+                .await;
+            status.store_recovery = None;
+        }
+    }
+}
+
+/// Moves a pending cut on: a broker still crash-looping on the damage is restarted now
+/// (a new pod reads the broker.conf that allows the cut); once it is Ready the cut is
+/// done: the annotation is removed, an Event says what was cut, and the message for the
+/// `Recovered` condition is returned.
+async fn follow_cut(
+    ctx: &Context,
+    instance: &MQInstance,
+    names: &Names,
+    status: &mut MQInstanceStatus,
+    pods: &[k8s_openapi::api::core::v1::Pod],
+) -> Result<Option<String>, Error> {
+    let Some(cut) = status.store_recovery.clone() else {
+        return Ok(None);
+    };
+    let Some(pod) = pods.iter().find(|p| p.name_any() == cut.pod) else {
+        return Ok(None);
+    };
+    let platform = &ctx.settings.namespace;
+    if store_health::broker_ready(pod) {
+        let what = match brokers::running_broker(pod) {
+            Some(b) => runtime_info(ctx, names, &b)
+                .await
+                .and_then(|info| store_health::store_keys(&info).1),
+            None => None,
+        };
+        let what = what.unwrap_or_else(|| format!("cut at offset {}", cut.offset));
+        let message = format!(
+            "broker pod {} ({}) started again: its damaged commit log was {what}",
+            cut.pod, cut.broker
+        );
+        let api: Api<MQInstance> = Api::namespaced(
+            ctx.client.clone(),
+            &instance.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({"metadata": {"annotations": {store_health::RECOVER_TRUNCATE_ANNOTATION: null}}});
+        api.patch(
+            &instance.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+        super::record(
+            ctx,
+            instance.object_ref(&()),
+            true,
+            "Recovered",
+            message.clone(),
+        )
+        .await;
+        status.store_recovery = None;
+        return Ok(Some(message));
+    }
+    let still_failing = store_health::damage_of(pod).is_some_and(|d| d.offset == cut.offset);
+    if still_failing && store_health::crash_looping(pod) {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(ctx.client.clone(), platform);
+        pods.delete(&cut.pod, &DeleteParams::default()).await?;
+        super::record(
+            ctx,
+            instance.object_ref(&()),
+            true,
+            "RecoverTruncate",
+            format!(
+                "restarting broker pod {} now, with broker.conf allowing the cut at offset {}",
+                cut.pod, cut.offset
+            ),
+        )
+        .await;
+    }
+    Ok(None)
+}
+
+/// A broker's runtime info, bounded; `None` when it cannot be had.
+async fn runtime_info(
+    ctx: &Context,
+    names: &Names,
+    broker: &brokers::BrokerPod,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let ask = async {
+        let admin = brokers::connect(&ctx.instance_admin(names), broker)
+            .await
+            .ok()?;
+        admin.runtime_info().await.ok()
+    };
+    tokio::time::timeout(store_health::ASK_TIMEOUT, ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The running brokers (ready or not: a full disk fails readiness) that refuse sends
+/// for lack of space: pod → reason.
+async fn disk_full(
+    ctx: &Context,
+    names: &Names,
+    pods: &[k8s_openapi::api::core::v1::Pod],
+) -> std::collections::BTreeMap<String, String> {
+    let mut full = std::collections::BTreeMap::new();
+    for pod in pods {
+        let Some(broker) = brokers::running_broker(pod) else {
+            continue;
+        };
+        if let Some(reason) = runtime_info(ctx, names, &broker)
+            .await
+            .and_then(|info| store_health::store_keys(&info).0)
+        {
+            full.insert(pod.name_any(), reason);
+        }
+    }
+    full
 }
 
 /// Condition type shown while account Secrets that may concern the instance are unusable.

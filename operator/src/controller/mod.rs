@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ownership;
 pub mod status;
+pub mod store_health;
 pub mod task_key;
 pub mod workloads;
 

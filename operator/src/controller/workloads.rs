@@ -22,6 +22,8 @@ pub const OPS_PORT: u16 = 10912;
 const CONFIG_DIR: &str = "/etc/mqfleet";
 /// Where the broker store volume is mounted.
 const STORE_DIR: &str = "/store";
+/// Where a broker writes why it stopped (Kubernetes' default termination message path).
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
 pub use crate::domain::names::{
     COMPONENT_LABEL, INSTANCE_ID_LABEL, MANAGED_BY, Names, OPERATOR, OWNER_NAME_LABEL,
@@ -81,12 +83,15 @@ pub fn namesrv_addrs(effective: &Effective, names: &Names, settings: &Settings) 
         .join(";")
 }
 
-/// The broker ConfigMap (`broker.conf`, RocketMQ's properties format).
+/// The broker ConfigMap (`broker.conf`, RocketMQ's properties format). A pending cut of a
+/// damaged commit log (`status.storeRecovery`) adds that broker's
+/// `recoverTruncateAt.<brokerName>` line, outside the part whose hash rolls the brokers.
 pub fn config_map(
     instance: &MQInstance,
     names: &Names,
     settings: &Settings,
     effective: &Effective,
+    recovery: Option<&crate::crd::StoreRecovery>,
 ) -> ConfigMap {
     let header = format!(
         "# Written by mq-operator for MQInstance {}/{}; edits are overwritten.\n",
@@ -102,11 +107,14 @@ pub fn config_map(
     let brokers = i64::from(effective.broker_replicas.max(1));
     let per_broker = |tps: i64| (tps + brokers - 1) / brokers;
     let broker = format!(
-        "{header}{}namesrvAddr={}\n{acl}maxSendTps={}\nmaxReceiveTps={}\n",
+        "{header}{}namesrvAddr={}\n{acl}maxSendTps={}\nmaxReceiveTps={}\n{}",
         restart_settings(effective),
         namesrv_addrs(effective, names, settings),
         per_broker(instance.spec.max_send_tps),
         per_broker(instance.spec.max_receive_tps),
+        recovery
+            .map(super::store_health::recover_truncate_line)
+            .unwrap_or_default(),
     );
     from_json(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -327,6 +335,8 @@ pub fn broker_statefulset(
         format!("--http-listen=$(POD_IP):{OPS_PORT}"),
         format!("--config={CONFIG_DIR}/broker.conf"),
         format!("--store-dir={STORE_DIR}"),
+        format!("--segment-size={}", effective.segment_size),
+        format!("--termination-log={TERMINATION_LOG}"),
     ];
     if instance.spec.independent_naming {
         args.push(format!("--instance-id={}", names.instance_id));
@@ -340,6 +350,10 @@ pub fn broker_statefulset(
         "ports": [{"name": "remoting", "containerPort": BROKER_PORT}, {"name": "ops", "containerPort": OPS_PORT}],
         "volumeMounts": [{"name": "store", "mountPath": STORE_DIR}],
         "resources": resources(effective.broker_resources.as_ref()),
+        // The broker's last words (a damaged store, a volume too small) reach the
+        // pod's status; a crash without them shows its log's tail.
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     });
     merge(&mut container, probes());
     merge(&mut container, container_security());
@@ -576,7 +590,7 @@ default:
     fn brokers_find_name_servers_by_stable_dns_names() {
         let (i, s) = (instance(true), settings());
         let names = Names::of(&i);
-        let cm = config_map(&i, &names, &s, &effective(&i));
+        let cm = config_map(&i, &names, &s, &effective(&i), None);
         let conf = &cm.data.unwrap()["broker.conf"];
         let ns = names.namesrv();
         let hl = names.namesrv_headless();
@@ -594,7 +608,9 @@ default:
         i.spec.max_receive_tps = 100;
         i.spec.acl_enabled = true;
         let names = Names::of(&i);
-        let data = config_map(&i, &names, &s, &effective(&i)).data.unwrap();
+        let data = config_map(&i, &names, &s, &effective(&i), None)
+            .data
+            .unwrap();
         let conf = &data["broker.conf"];
         assert!(conf.contains("maxSendTps=2501\n"), "{conf}");
         assert!(conf.contains("maxReceiveTps=50\n"), "{conf}");
@@ -617,6 +633,49 @@ default:
         assert_eq!(hash(&i), before, "live settings must not restart brokers");
         i.spec.brokers.flush_mode = Some(FlushMode::Async);
         assert_ne!(hash(&i), before, "the flush mode is read at start only");
+    }
+
+    #[test]
+    fn a_pending_cut_is_one_brokers_line_outside_the_restart_hash() {
+        let (i, s) = (instance(true), settings());
+        let names = Names::of(&i);
+        let cut = crate::crd::StoreRecovery {
+            pod: format!("{}-1", names.broker()),
+            broker: "broker-1".into(),
+            segment: format!("{:020}", 0),
+            offset: 4242,
+        };
+        let conf = |r: Option<&crate::crd::StoreRecovery>| {
+            config_map(&i, &names, &s, &effective(&i), r).data.unwrap()["broker.conf"].clone()
+        };
+        let with = conf(Some(&cut));
+        assert!(
+            with.ends_with("recoverTruncateAt.broker-1=4242\n"),
+            "{with}"
+        );
+        assert!(!conf(None).contains("recoverTruncateAt"));
+        // The restart hash is of the start-only part, which the line is not in.
+        assert!(!restart_settings(&effective(&i)).contains("recoverTruncateAt"));
+        // Brokers say why they stop, where Kubernetes reads it.
+        let sts = broker_statefulset(&i, &names, &s, &effective(&i));
+        let c = &sts.spec.unwrap().template.spec.unwrap().containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(
+            args.contains(&"--termination-log=/dev/termination-log".to_owned()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&format!("--segment-size={}", 1u64 << 30)),
+            "{args:?}"
+        );
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
     }
 
     #[test]
@@ -708,7 +767,7 @@ default:
         let requests = c.resources.as_ref().unwrap().requests.clone().unwrap();
         assert_eq!(requests["cpu"].0, "50m");
         assert!(pod.tolerations.is_some() && pod.node_selector.is_some());
-        let conf = config_map(&i, &names, &s, &e).data.unwrap()["broker.conf"].clone();
+        let conf = config_map(&i, &names, &s, &e, None).data.unwrap()["broker.conf"].clone();
         assert_eq!(conf.matches(".svc.cluster.local:9876").count(), 1, "{conf}");
         assert!(conf.contains("flushDiskType=ASYNC_FLUSH"), "{conf}");
     }

@@ -301,6 +301,25 @@ pub struct MQInstanceStatus {
     /// Consumer groups of the instance.
     #[serde(default)]
     pub groups: i32,
+    /// A cut of a damaged commit log the operator is making, as asked by the annotation
+    /// `mqfleet.io/recover-truncate` (until that broker is Ready again). Always
+    /// serialized (`null` when none), so the merge patch of the status removes it.
+    #[serde(default)]
+    pub store_recovery: Option<StoreRecovery>,
+}
+
+/// A cut of one broker's damaged commit log at the offset its pod reported.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreRecovery {
+    /// The broker pod that reported the damage.
+    pub pod: String,
+    /// Its broker name (`broker-<ordinal>`).
+    pub broker: String,
+    /// The segment file holding the damage.
+    pub segment: String,
+    /// Where the log is cut: everything stored from this offset on is dropped.
+    pub offset: u64,
 }
 
 impl_common_status!(MQInstanceStatus);

@@ -12,6 +12,8 @@
 //!     image: mqfleet/mq-broker:dev
 //!     replicas: 2                 # optional, default 2
 //!     storage: {size: 1Gi, storageClassName: standard}   # size default 10Gi
+//!                                 # segmentSize: commit-log segment, default 1Gi; a
+//!                                 # volume must hold two (the webhook refuses less)
 //!     flushMode: async            # optional, default async
 //!     resources: {requests: {cpu: 100m, memory: 128Mi}}
 //!   nameServers:
@@ -38,6 +40,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Serialize};
+
+use mq_broker::store::error::human_bytes;
 
 use crate::crd::{EffectiveSettings, Exposure, FlushMode, MQInstanceSpec, OBJECT_NAME_PATTERN};
 
@@ -149,6 +153,10 @@ pub struct StorageProfile {
     /// StorageClass of the volumes; unset: the cluster's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Commit-log segment size of the brokers (`mq-broker --segment-size`); default
+    /// `1Gi`. A broker volume must hold two segments: smaller storage is refused.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: Quantity,
 }
 
 impl Default for StorageProfile {
@@ -156,8 +164,52 @@ impl Default for StorageProfile {
         Self {
             size: default_size(),
             storage_class_name: None,
+            segment_size: default_segment_size(),
         }
     }
+}
+
+fn default_segment_size() -> Quantity {
+    Quantity("1Gi".to_owned())
+}
+
+/// Smallest commit-log segment a profile may set (the broker needs room for a 1 KiB
+/// message in a quarter of one).
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+
+/// The bytes of a Kubernetes quantity (`10Gi`, `500M`, `1e9`, `1.5Gi`), rounded up;
+/// `None` when it is not one or is negative or too large.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    if !is_quantity(q) || q.starts_with('-') {
+        return None;
+    }
+    let q = q.strip_prefix('+').unwrap_or(q);
+    let end = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(end);
+    let value: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        exp => 10f64.powi(exp[1..].parse().ok()?),
+    };
+    let bytes = (value * factor).ceil();
+    (bytes.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 fn default_region() -> String {
@@ -284,6 +336,15 @@ fn check(name: &str, p: &Profile) -> Result<(), ProfileError> {
             "must be a host name or an IP address (no port, no spaces)".into(),
         ));
     }
+    if quantity_bytes(&p.brokers.storage.segment_size.0).is_none_or(|b| b < MIN_SEGMENT_BYTES) {
+        return Err(invalid(
+            "brokers.storage.segmentSize",
+            format!(
+                "{:?} is not a Kubernetes quantity of at least 1Mi (e.g. 1Gi)",
+                p.brokers.storage.segment_size.0
+            ),
+        ));
+    }
     if !is_quantity(&p.brokers.storage.size.0) {
         return Err(invalid(
             "brokers.storage.size",
@@ -370,6 +431,8 @@ pub struct Effective {
     pub storage_size: Quantity,
     /// StorageClass of the broker volumes (unset: the cluster's default).
     pub storage_class_name: Option<String>,
+    /// Commit-log segment size of the brokers, in bytes (the profile's).
+    pub segment_size: u64,
     /// Flush mode of the brokers.
     pub flush_mode: FlushMode,
     /// Image of the brokers.
@@ -407,6 +470,8 @@ impl Effective {
                 .storage_class_name
                 .clone()
                 .or_else(|| profile.brokers.storage.storage_class_name.clone()),
+            segment_size: quantity_bytes(&profile.brokers.storage.segment_size.0)
+                .unwrap_or(1 << 30),
             flush_mode: brokers.flush_mode.unwrap_or(profile.brokers.flush_mode),
             broker_image: profile.brokers.image.clone(),
             name_server_image: profile.name_servers.image.clone(),
@@ -433,6 +498,23 @@ impl Effective {
     pub fn pin_storage(&mut self, size: Quantity, class: Option<String>) {
         self.storage_size = size;
         self.storage_class_name = class;
+    }
+
+    /// Why the broker volumes are too small for the brokers' store, if they are: a
+    /// volume must hold two commit-log segments (`StorageTooSmall`).
+    pub fn storage_refusal(&self) -> Option<String> {
+        let minimum = self.segment_size.saturating_mul(2);
+        let size = quantity_bytes(&self.storage_size.0)?;
+        (size < minimum).then(|| {
+            format!(
+                "storage size {} is below the minimum of {} for cluster profile {:?}: a broker volume must hold two commit-log segments of {}; set spec.brokers.storage.size to at least {}",
+                self.storage_size.0,
+                human_bytes(minimum),
+                self.cluster,
+                human_bytes(self.segment_size),
+                human_bytes(minimum)
+            )
+        })
     }
 
     /// The part shown in `status.effective`.
@@ -639,6 +721,50 @@ large:
         ] {
             assert_eq!(is_quantity(s), pattern.is_match(s), "{s}");
         }
+    }
+
+    #[test]
+    fn storage_must_hold_two_segments_of_the_profile() {
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("256Mi"), Some(256 << 20));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+        assert_eq!(quantity_bytes("1e3"), Some(1000));
+        assert_eq!(quantity_bytes("10 GB"), None);
+        assert_eq!(quantity_bytes("-1Gi"), None);
+        let p = Profiles::parse(GOOD).unwrap();
+        let profile = p.get("default").unwrap();
+        assert_eq!(profile.brokers.storage.segment_size.0, "1Gi", "the default");
+        let small = Effective::of(
+            &spec(serde_json::json!({"instanceName": "o",
+            "brokers": {"storage": {"size": "1536Mi"}}})),
+            profile,
+        );
+        assert_eq!(small.segment_size, 1 << 30);
+        let refusal = small.storage_refusal().expect("below two segments");
+        assert!(refusal.contains("1536Mi"), "{refusal}");
+        assert!(refusal.contains("minimum of 2Gi"), "{refusal}");
+        let enough = Effective::of(
+            &spec(serde_json::json!({"instanceName": "o",
+            "brokers": {"storage": {"size": "2Gi"}}})),
+            profile,
+        );
+        assert_eq!(enough.storage_refusal(), None);
+        let testbed = Profiles::parse(
+            "default:\n  brokers: {image: x, storage: {size: 1Gi, segmentSize: 256Mi}}\n  nameServers: {image: x}\n",
+        )
+        .unwrap();
+        let e = Effective::of(
+            &spec(serde_json::json!({"instanceName": "o"})),
+            testbed.get("default").unwrap(),
+        );
+        assert_eq!((e.segment_size, e.storage_refusal()), (256 << 20, None));
+        let err = Profiles::parse(
+            "default:\n  brokers: {image: x, storage: {segmentSize: 1Ki}}\n  nameServers: {image: x}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("brokers.storage.segmentSize"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::crd::{
 use crate::domain::claims::{Claim, children_of, duplicate_grant, taken_by};
 use crate::domain::ids;
 use crate::domain::immutable::{changes_between, describe_changes, instance_identity};
-use crate::domain::profiles::Unresolved;
+use crate::domain::profiles::{Effective, Profile, Unresolved};
 use crate::domain::quotas;
 use crate::domain::records as ownership;
 use crate::watch::profiles::ProfileCache;
@@ -361,10 +361,29 @@ async fn unknown_cluster(
         return Err("the webhook's cluster profiles are still loading".into());
     }
     Ok(match profiles.resolve(&new.spec.cluster) {
-        Ok(_) => None,
+        Ok(profile) => storage_refusal(old, new, &profile),
         Err(Unresolved::Loading) => return Err("the cluster profiles are still loading".into()),
         Err(Unresolved::Unknown(message)) => Some(format!("MQInstance: {message}")),
     })
+}
+
+/// The refusal of an instance whose broker volumes cannot hold two commit-log segments
+/// of its profile. An update is checked only when it changes the storage size or the
+/// profile (an instance created before its profile's segments grew keeps working).
+fn storage_refusal(
+    old: Option<&MQInstance>,
+    new: &MQInstance,
+    profile: &Profile,
+) -> Option<String> {
+    if old.is_some_and(|old| {
+        old.spec.brokers.storage.size == new.spec.brokers.storage.size
+            && old.spec.cluster == new.spec.cluster
+    }) {
+        return None;
+    }
+    Effective::of(&new.spec, profile)
+        .storage_refusal()
+        .map(|r| format!("MQInstance: {r}"))
 }
 
 async fn instance_delete(
@@ -449,6 +468,46 @@ mod tests {
         assert_eq!(exposure_refusal(Some(&cluster), &exposed), None);
         // Back to cluster is always allowed.
         assert_eq!(exposure_refusal(Some(&exposed), &cluster), None);
+    }
+
+    #[test]
+    fn storage_below_two_segments_of_the_profile_is_refused_naming_the_minimum() {
+        let profiles = crate::domain::profiles::Profiles::parse(
+            "default:\n  brokers: {image: x, storage: {size: 1Gi, segmentSize: 256Mi}}\n  nameServers: {image: x}\n",
+        )
+        .unwrap();
+        let profile = profiles.get("default").unwrap();
+        let with_size = |size: Option<&str>| -> MQInstance {
+            let mut storage = serde_json::json!({});
+            if let Some(size) = size {
+                storage["size"] = size.into();
+            }
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
+                "metadata": {"name": "o", "namespace": "shop"},
+                "spec": {"instanceName": "o", "cluster": "default", "brokers": {"storage": storage}},
+            }))
+            .unwrap()
+        };
+        let refusal = storage_refusal(None, &with_size(Some("300Mi")), profile).expect("refused");
+        assert!(refusal.contains("minimum of 512Mi"), "{refusal}");
+        assert!(refusal.contains("300Mi"), "{refusal}");
+        assert_eq!(
+            storage_refusal(None, &with_size(Some("512Mi")), profile),
+            None
+        );
+        assert_eq!(
+            storage_refusal(None, &with_size(None), profile),
+            None,
+            "the profile's 1Gi"
+        );
+        // An update that leaves size and profile alone passes.
+        let old = with_size(Some("300Mi"));
+        assert_eq!(
+            storage_refusal(Some(&old), &with_size(Some("300Mi")), profile),
+            None
+        );
+        assert!(storage_refusal(Some(&old), &with_size(Some("400Mi")), profile).is_some());
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod sandbox;
 pub mod services;
 pub mod spec;
 pub mod status;
+pub mod termination;
 pub mod volumes;
 pub mod worker;
 

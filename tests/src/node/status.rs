@@ -48,6 +48,8 @@ pub struct Terminated {
     pub finished_at: Timestamp,
     /// Its pid.
     pub pid: u32,
+    /// Its termination message (the file at `terminationMessagePath`, or the log's tail).
+    pub message: Option<String>,
 }
 
 /// What the status needs to know about one container.
@@ -190,7 +192,7 @@ fn terminated(t: &Terminated) -> ContainerState {
             started_at: Some(Time(t.started_at)),
             finished_at: Some(Time(t.finished_at)),
             container_id: Some(format!("process://{}", t.pid)),
-            ..Default::default()
+            message: t.message.clone(),
         }),
         ..Default::default()
     }
@@ -232,6 +234,7 @@ mod tests {
                 started_at: now,
                 finished_at: now,
                 pid: 41,
+                message: Some("StoreDamaged segment=0 offset=7: bad".into()),
             }),
             restarts: 1,
             ready: true,
@@ -256,6 +259,10 @@ mod tests {
         assert_eq!(cs.container_id.as_deref(), Some("process://42"));
         let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
         assert_eq!((last.exit_code, last.signal), (137, Some(9)));
+        assert_eq!(
+            last.message.as_deref(),
+            Some("StoreDamaged segment=0 offset=7: bad")
+        );
         assert!(status.init_container_statuses.is_none());
         let kinds: Vec<_> = status
             .conditions

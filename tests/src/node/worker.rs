@@ -25,6 +25,7 @@ use super::probes::{self, Kind, Verdict};
 use super::sandbox::{self, Sandbox};
 use super::spec::{self, ImageSource, PodFacts};
 use super::status::{self, Conditions, ContainerView, PodView, State, Terminated};
+use super::termination;
 use super::volumes::{self, PodDir, PodVolumes};
 use crate::images::store::Store;
 use crate::process::ProcRef;
@@ -75,6 +76,10 @@ struct Process {
     started: Instant,
     probes: tokio::task::JoinHandle<()>,
     kill_at: Option<Instant>,
+    /// The host file bound at its `terminationMessagePath` (none when it could not be).
+    termination: Option<PathBuf>,
+    /// Its log file.
+    log: PathBuf,
 }
 
 /// One container's slot in the Pod.
@@ -465,6 +470,7 @@ impl Worker {
                     .map_err(|m| (spec::CONFIG_ERROR.to_owned(), m))?
             }
         };
+        let termination = termination_bind(&dir, &container, &log, &mut sandbox);
         let workdir = sandbox.workdir.clone();
         let identity = sandbox.identity.clone();
         let child = spawn(&program, &args, &env, &sandbox, &log)
@@ -522,6 +528,8 @@ impl Worker {
             started: Instant::now(),
             probes,
             kill_at: None,
+            termination,
+            log: log.clone(),
         });
         wait_in_thread(child, tag, notes);
         let name = slot.spec.name.clone();
@@ -725,6 +733,12 @@ fn on_exit(
         State::Running { started_at, .. } => *started_at,
         _ => Timestamp::now(),
     };
+    let message = termination::message(
+        process.termination.as_deref(),
+        &process.log,
+        slot.spec.termination_message_policy.as_deref(),
+        exit_code,
+    );
     let terminated = Terminated {
         exit_code,
         signal,
@@ -732,6 +746,7 @@ fn on_exit(
         started_at,
         finished_at: Timestamp::now(),
         pid: process.proc.pid,
+        message,
     };
     tracing::info!(pod = %key, container = %slot.spec.name, exit_code, "container exited");
     slot.ready = false;
@@ -770,6 +785,42 @@ fn on_exit(
         }
     };
     slot.last = Some(terminated);
+}
+
+/// Gives the container an empty termination-message file of its own, bound at its
+/// `terminationMessagePath` (next to its log: one per incarnation); `None` (logged) when
+/// the mount point cannot be made, so the container still starts.
+fn termination_bind(
+    dir: &PodDir,
+    container: &Container,
+    log: &std::path::Path,
+    sandbox: &mut Sandbox,
+) -> Option<PathBuf> {
+    let target = termination::target(container);
+    let name = log
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let host = dir
+        .root
+        .join("termination")
+        .join(&container.name)
+        .join(name);
+    let made = termination::create_host_file(&host).and_then(|()| match &sandbox.root {
+        // In an image the sandbox makes the mount point under the image's root.
+        Some(_) => Ok(()),
+        None => termination::ensure_host_mount_point(&target),
+    });
+    if let Err(e) = made {
+        tracing::warn!(container = %container.name, target = %target.display(), error = %e, "no termination message file");
+        return None;
+    }
+    sandbox.binds.push(sandbox::Bind {
+        source: host.clone(),
+        target,
+        read_only: false,
+    });
+    Some(host)
 }
 
 /// Where container logs go: `<logs>/<ns>_<pod>_<uid>/<container>/<restart>.log`.
@@ -852,6 +903,8 @@ mod tests {
             started: Instant::now(),
             probes: tokio::spawn(async {}),
             kill_at: None,
+            termination: None,
+            log: PathBuf::from("/nonexistent/0.log"),
         });
         slot.state = State::Running {
             started_at: Timestamp::now(),
