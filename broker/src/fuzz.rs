@@ -23,8 +23,11 @@ use crate::remoting::{
 use crate::store::MessageToStore;
 use crate::store::message;
 
+/// A fuzz check: panics on a bug, returns on any input a decoder may refuse.
+pub type Check = fn(&[u8]);
+
 /// Every target: its name (the corpus directory `fuzz/corpus/<name>/`) and its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("frame", check_frame),
     ("header", check_header),
     ("batch", check_batch),
@@ -258,8 +261,7 @@ pub fn check_acl(data: &[u8]) {
     for ns in [Namespace::new(None), Namespace::new(Some("MQ_INST_1_fuzz"))] {
         let table = AclTable::parse(text, &ns);
         if let Ok(table) = &table {
-            assert_eq!(table.is_empty(), table.len() == 0);
-            let _ = table.signer();
+            let _ = (table.len(), table.signer());
         }
         assert_eq!(
             AclTable::parse(text, &ns),
