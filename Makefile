@@ -6,7 +6,7 @@ PHASE  := hack/phase.sh
 TESTBED = target/debug/mq-testbed
 export MQFLEET_TESTBED_DIR ?= $(CURDIR)/.testbed
 
-.PHONY: all deps build images images-load up env down status test unit e2e lint fmt clippy crds deploy bench clean distclean
+.PHONY: all deps build images images-load up env down status test unit e2e lint fmt clippy crds deploy bench fuzz clean distclean
 
 all: build
 
@@ -101,6 +101,14 @@ bench: deps
 	@target/release/mq-operator-bench --topics 1000 --idle-secs 300
 	@echo "== console on the testbed (release images): signed listInPage with 1,000 topics, create → serving =="
 	@target/release/mq-console-bench --topics 1000 --secs 15
+
+## fuzz: every cargo-fuzz target of fuzz/ (frame, header, batch, stored_message, fastjson,
+## acl) for FUZZ_SECONDS each (default 180), on the pinned stable toolchain (--sanitizer
+## none); prints runs and time per target and fails on a crash (input in fuzz/artifacts/).
+## FUZZ_TARGETS picks targets. Not part of `make test`, which replays fuzz/corpus/ instead.
+FUZZ_SECONDS ?= 180
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash hack/fuzz.sh
 
 ## clean: stop the testbed and remove its data (not the build)
 clean: down

@@ -9,6 +9,7 @@ pub mod acl;
 pub mod broker;
 pub mod client;
 pub mod conf;
+pub mod fuzz;
 pub mod names;
 pub mod namesrv;
 pub mod net;

@@ -38,7 +38,7 @@ mod register;
 mod reset;
 mod retry;
 pub mod schedule;
-mod send;
+pub(crate) mod send;
 pub mod table;
 pub mod timer;
 pub mod timer_store;

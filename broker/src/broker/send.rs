@@ -18,15 +18,15 @@ use std::sync::atomic::Ordering;
 pub const PROPERTY_DELAY: &str = "DELAY";
 
 /// One message of a batch body.
-struct BatchItem {
-    flag: i32,
-    body: Bytes,
-    properties: String,
+pub(crate) struct BatchItem {
+    pub(crate) flag: i32,
+    pub(crate) body: Bytes,
+    pub(crate) properties: String,
 }
 
 /// Splits a batch body (`MessageDecoder.encodeMessages`): per message TOTALSIZE, MAGIC,
 /// BODYCRC, FLAG, body (i32 length), properties (i16 length).
-fn decode_batch(mut body: Bytes) -> Result<Vec<BatchItem>, Refusal> {
+pub(crate) fn decode_batch(mut body: Bytes) -> Result<Vec<BatchItem>, Refusal> {
     let bad = |what: &str| {
         Refusal::new(
             response_code::MESSAGE_ILLEGAL,
