@@ -404,8 +404,11 @@ impl fmt::Display for RecoveryCut {
     }
 }
 
-/// Refuses a volume that cannot hold two commit-log segments: the one being written and
-/// the next. Unknown sizes (a file system that does not say) pass.
+/// Refuses a new store on a volume that cannot hold two commit-log segments: the one
+/// being written and the next. Unknown sizes (a file system that does not say) pass. A
+/// store that already holds segments only gets a warning: it was serving before (an
+/// upgrade added this check, or the segment size grew), and refusing it would turn a
+/// working broker into an outage; the disk-full rule guards its writes.
 fn check_volume(cfg: &StoreConfig) -> Result<()> {
     let root = &cfg.root;
     let Some(usage) = cfg.fs.disk_usage(root).at(root)? else {
@@ -413,6 +416,16 @@ fn check_volume(cfg: &StoreConfig) -> Result<()> {
     };
     let minimum = cfg.commitlog_segment_size.saturating_mul(2);
     if usage.total < minimum {
+        let commitlog = root.join("commitlog");
+        if !cfg.fs.list(&commitlog).at(&commitlog)?.is_empty() {
+            tracing::warn!(
+                path = %root.display(),
+                total = usage.total,
+                minimum,
+                "the volume is smaller than two commit-log segments; this existing store starts, but a segment rotation may find the disk full: grow the volume or lower --segment-size"
+            );
+            return Ok(());
+        }
         return Err(StoreError::VolumeTooSmall {
             path: root.clone(),
             total: usage.total,

@@ -1329,8 +1329,21 @@ fn a_volume_too_small_for_two_segments_is_refused_at_open() {
         "nothing written"
     );
     // Half of it per segment fits.
-    cfg.commitlog_segment_size = 4096;
-    drop(MessageStore::open(cfg).expect("two segments fit"));
+    let mut small = cfg.clone();
+    small.commitlog_segment_size = 4096;
+    let store = MessageStore::open(small).expect("two segments fit");
+    let msg = message(0, &mut XorShift64::new(7));
+    store.put(&msg).expect("put");
+    drop(store);
+    // A store that already holds segments was serving: it starts (with a warning) even
+    // when the segment size grew past half the volume, so an upgrade loses no broker.
+    let store = MessageStore::open(cfg).expect("an existing store is not refused");
+    assert_eq!(
+        store.max_offset(&msg.topic, msg.queue_id),
+        1,
+        "its message is there"
+    );
+    drop(store);
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 

@@ -250,12 +250,12 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
             condition(READY, false, reason, message, generation),
         );
     }
-    if let Some(message) = effective.storage_refusal() {
-        set_condition(
-            &mut status.conditions,
-            condition(READY, false, "StorageTooSmall", message, generation),
-        );
-    }
+    record_storage(
+        &mut status.conditions,
+        effective.storage_refusal(),
+        running,
+        generation,
+    );
     let (ns, name) = (
         instance.namespace().unwrap_or_default(),
         instance.name_any(),
@@ -451,6 +451,41 @@ async fn disk_full(
         }
     }
     full
+}
+
+/// Condition type shown while the broker volumes are smaller than two commit-log segments.
+pub const STORAGE_SUFFICIENT: &str = "StorageSufficient";
+
+/// Shows volumes too small for two segments: `StorageSufficient=False`, and `Ready=False`
+/// unless the brokers serve anyway (an instance created before the check, whose brokers
+/// keep their store: it stays Ready, and the condition says what to grow).
+fn record_storage(
+    conditions: &mut Vec<Condition>,
+    refusal: Option<String>,
+    running: bool,
+    generation: Option<i64>,
+) {
+    let Some(message) = refusal else {
+        conditions.retain(|c| c.type_ != STORAGE_SUFFICIENT);
+        return;
+    };
+    let reason = "StorageTooSmall";
+    set_condition(
+        conditions,
+        condition(
+            STORAGE_SUFFICIENT,
+            false,
+            reason,
+            message.clone(),
+            generation,
+        ),
+    );
+    if !running {
+        set_condition(
+            conditions,
+            condition(READY, false, reason, message, generation),
+        );
+    }
 }
 
 /// Condition type shown while account Secrets that may concern the instance are unusable.
@@ -837,6 +872,32 @@ mod tests {
     use super::super::fixtures::{Expect, cache, instance};
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn small_storage_fails_ready_only_while_the_brokers_do_not_serve() {
+        let find = |c: &[Condition], t: &str| c.iter().find(|c| c.type_ == t).cloned();
+        let mut conditions = vec![condition(READY, true, "InstanceReady", String::new(), None)];
+        let refusal = Some("storage size 1Gi is below the minimum of 2Gi".to_owned());
+        // Serving (created before the check): Ready stays, the condition says what to grow.
+        record_storage(&mut conditions, refusal.clone(), true, None);
+        assert_eq!(find(&conditions, READY).unwrap().status, "True");
+        let storage = find(&conditions, STORAGE_SUFFICIENT).unwrap();
+        assert_eq!(
+            (storage.status.as_str(), storage.reason.as_str()),
+            ("False", "StorageTooSmall")
+        );
+        assert!(storage.message.contains("2Gi"));
+        // Not serving: Ready is False with the same reason.
+        record_storage(&mut conditions, refusal, false, None);
+        let ready = find(&conditions, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "StorageTooSmall")
+        );
+        // Grown: the condition goes.
+        record_storage(&mut conditions, None, true, None);
+        assert!(find(&conditions, STORAGE_SUFFICIENT).is_none());
+    }
 
     #[tokio::test]
     async fn a_new_instance_named_like_an_older_one_gets_nothing_and_says_why() {
