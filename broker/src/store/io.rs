@@ -407,6 +407,17 @@ impl SimFs {
         lock_state(&self.state).capacity = bytes;
     }
 
+    /// Cancels every injected fault (a pending short write, fsyncs still to fail, the
+    /// capacity): a fault armed when a power cut came first must not hit recovery.
+    pub fn clear_faults(&self) {
+        *self
+            .short_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.sync_failures.store(0, Ordering::SeqCst);
+        self.set_capacity(None);
+    }
+
     /// Makes every file `sync` sleep this long first (to make group commit visible).
     pub fn set_sync_delay(&self, delay: Duration) {
         *self

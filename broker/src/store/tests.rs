@@ -335,35 +335,200 @@ struct Run {
     flushed_prefix: usize,
 }
 
+/// A disk fault a power-cut trial injects at put `at` of its stream, before the cut (if
+/// the cut comes first, the fault never fires).
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    at: usize,
+    kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    /// Put `at`'s write stores only `keep` bytes, then fails with EIO: that put fails
+    /// with an I/O error, and the next put overwrites the partial entry.
+    ShortWrite { keep: usize },
+    /// The first fsync from put `at` on fails with EIO and drops what it should have
+    /// synced, while a later fsync would succeed: the store must acknowledge nothing
+    /// more until it is reopened.
+    SyncFails,
+    /// From put `at` on, the disk has `room` bytes left and writes beyond fail with
+    /// ENOSPC: puts are refused (`DiskFull`) and nothing acknowledged is damaged.
+    DiskFills { room: u64 },
+}
+
+impl FaultKind {
+    const NAMES: [&str; 3] = ["short write", "failed fsync", "full disk"];
+
+    fn index(self) -> usize {
+        match self {
+            Self::ShortWrite { .. } => 0,
+            Self::SyncFails => 1,
+            Self::DiskFills { .. } => 2,
+        }
+    }
+}
+
+impl Fault {
+    /// The fault of trial `seed`, or none on about a third of the seeds (the plain
+    /// power-cut trials). Drawn from a generator of its own, so that every trial streams
+    /// the same messages and arms the same cut as it would without faults.
+    fn draw(seed: u64) -> Option<Self> {
+        let mut rng = XorShift64::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xFA17);
+        rng.next_u64();
+        if rng.one_in(3) {
+            return None;
+        }
+        // Early in the stream: the cut (after up to 1500 disk operations, two or so per
+        // put) mostly comes after it, so most faults fire.
+        let at = rng.below(200) as usize;
+        // The kind rotates with the seed, so that each gets about a third of the faults.
+        let kind = match seed % 3 {
+            // Up to whole entries: a write that fails after storing all its bytes is
+            // as unacknowledged as a torn one.
+            0 => FaultKind::ShortWrite {
+                keep: rng.below(600) as usize,
+            },
+            1 => FaultKind::SyncFails,
+            // Room for a few to a few dozen messages.
+            _ => FaultKind::DiskFills {
+                room: rng.below(8192),
+            },
+        };
+        Some(Self { at, kind })
+    }
+}
+
+/// What a trial's fault has done so far, to tell the errors it explains from others.
+struct FaultCheck {
+    fault: Option<Fault>,
+    armed: bool,
+    fired: bool,
+}
+
+impl FaultCheck {
+    /// True once a failed fsync poisoned the store: it may acknowledge nothing more.
+    fn poisoned(&self) -> bool {
+        self.fired && self.fault.is_some_and(|f| f.kind == FaultKind::SyncFails)
+    }
+
+    /// Accepts `e` (from a put or flush that the power cut did not stop) only if it is
+    /// what the injected fault causes; `trigger` tells that the fault was armed for
+    /// exactly this operation. A store that fails for another reason fails the test.
+    fn refused(&mut self, what: &str, trigger: bool, e: &StoreError, store: &MessageStore) {
+        let os_error = |code| match e {
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(code),
+            _ => false,
+        };
+        let expected = match self.fault.map(|f| f.kind) {
+            Some(FaultKind::ShortWrite { .. }) => trigger && os_error(libc::EIO),
+            // The failed fsync itself, then refusals: the poison names the fsync.
+            Some(FaultKind::SyncFails) if trigger => os_error(libc::EIO),
+            Some(FaultKind::SyncFails) => {
+                self.fired
+                    && matches!(e, StoreError::Failed(_))
+                    && store.failure().is_some_and(|f| f.contains("fsync"))
+            }
+            // The log's write refused as `DiskFull`; a queue's or the index's write
+            // hitting ENOSPC fails as I/O (a queue's also stops writes until reopened).
+            Some(FaultKind::DiskFills { .. }) => {
+                self.armed
+                    && match e {
+                        StoreError::DiskFull { .. } => true,
+                        StoreError::Failed(reason) => reason.contains("(os error 28)"),
+                        _ => os_error(libc::ENOSPC),
+                    }
+            }
+            None => false,
+        };
+        assert!(
+            expected,
+            "{what} failed with {:?} injected: {e:?}",
+            self.fault
+        );
+        self.fired = true;
+    }
+}
+
 /// Puts a random stream until the armed power cut stops the store (or the stream ends
-/// and the plug is pulled by hand).
-fn stream_until_cut(fs: &SimFs, store: &MessageStore, rng: &mut XorShift64, sync: bool) -> Run {
+/// and the plug is pulled by hand), injecting `fault` on the way; also returns whether
+/// the fault fired before the cut.
+fn stream_until_cut(
+    fs: &SimFs,
+    store: &MessageStore,
+    rng: &mut XorShift64,
+    sync: bool,
+    fault: Option<Fault>,
+) -> (Run, bool) {
     let mut run = Run {
         acked: Vec::new(),
         flushed_prefix: 0,
     };
+    let mut check = FaultCheck {
+        fault,
+        armed: false,
+        fired: false,
+    };
     for i in 0..400 {
         let msg = message(i, rng);
+        let due = fault.filter(|f| f.at == i).map(|f| f.kind);
+        match due {
+            Some(FaultKind::ShortWrite { keep }) => fs.cut_next_write(keep),
+            Some(FaultKind::SyncFails) if sync => fs.fail_next_syncs(1),
+            Some(FaultKind::DiskFills { room }) => fs.set_capacity(Some(used_bytes(fs) + room)),
+            _ => {}
+        }
+        check.armed |= due.is_some();
+        // The put's first write is its log entry's, and under sync flush its first fsync
+        // is the log's: a short write or failed fsync armed for it must fail it.
+        let put_trigger = matches!(due, Some(FaultKind::ShortWrite { .. }))
+            || (sync && due == Some(FaultKind::SyncFails));
         match store.put(&msg) {
-            Ok(res) => run.acked.push((msg, res)),
-            Err(_) => return run,
+            Err(_) if fs.power_cuts() > 0 => return (run, check.fired),
+            Err(e) => check.refused(&format!("put {i}"), put_trigger, &e, store),
+            Ok(res) => {
+                assert!(!put_trigger, "put {i} acknowledged through {due:?}");
+                assert!(
+                    !check.poisoned(),
+                    "put {i} acknowledged after a failed fsync"
+                );
+                run.acked.push((msg, res));
+                if sync {
+                    run.flushed_prefix = run.acked.len();
+                }
+            }
         }
-        if sync {
-            run.flushed_prefix = run.acked.len();
+        let mut op = rng.below(12);
+        // Under async flush a put does not fsync: the failing fsync is a flush's, forced
+        // here (its first fsync is the log's, which this put made dirty).
+        let flush_trigger = !sync && due == Some(FaultKind::SyncFails);
+        if flush_trigger {
+            op %= 2;
+            fs.fail_next_syncs(1);
         }
-        let flushed = match rng.below(12) {
+        let flushed = match op {
             0 => Some(store.flush().map(|_| ())),
             1 => Some(store.checkpoint()),
             _ => None,
         };
         match flushed {
-            Some(Ok(())) => run.flushed_prefix = run.acked.len(),
-            Some(Err(_)) => return run,
+            Some(Err(_)) if fs.power_cuts() > 0 => return (run, check.fired),
+            Some(Err(e)) => check.refused(&format!("flush {i}"), flush_trigger, &e, store),
+            Some(Ok(())) => {
+                assert!(!flush_trigger, "flush {i} succeeded through a failed fsync");
+                // A later fsync succeeds on the disk, but what the failed one dropped is
+                // gone: a flush reporting success now would be a lie.
+                assert!(
+                    !check.poisoned(),
+                    "flush {i} succeeded after a failed fsync"
+                );
+                run.flushed_prefix = run.acked.len();
+            }
             None => {}
         }
     }
     fs.power_cut(rng);
-    run
+    (run, check.fired)
 }
 
 /// Reopens after a cut; sometimes a second cut hits recovery itself first.
@@ -428,17 +593,27 @@ fn after_recovery_the_store_works(
     assert_stored(&store, &msg, &res);
 }
 
-fn power_cut_trial(seed: u64, flush: FlushPolicy) {
+/// One power-cut trial; returns the kind of the fault that fired before the cut, if any.
+fn power_cut_trial(seed: u64, flush: FlushPolicy) -> Option<FaultKind> {
     let fs = SimFs::new();
     let clock = clock();
     let mut rng = XorShift64::new(seed);
     let sync = flush == FlushPolicy::Sync;
+    let fault = Fault::draw(seed);
     let store = open(&fs, flush, &clock);
     fs.arm_power_cut(rng.below(1500), rng.next_u64(), rng.one_in(2));
-    let run = stream_until_cut(&fs, &store, &mut rng, sync);
+    let (run, fired) = stream_until_cut(&fs, &store, &mut rng, sync, fault);
     fs.disarm();
+    // The faults were the old machine's: the disk works (and has room) after the cut.
+    fs.clear_faults();
     drop(store);
     let store = reopen_after_cut(&fs, flush, &clock, &mut rng);
+    // The poison of a failed fsync is the dead process's; recovery starts afresh.
+    assert!(
+        store.failure().is_none(),
+        "seed {seed}: {:?}",
+        store.failure()
+    );
     let must_survive = if sync {
         run.acked.len()
     } else {
@@ -446,25 +621,37 @@ fn power_cut_trial(seed: u64, flush: FlushPolicy) {
     };
     check_recovered(&store, &run, must_survive);
     after_recovery_the_store_works(&fs, store, flush, &clock);
+    fault.filter(|_| fired).map(|f| f.kind)
+}
+
+/// Runs the trials of `seeds`. Each fault kind must fire in some of them: a change that
+/// kept the faults from firing (say, a cut that always comes first) would otherwise
+/// pass unnoticed, testing nothing.
+fn power_cut_trials(seeds: std::ops::RangeInclusive<u64>, flush: FlushPolicy) {
+    let mut fired = [0; 3];
+    for seed in seeds {
+        if let Some(kind) = power_cut_trial(seed, flush) {
+            fired[kind.index()] += 1;
+        }
+    }
+    for (name, n) in FaultKind::NAMES.iter().zip(fired) {
+        assert!(n > 0, "no {name} fired before a cut: {fired:?}");
+    }
 }
 
 #[test]
 fn power_cut_with_sync_flush_loses_no_acknowledged_message() {
-    for seed in 1..=40 {
-        power_cut_trial(seed, FlushPolicy::Sync);
-    }
+    power_cut_trials(1..=40, FlushPolicy::Sync);
 }
 
 #[test]
 fn power_cut_with_async_flush_keeps_everything_up_to_the_last_flush() {
-    for seed in 100..=140 {
-        power_cut_trial(
-            seed,
-            FlushPolicy::Async {
-                interval: Duration::from_secs(3600),
-            },
-        );
-    }
+    power_cut_trials(
+        100..=140,
+        FlushPolicy::Async {
+            interval: Duration::from_secs(3600),
+        },
+    );
 }
 
 #[test]
