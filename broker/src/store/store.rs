@@ -576,9 +576,7 @@ impl MessageStore {
                 .flush_until(end)
                 .map_err(|e| self.inner.fail(e))?;
         }
-        if self.inner.index.needs_urgent_seal() {
-            self.inner.index.seal(false)?;
-        }
+        self.inner.seal_index_if_urgent();
         Ok(results)
     }
 
@@ -591,9 +589,7 @@ impl MessageStore {
         self.inner.check_space()?;
         let mut entries = self.inner.encode_all(msgs)?;
         let (results, end) = self.inner.append_all(msgs, &mut entries)?;
-        if self.inner.index.needs_urgent_seal() {
-            self.inner.index.seal(false)?;
-        }
+        self.inner.seal_index_if_urgent();
         Ok((results, end))
     }
 
@@ -946,6 +942,19 @@ impl Inner {
     }
 
     /// Refuses a put while the disk is full (see `StoreConfig::disk_full_ratio`).
+    /// Seals the key index when its buffer is far over size. A failure is logged, not
+    /// returned: the messages are already in the commit log (and fsynced under sync
+    /// flush), so failing the put would make the client resend a stored message; the
+    /// seal job stays pending and the next seal (a later put, the background thread, a
+    /// checkpoint) retries it, and recovery rebuilds the index from the commit log.
+    fn seal_index_if_urgent(&self) {
+        if self.index.needs_urgent_seal()
+            && let Err(e) = self.index.seal(false)
+        {
+            tracing::warn!(error = %e, "sealing the key index failed; the put stands, the seal is retried");
+        }
+    }
+
     fn check_space(&self) -> Result<()> {
         let mut space = lock(&self.space);
         let stale = space

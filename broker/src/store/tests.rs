@@ -1542,3 +1542,46 @@ fn sizes_are_named_in_kubernetes_units() {
     assert_eq!(human_bytes(512 << 20), "512Mi");
     assert_eq!(human_bytes(3 << 29), "1.5Gi");
 }
+
+#[test]
+fn a_failed_index_seal_does_not_fail_a_stored_put() {
+    // Async flush: a put fsyncs nothing of the commit log, so the index run's fsync is the
+    // first one and the injected failure hits only the seal.
+    let fs = SimFs::new();
+    let clock = clock();
+    let mut cfg = config(
+        &fs,
+        FlushPolicy::Async {
+            interval: Duration::from_secs(3600),
+        },
+        &clock,
+    );
+    cfg.index_run_entries = 4;
+    let store = MessageStore::open(cfg).expect("open");
+    let mut rng = XorShift64::new(11);
+    let mut stored = Vec::new();
+    // Each message carries three index keys (two KEYS, UNIQ_KEY): the third put takes
+    // the buffer past twice a run, so it seals urgently.
+    for i in 0..2 {
+        let msg = message(i, &mut rng);
+        stored.push((store.put(&msg).expect("put"), msg));
+    }
+    let syncs = fs.sync_count();
+    fs.fail_next_syncs(1);
+    let msg = message(2, &mut rng);
+    let res = store.put(&msg).expect(
+        "the message is in the commit log: its put must not fail (a resend would duplicate it)",
+    );
+    assert!(fs.sync_count() > syncs, "the urgent seal was tried");
+    assert_stored(&store, &msg, &res);
+    stored.push((res, msg));
+    // The seal is retried and every message is found by key.
+    store.checkpoint().expect("a later seal succeeds");
+    for (_, msg) in &stored {
+        let uniq = super::message::property_value(&msg.properties, "UNIQ_KEY").expect("uniq");
+        let found = store
+            .lookup_by_uniq_key(&msg.topic, uniq, 4)
+            .expect("lookup");
+        assert_eq!(found.len(), 1, "{uniq} found once");
+    }
+}
