@@ -309,6 +309,19 @@ async fn accept_cut(
         .annotations()
         .get(store_health::RECOVER_TRUNCATE_ANNOTATION)
         .cloned();
+    if annotation.is_some() && status.store_recovery.is_none() {
+        // A reconcile woken by the broker pod's restart can run on a cached object that
+        // lacks our own last status write (the pending cut): the new pod reports no
+        // damage yet, so without the pending cut the annotation would look stale and the
+        // cut be forgotten. The API server has the latest status.
+        let api: Api<MQInstance> = Api::namespaced(
+            ctx.client.clone(),
+            &instance.namespace().unwrap_or_default(),
+        );
+        if let Ok(fresh) = api.get_status(&instance.name_any()).await {
+            status.store_recovery = fresh.status.and_then(|s| s.store_recovery);
+        }
+    }
     let reference = instance.object_ref(&());
     match store_health::requested_cut(
         annotation.as_deref(),
