@@ -343,6 +343,21 @@ async fn empty_store_restart(
     instances
         .patch("shop", &PatchParams::default(), &pause(true))
         .await?;
+    // Only once the operator shows the pause can no reconcile still in flight (one that
+    // began before it) apply the StatefulSet again and undo the scale-down below.
+    tb.until(client, PLATFORM, "the pause shown", RUNNING, || async {
+        let paused = instances
+            .get("shop")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ReconciliationPaused" && c.status == "True");
+        Ok(paused.then_some(()))
+    })
+    .await?;
     let pod = broker_pod(client, instance_id, 0).await?;
     let claim = format!("store-{}", pod.name_any());
     let sts_name = pod.name_any().trim_end_matches("-0").to_owned();
