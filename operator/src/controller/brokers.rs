@@ -32,24 +32,24 @@ pub async fn ready_brokers(
     namespace: &str,
     instance_id: &str,
 ) -> Result<Vec<BrokerPod>, kube::Error> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{INSTANCE_ID_LABEL}={instance_id},{COMPONENT_LABEL}=broker");
-    let pods = api.list(&ListParams::default().labels(&selector)).await?;
+    let pods = broker_pods(client, namespace, instance_id).await?;
     let mut out: Vec<BrokerPod> = pods
-        .items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
-        .filter_map(|p| {
-            let ip = p.status.as_ref()?.pod_ip.clone()?;
-            let ordinal = p.name_any().rsplit('-').next()?.to_owned();
-            Some(BrokerPod {
-                name: format!("broker-{ordinal}"),
-                addr: format!("{ip}:{BROKER_PORT}"),
-            })
-        })
+        .filter_map(broker_of)
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The broker name and remoting address of a pod that has an IP.
+fn broker_of(pod: &Pod) -> Option<BrokerPod> {
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    let ordinal = pod.name_any().rsplit('-').next()?.to_owned();
+    Some(BrokerPod {
+        name: format!("broker-{ordinal}"),
+        addr: format!("{ip}:{BROKER_PORT}"),
+    })
 }
 
 /// Every broker pod of instance `instance_id` (any state), by name.
@@ -75,12 +75,7 @@ pub fn running_broker(pod: &Pod) -> Option<BrokerPod> {
     if pod.metadata.deletion_timestamp.is_some() || status.phase.as_deref() != Some("Running") {
         return None;
     }
-    let ip = status.pod_ip.clone()?;
-    let ordinal = pod.name_any().rsplit('-').next()?.to_owned();
-    Some(BrokerPod {
-        name: format!("broker-{ordinal}"),
-        addr: format!("{ip}:{BROKER_PORT}"),
-    })
+    broker_of(pod)
 }
 
 /// The addresses (`podIP:9876`) of the Ready name servers of instance `instance_id`.
