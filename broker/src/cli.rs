@@ -304,6 +304,11 @@ pub struct BrokerArgs {
     /// Commit-log segment size in bytes.
     #[arg(long, env = "MQ_SEGMENT_SIZE", default_value_t = 1 << 30)]
     pub segment_size: u64,
+    /// Disk blocks reserved ahead of the commit log's write position at a time
+    /// (`fallocate`), so that a full disk refuses a send before anything is written
+    /// instead of failing an fsync later; 0 turns it off. At most one segment.
+    #[arg(long, env = "MQ_PREALLOCATE_BYTES", default_value_t = 16 << 20)]
+    pub preallocate_bytes: u64,
     /// Sends are refused ("disk full") while the store's volume is at least 90 % used and
     /// has fewer than this many bytes available (256 MiB).
     #[arg(long, env = "MQ_DISK_RESERVE_BYTES", default_value_t = 256 << 20)]

@@ -303,6 +303,7 @@ async fn start_broker(
         );
     }
     store_cfg.disk_reserve_bytes = args.disk_reserve_bytes;
+    store_cfg.commitlog_preallocate = args.preallocate_bytes;
     store_cfg.max_body_bytes = max_message;
     store_cfg.retention = Duration::from_secs(args.retention_secs);
     store_cfg.clean_interval = store_cfg

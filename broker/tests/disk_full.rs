@@ -11,6 +11,7 @@ use mq_broker::client::AdminClient;
 use mq_broker::remoting::response_code;
 use process::{BrokerProcess, TempDir};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -81,9 +82,25 @@ fn a_full_disk_refuses_sends_reports_it_and_recovers_when_space_returns() {
             acked.push(send(n).await.expect("send with room"));
         }
 
-        // 46 of 48 MiB taken by another writer: over the 90 % limit.
+        // The commit log's blocks are reserved ahead of what was written (the window,
+        // here the whole 8 MiB segment), so writing into them cannot run out of space.
+        let segment = volume.join("store/commitlog/00000000000000000000");
+        let meta = std::fs::metadata(&segment).expect("first segment");
+        assert!(
+            meta.len() < 1 << 20,
+            "length is what was written: {}",
+            meta.len()
+        );
+        assert!(
+            meta.blocks() * 512 >= 8 << 20,
+            "8 MiB reserved, found {} bytes",
+            meta.blocks() * 512
+        );
+
+        // 36 of 48 MiB taken by another writer: with the reserved segment, over the
+        // 90 % limit.
         let filler = volume.join("filler");
-        std::fs::write(&filler, vec![0u8; 46 << 20]).expect("filler");
+        std::fs::write(&filler, vec![0u8; 36 << 20]).expect("filler");
         let deadline = Instant::now() + DEADLINE;
         let refusal = loop {
             match send(100).await {

@@ -6,7 +6,13 @@
 //! does not fit in what is left of the current segment, the writer puts the blank
 //! marker `[remaining i32][0xCBD43194]` there and continues at the next segment's first
 //! byte. A message's physical offset is therefore its file's name plus its position.
-//! Segments are not preallocated; a file's length is how far it was written.
+//! A file's length is how far it was written; the blocks ahead of the write position
+//! are reserved a window at a time (`fallocate` keeping the length, see
+//! [`StoreFile::allocate`]), so that a full disk refuses the append that would need a new
+//! window, before anything is written, and never surfaces at writeback as a failed
+//! fsync (which poisons the log). A window, not the whole segment as RocketMQ
+//! preallocates: the protection is the same, and a broker that writes little does not
+//! take a gigabyte of a shared disk up front.
 //!
 //! Concurrency: one writer at a time (an internal mutex), any number of readers through
 //! positional reads on shared file handles. The writer publishes how far entries are
@@ -35,6 +41,8 @@ use super::message::{
 
 /// Default segment size (RocketMQ's `mappedFileSizeCommitLog`): 1 GiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 1 << 30;
+/// Default preallocation window: 16 MiB reserved ahead of the write position.
+pub const DEFAULT_PREALLOCATE: u64 = 16 << 20;
 /// Bytes read at a time while scanning.
 const SCAN_CHUNK: usize = 1 << 20;
 
@@ -59,6 +67,15 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 struct Segment {
     start: u64,
     file: Arc<dyn StoreFile>,
+}
+
+/// The writer's position and how far ahead of it disk blocks are reserved.
+#[derive(Debug, Default)]
+struct WritePos {
+    /// Offset of the next entry.
+    pos: u64,
+    /// Log offset up to which the current segment's blocks are known to be reserved.
+    reserved: u64,
 }
 
 /// Where an appended entry landed.
@@ -95,8 +112,10 @@ pub struct CommitLog {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     segment_size: u64,
+    /// Bytes reserved ahead of the write position at a time (0: none).
+    preallocate: u64,
     segments: RwLock<Vec<Segment>>,
-    writer: Mutex<u64>,
+    writer: Mutex<WritePos>,
     visible: AtomicU64,
     flushed: AtomicU64,
     flush_lock: Mutex<()>,
@@ -119,8 +138,9 @@ impl CommitLog {
             fs,
             dir: dir.to_path_buf(),
             segment_size,
+            preallocate: DEFAULT_PREALLOCATE,
             segments: RwLock::new(segments),
-            writer: Mutex::new(0),
+            writer: Mutex::new(WritePos::default()),
             visible: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
@@ -128,7 +148,7 @@ impl CommitLog {
             poisoned: Mutex::new(None),
         };
         let end = log.files_end()?;
-        *lock(&log.writer) = end;
+        lock(&log.writer).pos = end;
         log.visible.store(end, Ordering::Release);
         log.flushed.store(log.min_offset(), Ordering::Release);
         Ok(log)
@@ -154,6 +174,12 @@ impl CommitLog {
             segments.push(Segment { start, file });
         }
         Ok(segments)
+    }
+
+    /// Sets the preallocation window (0 turns preallocation off).
+    pub fn with_preallocation(mut self, window: u64) -> Self {
+        self.preallocate = window;
+        self
     }
 
     /// Configured segment size.
@@ -222,16 +248,17 @@ impl CommitLog {
             };
             return Err(err.into());
         }
-        let mut pos = lock(&self.writer);
-        let segment = self.writable_segment(&mut pos, len)?;
-        patch(entry, *pos);
+        let mut w = lock(&self.writer);
+        let segment = self.writable_segment(&mut w.pos, len)?;
+        self.reserve(&segment, &mut w, len)?;
+        patch(entry, w.pos);
         segment
             .file
-            .write_at(entry, *pos - segment.start)
+            .write_at(entry, w.pos - segment.start)
             .at(&self.path(segment.start))?;
-        let offset = *pos;
-        *pos += len;
-        self.visible.store(*pos, Ordering::Release);
+        let offset = w.pos;
+        w.pos += len;
+        self.visible.store(w.pos, Ordering::Release);
         Ok(Appended {
             offset,
             size: len as u32,
@@ -250,6 +277,26 @@ impl CommitLog {
         let segment = self.create_segment(next)?;
         *pos = next;
         Ok(segment)
+    }
+
+    /// Makes sure the blocks for the next `len` bytes are reserved, reserving the next
+    /// window of the segment when they are not. ENOSPC here refuses the append with
+    /// nothing written.
+    fn reserve(&self, segment: &Segment, w: &mut WritePos, len: u64) -> Result<()> {
+        let need = w.pos + len;
+        if self.preallocate == 0 || need <= w.reserved {
+            return Ok(());
+        }
+        let from = w.reserved.max(w.pos);
+        let to = need
+            .max(from.saturating_add(self.preallocate))
+            .min(segment.start + self.segment_size);
+        segment
+            .file
+            .allocate(from - segment.start, to - from)
+            .at(&self.path(segment.start))?;
+        w.reserved = to;
+        Ok(())
     }
 
     fn segment_at_write_pos(&self, pos: u64) -> Result<Segment> {
@@ -571,7 +618,7 @@ impl CommitLog {
     /// Cuts the log at `end` (an entry boundary): later segment files are removed, the
     /// one containing `end` is shortened, and the write position becomes `end`.
     pub fn truncate(&self, end: u64) -> Result<()> {
-        let mut pos = lock(&self.writer);
+        let mut w = lock(&self.writer);
         let removed = self.drop_segments_after(end);
         for segment in &removed {
             let path = self.path(segment.start);
@@ -581,7 +628,11 @@ impl CommitLog {
             self.shorten(&last, end)?;
         }
         self.fs.sync_dir(&self.dir).at(&self.dir)?;
-        *pos = end;
+        // Shortening freed the blocks past `end`.
+        *w = WritePos {
+            pos: end,
+            reserved: end,
+        };
         self.visible.store(end, Ordering::Release);
         self.flushed.fetch_min(end, Ordering::AcqRel);
         Ok(())
@@ -724,6 +775,57 @@ mod tests {
 
     fn open(fs: &SimFs) -> CommitLog {
         CommitLog::open(Arc::new(fs.clone()), Path::new("/s/commitlog"), SEG).expect("open")
+    }
+
+    /// Bytes the simulated disk counts as used (files and their reservations).
+    fn used(fs: &SimFs) -> u64 {
+        let usage = fs
+            .disk_usage(Path::new("/s"))
+            .expect("usage")
+            .expect("capacity set");
+        usage.total - usage.available
+    }
+
+    #[test]
+    fn appends_reserve_a_window_ahead_and_a_full_disk_refuses_before_writing() {
+        let fs = SimFs::new();
+        fs.set_capacity(Some(1 << 20));
+        let log = open(&fs).with_preallocation(256);
+        let first = append(&log, 0, 10);
+        let size = u64::from(first.size);
+        assert_eq!(used(&fs), 256, "the first window is reserved");
+        assert_eq!(
+            log.files_end().expect("end"),
+            size,
+            "the length is what was written"
+        );
+        let mut end = size;
+        while end + size <= 256 {
+            end += u64::from(append(&log, 1, 10).size);
+        }
+        assert_eq!(
+            used(&fs),
+            256,
+            "appends inside the window take no new space"
+        );
+        // No room for the next window: the append is refused with ENOSPC before a byte
+        // of it is written, so nothing can fail later at writeback.
+        fs.set_capacity(Some(256));
+        let mut e = entry(2, 10);
+        match log.append(&mut e, |_, _| {}) {
+            Err(StoreError::Io { source, .. }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOSPC));
+            }
+            other => panic!("append with no room for the next window: {other:?}"),
+        }
+        assert_eq!(log.max_offset(), end);
+        assert_eq!(log.files_end().expect("end"), end, "nothing was written");
+        fs.set_capacity(Some(1 << 20));
+        let next = append(&log, 2, 10);
+        assert_eq!(next.offset, end, "the refused append left no gap");
+        assert_eq!(used(&fs), 512, "the next window is reserved");
+        log.truncate(end).expect("truncate");
+        assert_eq!(used(&fs), end, "truncating frees the reserved blocks");
     }
 
     #[test]

@@ -224,7 +224,9 @@ impl ConsumeQueue {
         self.read_state().max
     }
 
-    /// Appends an entry; returns its queue offset.
+    /// Appends an entry; returns its queue offset. The entry is recorded (readable, and
+    /// written out later) even when writing out the tail then fails: an error means only
+    /// that the files lag, and the next append or flush writes the tail again.
     pub fn append(&self, entry: CqEntry) -> Result<u64> {
         let mut st = self.write_state();
         let index = st.max;

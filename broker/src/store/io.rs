@@ -46,6 +46,13 @@ pub trait StoreFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes everything written so far durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+    /// Reserves disk blocks for `offset..offset + len` without changing the length
+    /// (`fallocate(FALLOC_FL_KEEP_SIZE)`), so that writing there later cannot run out of
+    /// space: a full disk is refused here, before anything is written, instead of
+    /// surfacing in a write or, worse, at writeback as an fsync error. A file system that
+    /// cannot preallocate answers `Ok` (nothing is reserved; the free-space refusal
+    /// remains the protection).
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()>;
 }
 
 /// Space on the device holding the store.
@@ -147,6 +154,29 @@ impl StoreFile for RealFile {
     }
     fn sync(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        loop {
+            // SAFETY: a valid open descriptor; fallocate has no memory effects.
+            let rc = unsafe {
+                libc::fallocate(self.0.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len)
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Not every file system preallocates (older NFS, some FUSE ones).
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => return Ok(()),
+                _ => return Err(err),
+            }
+        }
     }
 }
 
@@ -313,6 +343,16 @@ struct SimFileData {
     pending: Vec<PendingOp>,
     /// Whether the directory entry survives a power cut.
     entry_durable: bool,
+    /// End of the blocks reserved by `allocate` (they count as used space even past
+    /// the length, as on a real disk).
+    allocated: u64,
+}
+
+impl SimFileData {
+    /// Bytes of the device this file takes: its length or its reservation.
+    fn footprint(&self) -> u64 {
+        (self.current.len() as u64).max(self.allocated)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -349,6 +389,17 @@ pub struct SimFs {
     trip: Arc<Mutex<Option<Trip>>>,
 }
 
+impl SimState {
+    /// Bytes the files take on the device.
+    fn used(&self) -> u64 {
+        self.paths
+            .values()
+            .filter_map(|id| self.files.get(id))
+            .map(SimFileData::footprint)
+            .sum()
+    }
+}
+
 fn lock_state(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -370,17 +421,11 @@ impl SimFs {
         let Some(total) = st.capacity else {
             return Ok(());
         };
-        let current = st.files.get(&id).map_or(0, |f| f.current.len() as u64);
+        let current = st.files.get(&id).map_or(0, SimFileData::footprint);
         if len <= current {
             return Ok(());
         }
-        let used: u64 = st
-            .paths
-            .values()
-            .filter_map(|id| st.files.get(id))
-            .map(|f| f.current.len() as u64)
-            .sum();
-        if used + (len - current) > total {
+        if st.used() + (len - current) > total {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
@@ -402,7 +447,8 @@ impl SimFs {
         self.sync_failures.store(n, Ordering::SeqCst);
     }
 
-    /// Sets the device size [`FileSystem::disk_usage`] reports (used = bytes in files).
+    /// Sets the device size [`FileSystem::disk_usage`] reports (used = bytes in files
+    /// and their reservations).
     pub fn set_capacity(&self, bytes: Option<u64>) {
         lock_state(&self.state).capacity = bytes;
     }
@@ -666,15 +712,9 @@ impl FileSystem for SimFs {
         let Some(total) = st.capacity else {
             return Ok(None);
         };
-        let used: u64 = st
-            .paths
-            .values()
-            .filter_map(|id| st.files.get(id))
-            .map(|f| f.current.len() as u64)
-            .sum();
         Ok(Some(DiskUsage {
             total,
-            available: total.saturating_sub(used),
+            available: total.saturating_sub(st.used()),
         }))
     }
 }
@@ -736,9 +776,19 @@ impl StoreFile for SimHandle {
         self.fs.tick()?;
         self.fs.reserve(self.id, len)?;
         self.with(|f| {
+            // Truncating frees the blocks past the new end, reserved ones included.
+            f.allocated = f.allocated.min(len);
             f.current.resize(len as usize, 0);
             f.pending.push(PendingOp::SetLen(len));
         })
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fs.tick()?;
+        let end = offset.saturating_add(len);
+        self.fs.reserve(self.id, end)?;
+        // Simplification: a reservation is kept across a power cut (it only ever
+        // matters for space accounting, never for what recovery reads).
+        self.with(|f| f.allocated = f.allocated.max(end))
     }
     fn sync(&self) -> io::Result<()> {
         let delay = *self
@@ -781,6 +831,24 @@ mod tests {
         f.write_at(b"hello ", 0).expect("write");
         f.sync().expect("sync");
         f
+    }
+
+    #[test]
+    fn real_allocation_reserves_blocks_and_keeps_the_length() {
+        use std::os::unix::fs::MetadataExt;
+        let path = std::env::temp_dir().join(format!("mq-alloc-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let f = RealFs.open(&path, true).expect("create");
+        f.write_at(b"head", 0).expect("write");
+        f.allocate(4, 1 << 20).expect("allocate");
+        let meta = std::fs::metadata(&path).expect("metadata");
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(meta.len(), 4, "the length stays what was written");
+        assert!(
+            meta.blocks() * 512 >= 1 << 20,
+            "{} bytes reserved",
+            meta.blocks() * 512
+        );
     }
 
     #[test]

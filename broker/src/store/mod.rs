@@ -28,6 +28,17 @@
 //! or corrupt message: every entry past the last checkpoint is verified (sizes, CRC)
 //! and the log ends at the first bad one.
 //!
+//! # A full disk is an answer, never a failure
+//!
+//! Puts are refused (`DiskFull`) while the disk is at least `disk_full_ratio` (90 %)
+//! used and has less than `disk_reserve_bytes` available, and writing resumes by itself
+//! when space returns. Behind that check, the commit log reserves its blocks a window
+//! ahead of the write position (`commitlog_preallocate`, 16 MiB), so a disk filled by
+//! someone else between two checks refuses the append that needs the next window before
+//! writing anything; it can never surface at writeback as a failed fsync, which poisons
+//! the log. A consume queue that finds no room writing out its tail keeps the entry (the
+//! put stands) and refuses later puts until space returns.
+//!
 //! # Retention: the only way an acknowledged message goes away
 //!
 //! A retention pass (every `clean_interval`, default 10 s) deletes *whole* commit-log

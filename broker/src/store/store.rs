@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::checkpoint::{Checkpoint, CheckpointFile};
-use super::commitlog::{Appended, CommitLog, DEFAULT_SEGMENT_SIZE, lock};
+use super::commitlog::{Appended, CommitLog, DEFAULT_PREALLOCATE, DEFAULT_SEGMENT_SIZE, lock};
 use super::consumequeue::{ConsumeQueue, CqEntry, DEFAULT_SEGMENT_ENTRIES};
 use super::error::{IoContext, Result, StoreError};
 use super::index::{DEFAULT_RUN_ENTRIES, MessageIndex, key_hash};
@@ -127,6 +127,9 @@ pub struct StoreConfig {
     pub max_body_bytes: usize,
     /// Flush policy (async, 500 ms).
     pub flush: FlushPolicy,
+    /// Disk blocks reserved ahead of the commit log's write position at a time
+    /// (16 MiB; 0: none), so a full disk refuses an append before it is written.
+    pub commitlog_preallocate: u64,
     /// Time between checkpoints (1 s).
     pub checkpoint_interval: Duration,
     /// Time between retention passes (10 s).
@@ -177,6 +180,7 @@ impl StoreConfig {
             clock: Arc::new(SystemClock),
             store_host: SocketAddr::from(([127, 0, 0, 1], 10911)),
             commitlog_segment_size: DEFAULT_SEGMENT_SIZE,
+            commitlog_preallocate: DEFAULT_PREALLOCATE,
             consume_queue_segment_entries: DEFAULT_SEGMENT_ENTRIES,
             index_run_entries: DEFAULT_RUN_ENTRIES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -204,6 +208,7 @@ impl fmt::Debug for StoreConfig {
             .field("root", &self.root)
             .field("store_host", &self.store_host)
             .field("commitlog_segment_size", &self.commitlog_segment_size)
+            .field("commitlog_preallocate", &self.commitlog_preallocate)
             .field(
                 "consume_queue_segment_entries",
                 &self.consume_queue_segment_entries,
@@ -495,7 +500,8 @@ impl MessageStore {
             fs.clone(),
             &root.join("commitlog"),
             cfg.commitlog_segment_size,
-        )?;
+        )?
+        .with_preallocation(cfg.commitlog_preallocate);
         let (checkpoint, saved) = CheckpointFile::open(fs.as_ref(), &root.join("checkpoint"))?;
         let crashed = fs.exists(&root.join("abort"));
         create_abort_marker(fs.as_ref(), &root)?;
@@ -1011,6 +1017,24 @@ impl Inner {
         }
     }
 
+    /// A consume queue's write-out failed after its entry was recorded: the message is
+    /// in the commit log and in the queue (whose unwritten tail the next append or flush
+    /// writes again, and which recovery rebuilds from the log), so the put stands:
+    /// failing it would make the client send a stored message twice. No space refuses
+    /// later puts until it returns, as the log's own ENOSPC does; any other error stops
+    /// writes until a restart.
+    fn queue_write_failed(&self, e: StoreError) {
+        match self.out_of_space(e) {
+            StoreError::DiskFull { reason } => {
+                tracing::warn!(%reason, "writing a consume queue ran out of space; the put stands, later ones are refused until space returns");
+            }
+            e => {
+                let e = self.fail(e);
+                tracing::error!(error = %e, "writing a consume queue failed; the put stands, later ones are refused");
+            }
+        }
+    }
+
     /// Remembers a write-path failure (later writes are refused) and passes it on.
     pub(super) fn fail(&self, e: StoreError) -> StoreError {
         lock(&self.failure).get_or_insert_with(|| e.to_string());
@@ -1059,7 +1083,10 @@ impl Inner {
         let ts = writer.next_timestamp(self.cfg.clock.now_millis());
         let cq = match is_invisible_transaction(msg.sys_flag) {
             true => None,
-            false => Some(self.queue_or_create(&msg.topic, msg.queue_id)?),
+            false => Some(
+                self.queue_or_create(&msg.topic, msg.queue_id)
+                    .map_err(|e| self.out_of_space(e))?,
+            ),
         };
         let queue_offset = cq.as_ref().map_or(0, |q| q.max_offset());
         let appended = self
@@ -1076,7 +1103,9 @@ impl Inner {
             ts,
             appended,
         );
-        dispatched.map_err(|e| self.fail(e))?;
+        if let Err(e) = dispatched {
+            self.queue_write_failed(e);
+        }
         Ok(PutResult {
             msg_id: offset_msg_id(self.cfg.store_host, appended.offset as i64),
             queue_id: msg.queue_id,
@@ -1087,7 +1116,8 @@ impl Inner {
         })
     }
 
-    /// Adds a stored message to its consume queue (if visible) and the index.
+    /// Adds a stored message to its consume queue (if visible) and the index. An error is
+    /// the queue failing to write out its tail: the entry is recorded all the same.
     pub(super) fn dispatch(
         &self,
         cq: Option<&ConsumeQueue>,

@@ -429,13 +429,12 @@ impl FaultCheck {
                     && matches!(e, StoreError::Failed(_))
                     && store.failure().is_some_and(|f| f.contains("fsync"))
             }
-            // The log's write refused as `DiskFull`; a queue's or the index's write
-            // hitting ENOSPC fails as I/O (a queue's also stops writes until reopened).
+            // A put is refused as `DiskFull` (whichever of its writes found no room); a
+            // flush writing out a queue or the index fails with ENOSPC as I/O.
             Some(FaultKind::DiskFills { .. }) => {
                 self.armed
                     && match e {
                         StoreError::DiskFull { .. } => true,
-                        StoreError::Failed(reason) => reason.contains("(os error 28)"),
                         _ => os_error(libc::ENOSPC),
                     }
             }
@@ -1193,6 +1192,64 @@ fn a_full_disk_refuses_puts_damages_nothing_and_writing_resumes_with_space() {
             .expect("stored");
         assert_eq!(decode(&entry).expect("decodes").body, &m.body[..]);
     }
+}
+
+#[test]
+fn a_queue_write_out_finding_no_room_keeps_its_put_and_refuses_the_next_until_space_returns() {
+    let fs = SimFs::new();
+    let clock = clock();
+    let mut cfg = config(&fs, FlushPolicy::Sync, &clock);
+    // One log segment, reserved whole by the first put, so that only the queue's
+    // write-out needs new blocks; and a space check that does not run again before that
+    // write-out, as when something else fills the disk between two checks.
+    cfg.commitlog_segment_size = 1 << 20;
+    cfg.commitlog_preallocate = 1 << 20;
+    cfg.space_check_interval = Duration::from_secs(3600);
+    let store = MessageStore::open(cfg.clone()).expect("open");
+    let put = |i: usize| {
+        let mut msg = MessageToStore::new("TopicA", 0, format!("m{i}").into_bytes());
+        msg.born_timestamp = T0 + i as i64;
+        store.put(&msg)
+    };
+    // A queue writes its tail out every 204 entries: the 204th put's write-out is the
+    // first to need space.
+    for i in 0..203 {
+        put(i).expect("put with room");
+    }
+    fs.set_capacity(Some(used_bytes(&fs)));
+    let kept = put(203).expect("the put whose queue write-out found no room stands");
+    assert_eq!(kept.queue_offset, 203);
+    assert!(store.disk_full().is_some(), "no room is reported");
+    assert!(store.failure().is_none(), "no room must not stop the store");
+    assert!(matches!(put(204), Err(StoreError::DiskFull { .. })));
+    fs.set_capacity(Some(u64::MAX / 2));
+    let next = put(205).expect("writing resumes once space returns");
+    assert_eq!(
+        next.queue_offset, 204,
+        "the refused put took no queue offset"
+    );
+    let check = |store: &MessageStore| {
+        let mut bodies = Vec::new();
+        loop {
+            let got = store
+                .get("TopicA", 0, bodies.len() as u64, 64, 1 << 20, ALL)
+                .expect("get");
+            if got.messages.is_empty() {
+                break;
+            }
+            for m in &got.messages {
+                assert_eq!(m.queue_offset, bodies.len() as u64);
+                let body = decode(&m.data).expect("decodes").body.to_vec();
+                bodies.push(String::from_utf8(body).expect("utf-8"));
+            }
+        }
+        let want: Vec<String> = (0..204).chain([205]).map(|i| format!("m{i}")).collect();
+        assert_eq!(bodies, want);
+    };
+    check(&store);
+    store.shutdown().expect("shutdown");
+    drop(store);
+    check(&MessageStore::open(cfg).expect("reopen"));
 }
 
 /// Bytes the simulated disk holds now.
