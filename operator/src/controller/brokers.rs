@@ -33,13 +33,18 @@ pub async fn ready_brokers(
     instance_id: &str,
 ) -> Result<Vec<BrokerPod>, kube::Error> {
     let pods = broker_pods(client, namespace, instance_id).await?;
+    Ok(ready_of(&pods))
+}
+
+/// The Ready ones among an instance's broker pods, by ordinal.
+pub fn ready_of(pods: &[Pod]) -> Vec<BrokerPod> {
     let mut out: Vec<BrokerPod> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
         .filter_map(broker_of)
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    out
 }
 
 /// The broker name and remoting address of a pod that has an IP.

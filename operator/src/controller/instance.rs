@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
@@ -164,7 +164,7 @@ async fn apply(instance: &MQInstance, ctx: &Context) -> Result<Action, Error> {
     let ready_ns = ready(&namesrv);
     // A broker counts once it is Ready *and* holds every topic and group of the
     // instance, so a new broker (scale-up, empty store) is not counted half-configured.
-    let (ready_brokers, missing) = serving_brokers(ctx, instance, &names).await?;
+    let (ready_brokers, missing) = serving_brokers(ctx, instance, &names, &pods).await?;
     let ready_brokers = ready_brokers.min(ready(&brokers));
     let (want_ns, want_brokers) = (effective.name_server_replicas, effective.broker_replicas);
     let (topics, groups) = children_of(&ctx.topics, &ctx.groups, instance);
@@ -363,7 +363,7 @@ async fn follow_cut(
     instance: &MQInstance,
     names: &Names,
     status: &mut MQInstanceStatus,
-    pods: &[k8s_openapi::api::core::v1::Pod],
+    pods: &[Pod],
 ) -> Result<Option<String>, Error> {
     let Some(cut) = status.store_recovery.clone() else {
         return Ok(None);
@@ -408,8 +408,7 @@ async fn follow_cut(
     }
     let still_failing = store_health::damage_of(pod).is_some_and(|d| d.offset == cut.offset);
     if still_failing && store_health::crash_looping(pod) {
-        let pods: Api<k8s_openapi::api::core::v1::Pod> =
-            Api::namespaced(ctx.client.clone(), platform);
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), platform);
         pods.delete(&cut.pod, &DeleteParams::default()).await?;
         super::record(
             ctx,
@@ -449,7 +448,7 @@ async fn runtime_info(
 async fn disk_full(
     ctx: &Context,
     names: &Names,
-    pods: &[k8s_openapi::api::core::v1::Pod],
+    pods: &[Pod],
 ) -> std::collections::BTreeMap<String, String> {
     let mut full = std::collections::BTreeMap::new();
     for pod in pods {
@@ -686,12 +685,13 @@ fn record_drain(
     }
 }
 
-/// The Ready brokers that hold every applied topic and group of `instance`, and for the
-/// others what they still miss.
+/// The Ready brokers among `pods` that hold every applied topic and group of
+/// `instance`, and for the others what they still miss.
 async fn serving_brokers(
     ctx: &Context,
     instance: &MQInstance,
     names: &Names,
+    pods: &[Pod],
 ) -> Result<(i32, Vec<String>), Error> {
     let (ns, name) = (instance.namespace(), instance.name_any());
     let ours = |k_ns: Option<String>, k_instance: &str| k_ns == ns && k_instance == name;
@@ -719,8 +719,7 @@ async fn serving_brokers(
             n.to_owned()
         }
     };
-    let pods =
-        brokers::ready_brokers(&ctx.client, &ctx.settings.namespace, &names.instance_id).await?;
+    let pods = brokers::ready_of(pods);
     let (mut serving, mut missing) = (0, Vec::new());
     let key = ctx.instance_admin(names);
     for pod in &pods {
