@@ -44,6 +44,9 @@ use super::message::{
 /// Consume-queue entries examined per `get` when a filter rejects messages
 /// (RocketMQ's `maxFilterMessageCount` of 16,000 bytes / 20).
 const MIN_SCAN_ENTRIES: u64 = 800;
+/// What a full disk's reason (`MessageStore::disk_full`) ends with, after "; ": the
+/// advice for whoever runs the broker (the operator replaces it with its own).
+pub const DISK_FULL_ADVICE: &str = "free space or grow the volume";
 /// Default `StoreConfig::disk_reserve_bytes` (256 MiB).
 pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 256 << 20;
 /// Largest single read when fetching physically adjacent messages.
@@ -1003,7 +1006,7 @@ impl Inner {
         let short = usage.available < self.cfg.disk_reserve_bytes;
         Ok((ratio >= self.cfg.disk_full_ratio && short).then(|| {
             format!(
-                "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free (reserve {}); free space or grow the volume",
+                "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free (reserve {}); {DISK_FULL_ADVICE}",
                 ratio * 100.0,
                 root.display(),
                 self.cfg.disk_full_ratio * 100.0,
