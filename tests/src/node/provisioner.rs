@@ -41,6 +41,8 @@ const SCAN: Duration = Duration::from_millis(500);
 /// Creates the StorageClasses and provisions claims in the background.
 pub async fn start(ctx: Arc<Ctx>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let api: Api<StorageClass> = Api::all(ctx.client.clone());
+    // Made before the default class, whose existence the testbed's readiness waits for,
+    // so a ready testbed has both.
     let sized = json!({
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
