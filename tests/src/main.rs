@@ -133,11 +133,25 @@ enum ImageCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command).await {
+    // The node agent's mount namespace must be entered while the process has one thread,
+    // i.e. before the runtime starts its workers (see `node::mounts`).
+    if matches!(cli.command, Command::Node { .. })
+        && let Err(e) = mq_testbed::node::mounts::enter_private_namespace()
+    {
+        eprintln!("error: the node agent needs a mount namespace of its own: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

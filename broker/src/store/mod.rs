@@ -76,6 +76,6 @@ mod tests;
 pub use error::{DecodeError, EncodeError, Result, StoreError};
 pub use message::{DEFAULT_MAX_BODY_BYTES, DecodedMessage, MessageToStore};
 pub use store::{
-    Clock, FlushPolicy, FoundMessage, GetResult, GetStatus, ManualClock, MessageStore, PutResult,
-    RecoveryCut, StoreConfig, StoredMessage, SystemClock, TagsCodeFn,
+    Clock, DISK_FULL_ADVICE, FlushPolicy, FoundMessage, GetResult, GetStatus, ManualClock,
+    MessageStore, PutResult, RecoveryCut, StoreConfig, StoredMessage, SystemClock, TagsCodeFn,
 };

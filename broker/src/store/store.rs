@@ -44,6 +44,9 @@ use super::message::{
 /// Consume-queue entries examined per `get` when a filter rejects messages
 /// (RocketMQ's `maxFilterMessageCount` of 16,000 bytes / 20).
 const MIN_SCAN_ENTRIES: u64 = 800;
+/// What a full disk's reason (`MessageStore::disk_full`) ends with, after "; ": the
+/// advice for whoever runs the broker (the operator replaces it with its own).
+pub const DISK_FULL_ADVICE: &str = "free space or grow the volume";
 /// Default `StoreConfig::disk_reserve_bytes` (256 MiB).
 pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 256 << 20;
 /// Largest single read when fetching physically adjacent messages.
@@ -804,9 +807,16 @@ impl MessageStore {
         lock(&self.inner.recovery_cut).clone()
     }
 
-    /// Why writes are refused for lack of space, if they are (as of the last put).
+    /// Why writes are refused for lack of space, if they are. Looked at again when the
+    /// last look (by a put or by this) is stale, so readiness and the runtime info follow
+    /// a disk that filled or emptied while nothing was sent; before, a broker whose disk
+    /// was freed stayed unready (and its instance `DiskFull`) until some client sent.
     pub fn disk_full(&self) -> Option<String> {
-        lock(&self.inner.space).full.clone()
+        let mut space = lock(&self.inner.space);
+        if let Err(e) = self.inner.look_at_space(&mut space) {
+            tracing::warn!(error = %e, "looking at the free space failed");
+        }
+        space.full.clone()
     }
 
     /// Why the store refuses writes (a failed write or fsync), if it does. Only a
@@ -963,6 +973,19 @@ impl Inner {
 
     fn check_space(&self) -> Result<()> {
         let mut space = lock(&self.space);
+        self.look_at_space(&mut space)?;
+        match &space.full {
+            Some(reason) => Err(StoreError::DiskFull {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Looks at the free space again when the last look is older than
+    /// `space_check_interval`, and always while the disk is full (so writing resumes as
+    /// soon as space returns).
+    fn look_at_space(&self, space: &mut SpaceCheck) -> Result<()> {
         let stale = space
             .checked
             .is_none_or(|at| at.elapsed() >= self.cfg.space_check_interval);
@@ -976,12 +999,7 @@ impl Inner {
                 _ => {}
             }
         }
-        match &space.full {
-            Some(reason) => Err(StoreError::DiskFull {
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Why the disk counts as full, if it does.
@@ -994,7 +1012,7 @@ impl Inner {
         let short = usage.available < self.cfg.disk_reserve_bytes;
         Ok((ratio >= self.cfg.disk_full_ratio && short).then(|| {
             format!(
-                "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free (reserve {}); free space or grow the volume",
+                "{:.1} % of the volume holding {} is used (limit {:.0} %), {} bytes free (reserve {}); {DISK_FULL_ADVICE}",
                 ratio * 100.0,
                 root.display(),
                 self.cfg.disk_full_ratio * 100.0,

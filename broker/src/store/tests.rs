@@ -1252,6 +1252,32 @@ fn a_queue_write_out_finding_no_room_keeps_its_put_and_refuses_the_next_until_sp
     check(&MessageStore::open(cfg).expect("reopen"));
 }
 
+#[test]
+fn the_disk_full_report_follows_the_disk_without_puts() {
+    let fs = SimFs::new();
+    let clock = clock();
+    let mut rng = XorShift64::new(23);
+    let mut cfg = config(&fs, FlushPolicy::Sync, &clock);
+    cfg.space_check_interval = Duration::ZERO;
+    let store = MessageStore::open(cfg).expect("open");
+    let m = message(0, &mut rng);
+    let first = store.put(&m).expect("put with room");
+    assert!(store.disk_full().is_none());
+    // Someone else fills the disk: reported without any put (readiness, runtime info).
+    let used = used_bytes(&fs);
+    fs.set_capacity(Some(used + used / 20));
+    let reason = store.disk_full().expect("full without a put");
+    assert!(reason.contains("used"), "{reason}");
+    // They free it again: no longer reported, still without a put.
+    fs.set_capacity(Some(used * 4));
+    assert_eq!(store.disk_full(), None, "space came back without a put");
+    let entry = store
+        .view_by_physical_offset(first.phys_offset)
+        .expect("read")
+        .expect("stored");
+    assert_eq!(decode(&entry).expect("decodes").body, &m.body[..]);
+}
+
 /// Bytes the simulated disk holds now.
 fn used_bytes(fs: &SimFs) -> u64 {
     fs.set_capacity(Some(u64::MAX / 2));

@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use mq_broker::broker::admin::{RUNTIME_STORE_DISK_FULL, RUNTIME_STORE_RECOVERY_CUT};
 use mq_broker::conf::RECOVER_TRUNCATE_AT_PREFIX;
+use mq_broker::store::DISK_FULL_ADVICE;
 use mq_broker::store::termination::Termination;
 
 use crate::crd::{StoreRecovery, condition, set_condition};
@@ -187,11 +188,17 @@ pub fn damaged_message(
     parts.join("; ")
 }
 
-/// The `DiskFull` condition's message for `full` (pod → reason, non-empty).
+/// The `DiskFull` condition's message for `full` (pod → reason, non-empty). The
+/// broker's own advice at the end of its reason goes: the message ends with the
+/// operator's, said once.
 pub fn disk_full_message(full: &BTreeMap<String, String>) -> String {
+    let advice = format!("; {DISK_FULL_ADVICE}");
     let parts: Vec<String> = full
         .iter()
-        .map(|(pod, reason)| format!("broker pod {pod} refuses sends: {reason}"))
+        .map(|(pod, reason)| {
+            let reason = reason.strip_suffix(&advice).unwrap_or(reason);
+            format!("broker pod {pod} refuses sends: {reason}")
+        })
         .collect();
     format!(
         "{}; free space on the volume or give the instance bigger volumes",
@@ -461,6 +468,19 @@ mod tests {
         }
         let full = BTreeMap::from([("p-0".to_owned(), "95 % used".to_owned())]);
         assert!(disk_full_message(&full).contains("p-0 refuses sends: 95 % used"));
+        // The broker's advice is replaced by the operator's, not repeated.
+        let full = BTreeMap::from([
+            ("p-0".to_owned(), format!("93 % used; {DISK_FULL_ADVICE}")),
+            (
+                "p-1".to_owned(),
+                "no space left writing /store/x".to_owned(),
+            ),
+        ]);
+        let text = disk_full_message(&full);
+        assert_eq!(
+            text,
+            "broker pod p-0 refuses sends: 93 % used; broker pod p-1 refuses sends: no space left writing /store/x; free space on the volume or give the instance bigger volumes"
+        );
         assert_eq!(broker_name("mq-x-broker-12").as_deref(), Some("broker-12"));
         assert_eq!(broker_name("mq-x-broker-"), None);
     }

@@ -7,6 +7,8 @@
 //! (userspace, on the slot's service range), the cluster DNS and the storage
 //! provisioner. Everything it starts dies with it: containers are forked by the
 //! permanent spawner thread with `PDEATHSIG`, and on SIGTERM it stops every Pod first.
+//! The agent runs in a mount namespace of its own (see [`mounts`]), where the volumes of
+//! the `sized` StorageClass are tmpfs mounts of their claim's size.
 
 pub mod credentials;
 pub mod dns;
@@ -15,6 +17,7 @@ pub mod expand;
 pub mod fsgroup;
 pub mod ipam;
 pub mod launch;
+pub mod mounts;
 pub mod nodes;
 pub mod pods;
 pub mod probes;
@@ -136,6 +139,8 @@ pub struct Ctx {
     /// The API server's address, the backend of the `kubernetes` Service (whose
     /// endpoints the API server cannot publish: 127.0.0.1 fails their validation).
     pub api_addr: std::net::SocketAddr,
+    /// The tmpfs mounts of sized volumes, in the agent's mount namespace.
+    pub mounts: mounts::Mounts,
 }
 
 impl Ctx {
@@ -149,7 +154,9 @@ impl Ctx {
     }
 }
 
-/// Runs the node agent until SIGTERM/SIGINT, then stops every Pod and returns.
+/// Runs the node agent until SIGTERM/SIGINT, then stops every Pod and returns. The
+/// process must have called [`mounts::enter_private_namespace`] first (before any thread
+/// started), or sized volumes would be mounted in the host's namespace.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let kube_config = crate::kubeconfig::load(&config.kubeconfig).await?;
     let api_addr = api_address(&kube_config)?;
@@ -164,6 +171,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         client,
         config,
         stores,
+        mounts: mounts::Mounts::default(),
     });
     let _network = services::start(ctx.clone()).await?;
     let _provisioner = provisioner::start(ctx.clone()).await?;

@@ -1,6 +1,13 @@
 //! The storage provisioner: a default StorageClass `standard` whose claims get a
 //! hostPath PersistentVolume in the testbed's `node/volumes/` directory. The volume
 //! outlives its Pods; with reclaim policy Delete it is removed once its claim is.
+//!
+//! The StorageClass `sized` (parameter `medium: tmpfs`) gives volumes whose size is
+//! enforced, as real storage does: the same directory, with a tmpfs of exactly the
+//! claim's size mounted on it in the node agent's mount namespace when a Pod first uses
+//! it, unmounted when the volume is reclaimed (see [`super::mounts`] for how, and for
+//! what that costs: the contents are lost when the testbed stops). A standard hostPath
+//! directory never fills; a sized volume does, so a full disk can be tested end to end.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,12 +27,40 @@ use super::{Ctx, MANAGER};
 pub const PROVISIONER: &str = "mqfleet.io/hostpath";
 /// The default StorageClass the agent creates.
 pub const DEFAULT_CLASS: &str = "standard";
+/// The StorageClass of size-enforced (tmpfs) volumes.
+pub const SIZED_CLASS: &str = "sized";
+/// The StorageClass parameter that picks the medium; `tmpfs` is the only one known.
+pub const MEDIUM_PARAMETER: &str = "medium";
+/// The medium of size-enforced volumes.
+pub const TMPFS: &str = "tmpfs";
+/// Annotation on a PersistentVolume of ours that has a medium (the class parameter).
+pub const MEDIUM_ANNOTATION: &str = "mqfleet.io/medium";
 /// How often the caches are scanned for work (no API calls unless there is some).
 const SCAN: Duration = Duration::from_millis(500);
 
-/// Creates the default StorageClass and provisions claims in the background.
+/// Creates the StorageClasses and provisions claims in the background.
 pub async fn start(ctx: Arc<Ctx>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let api: Api<StorageClass> = Api::all(ctx.client.clone());
+    // Made before the default class, whose existence the testbed's readiness waits for,
+    // so a ready testbed has both.
+    let sized = json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": SIZED_CLASS},
+        "provisioner": PROVISIONER,
+        "parameters": {MEDIUM_PARAMETER: TMPFS},
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        // A mounted tmpfs could be resized, but nothing here grows a PV's capacity.
+        "allowVolumeExpansion": false,
+    });
+    api.patch(
+        SIZED_CLASS,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&sized),
+    )
+    .await
+    .context("creating the StorageClass sized")?;
     let class = json!({
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
@@ -54,14 +89,25 @@ pub async fn start(ctx: Arc<Ctx>) -> anyhow::Result<tokio::task::JoinHandle<()>>
     }))
 }
 
+/// What a class of ours asks of its volumes.
+struct ClassTerms {
+    policy: String,
+    medium: Option<String>,
+}
+
 async fn scan(ctx: &Ctx, classes: &Store<StorageClass>) {
-    let ours: BTreeMap<String, String> = classes
+    let ours: BTreeMap<String, ClassTerms> = classes
         .state()
         .iter()
         .filter(|c| c.provisioner == PROVISIONER)
         .map(|c| {
             let policy = c.reclaim_policy.clone().unwrap_or_else(|| "Delete".into());
-            (c.name_any(), policy)
+            let medium = c
+                .parameters
+                .as_ref()
+                .and_then(|p| p.get(MEDIUM_PARAMETER))
+                .cloned();
+            (c.name_any(), ClassTerms { policy, medium })
         })
         .collect();
     for claim in ctx.stores.claims.state() {
@@ -69,13 +115,13 @@ async fn scan(ctx: &Ctx, classes: &Store<StorageClass>) {
         let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
         let unbound = spec.and_then(|s| s.volume_name.as_deref()).is_none();
         let class = spec.and_then(|s| s.storage_class_name.as_deref());
-        let Some(policy) = class.and_then(|c| ours.get(c)) else {
+        let Some(terms) = class.and_then(|c| ours.get(c)) else {
             continue;
         };
         if pending
             && unbound
             && claim.metadata.deletion_timestamp.is_none()
-            && let Err(e) = provision(ctx, &claim, policy).await
+            && let Err(e) = provision(ctx, &claim, terms).await
         {
             tracing::warn!(claim = %claim.name_any(), error = %e, "provisioning failed");
         }
@@ -87,7 +133,11 @@ async fn scan(ctx: &Ctx, classes: &Store<StorageClass>) {
     }
 }
 
-async fn provision(ctx: &Ctx, claim: &PersistentVolumeClaim, policy: &str) -> anyhow::Result<()> {
+async fn provision(
+    ctx: &Ctx,
+    claim: &PersistentVolumeClaim,
+    terms: &ClassTerms,
+) -> anyhow::Result<()> {
     let uid = claim.uid().unwrap_or_default();
     let name = format!("pvc-{uid}");
     let key = kube::runtime::reflector::ObjectRef::new(&name);
@@ -102,17 +152,30 @@ async fn provision(ctx: &Ctx, claim: &PersistentVolumeClaim, policy: &str) -> an
         .and_then(|r| r.get("storage"))
         .map(|q| q.0.clone())
         .unwrap_or_else(|| "1Gi".into());
+    let mut annotations = BTreeMap::from([(
+        "pv.kubernetes.io/provisioned-by".to_owned(),
+        PROVISIONER.to_owned(),
+    )]);
+    match terms.medium.as_deref() {
+        None => {}
+        Some(TMPFS) => {
+            annotations.insert(MEDIUM_ANNOTATION.to_owned(), TMPFS.to_owned());
+        }
+        Some(other) => anyhow::bail!(
+            "the class asks for {MEDIUM_PARAMETER} {other:?}; only {TMPFS:?} is known"
+        ),
+    }
     let path = ctx.config.volumes_dir().join(&name);
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     let volume: PersistentVolume = serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+            "annotations": annotations,
         },
         "spec": {
             "capacity": {"storage": size},
             "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
-            "persistentVolumeReclaimPolicy": policy,
+            "persistentVolumeReclaimPolicy": terms.policy,
             "storageClassName": spec.storage_class_name,
             "volumeMode": spec.volume_mode.unwrap_or_else(|| "Filesystem".into()),
             "hostPath": {"path": path.display().to_string(), "type": "DirectoryOrCreate"},
@@ -150,8 +213,12 @@ async fn reclaim(ctx: &Ctx, volume: &PersistentVolume) -> anyhow::Result<()> {
     }
     let expected = ctx.config.volumes_dir().join(volume.name_any());
     let path = spec.and_then(|s| s.host_path.as_ref()).map(|h| &h.path);
-    // Only ever remove a directory this provisioner made.
+    // Only ever remove a directory this provisioner made; a sized volume's tmpfs goes
+    // first (removing the directory under it would fail and only empty the tmpfs).
     if path.is_some_and(|p| std::path::Path::new(p) == expected) {
+        ctx.mounts
+            .release(&expected)
+            .with_context(|| format!("unmounting {}", expected.display()))?;
         match std::fs::remove_dir_all(&expected) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

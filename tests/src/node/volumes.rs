@@ -210,7 +210,49 @@ fn claim_path(ctx: &Ctx, ns: &str, name: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("persistentvolume {volume_name:?} is neither hostPath nor local"))?;
     let path = PathBuf::from(path);
     std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(bytes) = sized_volume(ctx, &pv, &path)? {
+        ctx.mounts.ensure_tmpfs(&path, bytes).map_err(|e| {
+            format!("persistentvolume {volume_name:?}: its size cannot be enforced: {e}")
+        })?;
+    }
     Ok(path)
+}
+
+/// The size of `pv` if it is a sized volume of our provisioner (a tmpfs of its capacity
+/// on its directory, see [`super::mounts`]); only the directory the provisioner made for
+/// it can get one.
+fn sized_volume(
+    ctx: &Ctx,
+    pv: &k8s_openapi::api::core::v1::PersistentVolume,
+    path: &Path,
+) -> Result<Option<u64>, String> {
+    use super::provisioner::{MEDIUM_ANNOTATION, PROVISIONER, TMPFS};
+    let annotations = pv.metadata.annotations.as_ref();
+    let get = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+    let ours = get("pv.kubernetes.io/provisioned-by") == Some(PROVISIONER);
+    if !ours || get(MEDIUM_ANNOTATION) != Some(TMPFS) {
+        return Ok(None);
+    }
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    if path != ctx.config.volumes_dir().join(name) {
+        return Err(format!(
+            "persistentvolume {name:?} is sized but its path {} is not the provisioner's",
+            path.display()
+        ));
+    }
+    let capacity = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_default();
+    match spec::parse_quantity(&capacity).map(f64::ceil) {
+        Some(bytes) if bytes >= 1.0 && bytes < u64::MAX as f64 => Ok(Some(bytes as u64)),
+        _ => Err(format!(
+            "persistentvolume {name:?} is sized but its capacity {capacity:?} is not a size"
+        )),
+    }
 }
 
 /// The files of a content volume; `None` for other kinds.
