@@ -1113,10 +1113,26 @@ async fn idle_and_failover() -> Result<()> {
             },
         )
         .await?;
-    ensure!(
-        metric(&successor, "mq_operator_leader").await? == 1.0,
-        "the successor does not lead"
-    );
+    // The lease names the successor as soon as its lease task wrote it; the process says
+    // it leads a moment later (a loaded machine stretches that moment).
+    tb.until(
+        &client,
+        PLATFORM,
+        "the successor saying it leads",
+        RUNNING,
+        || {
+            let successor = successor.clone();
+            async move {
+                let leads = metric(&successor, "mq_operator_leader").await?;
+                if leads == 1.0 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("mq_operator_leader {leads}"))
+                }
+            }
+        },
+    )
+    .await?;
     let after = mq_testbed::operator::topic("after", "idle", "AFTER_FAILOVER");
     create::<MQTopic>(&client, ns, after).await?;
     tb.until(
