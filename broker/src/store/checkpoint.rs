@@ -38,7 +38,8 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn encode(&self, seq: u64) -> Vec<u8> {
+    /// A slot's bytes (`crate::fuzz` checks a read checkpoint re-encodes to its slot).
+    pub(crate) fn encode(&self, seq: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(BODY_LEN + 4);
         out.extend_from_slice(&MAGIC.to_be_bytes());
         out.extend_from_slice(&VERSION.to_be_bytes());
