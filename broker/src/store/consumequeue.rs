@@ -363,7 +363,11 @@ impl ConsumeQueue {
             Piece::Tail(bytes) => bytes,
             Piece::File { file, pos, count } => {
                 let mut buf = vec![0u8; count as usize * CQ_ENTRY_LEN];
-                read_full(file.as_ref(), &mut buf, pos).at(&self.dir)?;
+                let n = read_full(file.as_ref(), &mut buf, pos).at(&self.dir)?;
+                // A torn entry at the end of a file (part of its bytes, the rest read as
+                // zeros) is no entry: zeroed, like the ones after it. Recovery would
+                // otherwise keep it, and the next open cut it off the file.
+                buf[n - n % CQ_ENTRY_LEN..].fill(0);
                 buf
             }
         };
@@ -663,6 +667,28 @@ mod tests {
             cq.read(0, 100).expect("read"),
             (0..5).map(entry).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_torn_entry_at_the_end_of_a_middle_file_is_not_kept() {
+        let fs = SimFs::new();
+        let cq = open(&fs);
+        for i in 0..25 {
+            cq.append(entry(i)).expect("append");
+        }
+        cq.flush().expect("flush");
+        drop(cq);
+        // The middle file keeps 5 entries and 16 bytes of the sixth (its offset and size).
+        let middle = Path::new("/s/consumequeue/Topic%A/3").join(file_name(200));
+        let file = fs.open(&middle, false).expect("open");
+        file.set_len(5 * CQ_ENTRY_LEN as u64 + 16).expect("set len");
+        let cq = open(&fs);
+        assert_eq!(cq.entry(15).expect("entry"), Some(CqEntry::from_bytes(&[])));
+        cq.truncate_before_phys(20 * 100).expect("truncate");
+        assert_eq!(cq.max_offset(), 15);
+        drop(cq);
+        let cq = open(&fs);
+        assert_eq!((cq.min_offset(), cq.max_offset()), (0, 15));
     }
 
     #[test]
