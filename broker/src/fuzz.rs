@@ -308,6 +308,7 @@ pub fn check_acl(data: &[u8]) {
 /// A `SimFs` file with `bytes` as its durable content (its directory entry durable too).
 fn place(fs: &SimFs, path: &Path, bytes: &[u8]) {
     let file = fs.open(path, true).expect("SimFs opens");
+    file.set_len(0).expect("SimFs truncates");
     file.write_at(bytes, 0).expect("SimFs writes");
     file.sync().expect("SimFs syncs");
     if let Some(dir) = path.parent() {
