@@ -103,7 +103,8 @@ bench: deps
 	@target/release/mq-console-bench --topics 1000 --secs 15
 
 ## fuzz: every cargo-fuzz target of fuzz/ (frame, header, batch, stored_message, fastjson,
-## acl) for FUZZ_SECONDS each (default 180), on the pinned stable toolchain (--sanitizer
+## acl; the startup files consume_queue, index, checkpoint, timer_store, state_json) for
+## FUZZ_SECONDS each (default 180), on the pinned stable toolchain (--sanitizer
 ## none); prints runs and time per target and fails on a crash (input in fuzz/artifacts/).
 ## FUZZ_TARGETS picks targets. Not part of `make test`, which replays fuzz/corpus/ instead.
 FUZZ_SECONDS ?= 180

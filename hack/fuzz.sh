@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 per_target=${FUZZ_SECONDS:-180}
-targets=${FUZZ_TARGETS:-frame header batch stored_message fastjson acl}
+targets=${FUZZ_TARGETS:-frame header batch stored_message fastjson acl consume_queue index checkpoint timer_store state_json}
 version=0.13.2
 prefix=${MQFLEET_CACHE:-$HOME/.cache/mqfleet}/cargo-fuzz
 

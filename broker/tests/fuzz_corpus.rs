@@ -8,13 +8,24 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
+use mq_broker::broker::groups::{GroupTable, SubscriptionGroupConfig};
+use mq_broker::broker::minute_stats::{DEFAULT_BUCKET_MS, MinuteStats, SeriesKey, StatsKind};
+use mq_broker::broker::offsets::ConsumerOffsets;
+use mq_broker::broker::timer_store::{self, TimerStore};
+use mq_broker::broker::topics::{TopicTable, topic_config};
+use mq_broker::broker::transaction::RecoveryStart;
 use mq_broker::fuzz::TARGETS;
 use mq_broker::remoting::admin::{ConsumeStats, OffsetWrapper, TopicStatsTable};
 use mq_broker::remoting::body::MessageQueue;
 use mq_broker::remoting::{LanguageCode, RemotingCommand, SerializeType, frame, request_code};
 use mq_broker::store::MessageToStore;
+use mq_broker::store::checkpoint::{Checkpoint, CheckpointFile};
+use mq_broker::store::consumequeue::{ConsumeQueue, CqEntry};
+use mq_broker::store::index::{MessageIndex, key_hash};
+use mq_broker::store::io::{FileSystem, SimFs, read_full};
 use mq_broker::store::message::{self, property};
 
 fn corpus() -> PathBuf {
@@ -308,4 +319,292 @@ fn write_hand_made_seeds() {
         "flow.yml",
         b"accounts:\n  - {accessKey: console, secretKey: SKC, console: \"true\", topicPerms: [orders=DENY]}\n  - {accessKey: a, secretKey: 1e3, admin: 1}\n",
     );
+}
+
+/// A file's bytes on a `SimFs`.
+fn sim_file(fs: &SimFs, path: &Path) -> Vec<u8> {
+    let file = fs.open(path, false).expect("file exists");
+    let mut buf = vec![0; usize::try_from(file.size().expect("size")).unwrap()];
+    let n = read_full(file.as_ref(), &mut buf, 0).expect("read");
+    buf.truncate(n);
+    buf
+}
+
+/// `[len u8][bytes]` as the store-file checks split their input.
+fn piece(bytes: &[u8]) -> Vec<u8> {
+    [
+        &[u8::try_from(bytes.len()).expect("seed piece ≤ 255 bytes")][..],
+        bytes,
+    ]
+    .concat()
+}
+
+fn cq_entry(i: u64) -> CqEntry {
+    CqEntry {
+        phys_offset: i64::try_from(i * 100).unwrap(),
+        size: 100,
+        tags_code: i64::try_from(i).unwrap(),
+    }
+}
+
+fn timer_message(body: &str) -> MessageToStore {
+    let mut msg = MessageToStore::new("orders", 1, body.as_bytes().to_vec());
+    msg.properties = message::encode_properties([
+        (property::TAGS, "TagA"),
+        (property::UNIQ_KEY, "AC11000100002A9F0000000000000001"),
+        ("TIMER_DELIVER_MS", "1700000020000"),
+    ]);
+    msg.born_timestamp = 1_700_000_000_000;
+    msg.born_host = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)), 53211);
+    msg
+}
+
+#[test]
+#[ignore = "rewrites the store-file seeds of fuzz/corpus; run by hand"]
+fn write_store_file_seeds() {
+    // Consume queues (4 entries a file): files the queue itself wrote.
+    let fs = SimFs::new();
+    let root = Path::new("/s/consumequeue");
+    let cq = ConsumeQueue::open(Arc::new(fs.clone()), root, "T", 0, 4).expect("open");
+    for i in 0..10 {
+        cq.append(cq_entry(i)).expect("append");
+    }
+    cq.flush().expect("flush");
+    let dir = root.join("T/0");
+    let files: Vec<Vec<u8>> = [
+        "00000000000000000000",
+        "00000000000000000080",
+        "00000000000000000160",
+    ]
+    .iter()
+    .map(|name| sim_file(&fs, &dir.join(name)))
+    .collect();
+    // One file, cut at 250 (keeps phys 0, 100, 200).
+    write(
+        "consume_queue",
+        "one-file",
+        &[&[0, 5, 0][..], &piece(&files[0])].concat(),
+    );
+    // Three files, the last torn mid-entry; nothing to cut.
+    let mut torn = files[2].clone();
+    torn.truncate(torn.len() - 7);
+    let three = [
+        &[0, 0xFF][..],
+        &[0],
+        &piece(&files[0]),
+        &[0],
+        &piece(&files[1]),
+        &[0],
+        &piece(&torn),
+    ]
+    .concat();
+    write("consume_queue", "three-files-torn", &three);
+    // A file two ranges on, with zeroed entries after good ones (a power cut's tail).
+    let mut zeroed = files[1].clone();
+    zeroed[40..].fill(0);
+    let gap = [&[0, 3, 0][..], &piece(&files[0]), &[1], &piece(&zeroed)].concat();
+    write("consume_queue", "gap-zeroed-tail", &gap);
+    // A file 2^36 ranges on (one damaged digit in its name): recovery walked the gap.
+    let far = [
+        &[0, 3, 0][..],
+        &piece(&files[0]),
+        &[0x40],
+        &piece(&[0xFF; 40]),
+    ]
+    .concat();
+    write("consume_queue", "far-file-name", &far);
+    // A name not on a file boundary: refused.
+    write(
+        "consume_queue",
+        "unaligned-name",
+        &[&[0, 3, 0x80][..], &piece(&files[0])].concat(),
+    );
+
+    // Key-index runs (4 entries a run): runs the index itself wrote.
+    let fs = SimFs::new();
+    let dir = Path::new("/s/index");
+    let index = MessageIndex::open(Arc::new(fs.clone()), dir, 4, 0).expect("open");
+    for i in 0..6u64 {
+        let key = format!("k{}", i % 3);
+        index.add(i * 100, i * 100 + 100, [key_hash("orders", &key)]);
+        index.seal(false).expect("seal");
+    }
+    index.seal(true).expect("seal");
+    let runs: Vec<Vec<u8>> = ["00000000000000000000", "00000000000000000400"]
+        .iter()
+        .map(|name| sim_file(&fs, &dir.join(name)))
+        .collect();
+    write(
+        "index",
+        "two-runs",
+        &[&[2, 0xFF][..], &piece(&runs[0]), &piece(&runs[1])].concat(),
+    );
+    write(
+        "index",
+        "two-runs-truncated",
+        &[&[2, 5][..], &piece(&runs[0]), &piece(&runs[1])].concat(),
+    );
+    let mut torn = runs[1].clone();
+    torn.truncate(torn.len() - 5);
+    write(
+        "index",
+        "torn-last-run",
+        &[&[2, 0xFF][..], &piece(&runs[0]), &piece(&torn)].concat(),
+    );
+    // A count whose × 16 overflows (with the CRCs put right by the check): an overflow
+    // panic at open before the fix.
+    let mut huge = runs[1][..56].to_vec();
+    huge[24..32].copy_from_slice(&((1u64 << 60) + 1).to_be_bytes());
+    write(
+        "index",
+        "count-overflow",
+        &[&[6, 0xFF][..], &piece(&runs[0]), &piece(&huge)].concat(),
+    );
+    // A run whose range ends where it begins.
+    let mut empty = runs[1].clone();
+    empty[16..24].copy_from_slice(&400u64.to_be_bytes());
+    write(
+        "index",
+        "empty-range",
+        &[&[6, 0xFF][..], &piece(&runs[0]), &piece(&empty)].concat(),
+    );
+
+    // Checkpoints: the file after two writes, torn, and with sequence u64::MAX.
+    let fs = SimFs::new();
+    let path = Path::new("/s/checkpoint");
+    let (mut file, _) = CheckpointFile::open(&fs, path).expect("open");
+    for n in [4096u64, 8192] {
+        file.write(&Checkpoint {
+            phys_flushed: n,
+            cq_offset: n,
+            index_offset: n / 2,
+            phys_timestamp: 1_700_000_000_000,
+            cq_timestamp: 1_700_000_000_000,
+            index_timestamp: 1_699_999_999_000,
+        })
+        .expect("write");
+    }
+    let mut bytes = sim_file(&fs, path);
+    bytes.resize(256, 0);
+    write("checkpoint", "two-slots", &[&[0][..], &bytes].concat());
+    write(
+        "checkpoint",
+        "torn-second",
+        &[&[0][..], &bytes[..160]].concat(),
+    );
+    let mut max = bytes.clone();
+    max[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+    write("checkpoint", "seq-u64-max", &[&[1][..], &max].concat());
+    write("checkpoint", "empty", &[0]);
+
+    // Timer store: a slot file and a progress file the store itself wrote.
+    let dir = std::env::temp_dir().join(format!("mq-fuzz-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let now = 1_700_000_000_000;
+    let store = TimerStore::open(&dir, timer_store::SLOT, false).expect("open");
+    for (i, body) in ["first", "second", "third"].into_iter().enumerate() {
+        let at = now + 20_000 - i64::try_from(i).unwrap() * 1000;
+        assert!(store.add(at, now, &timer_message(body)).expect("add"));
+    }
+    let slot = std::fs::read(dir.join("slot-1700000010000")).expect("slot file");
+    let batch = store.take_due(now + 19_000, 1).expect("take");
+    store.commit(&batch, 1).expect("commit");
+    let progress = std::fs::read(dir.join("progress")).expect("progress file");
+    drop(store);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    write("timer_store", "three-records", &[&[0][..], &slot].concat());
+    let mut torn = slot.clone();
+    torn.truncate(slot.len() - 9);
+    write("timer_store", "torn-tail", &[&[4][..], &torn].concat());
+    write("timer_store", "progress", &[&[0][..], &progress].concat());
+    // Progress from the first record's length and CRC: some records already re-put.
+    write("timer_store", "with-progress", &[&[3][..], &slot].concat());
+    // An intact record whose born host is no address (CRCs put right by the check).
+    let mut bad = slot.clone();
+    let host = bad
+        .windows(14)
+        .position(|w| w == b"10.0.0.7:53211")
+        .expect("host");
+    bad[host + 9] = b'x';
+    write(
+        "timer_store",
+        "undecodable-record",
+        &[&[1][..], &bad].concat(),
+    );
+    write("timer_store", "slot-i64-max", &[&[8][..], &slot].concat());
+
+    // JSON state files as the broker writes them.
+    let dir = std::env::temp_dir().join(format!("mq-fuzz-json-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let topics = TopicTable::open(dir.join("topics.json")).expect("open");
+    topics
+        .upsert("orders", topic_config("orders", 8))
+        .expect("upsert");
+    topics
+        .upsert("%RETRY%GID_c", topic_config("%RETRY%GID_c", 1))
+        .expect("upsert");
+    write(
+        "state_json",
+        "topics",
+        &[&[0][..], &std::fs::read(dir.join("topics.json")).unwrap()].concat(),
+    );
+    let groups = GroupTable::open(dir.join("subscriptionGroup.json")).expect("open");
+    groups
+        .upsert("GID_c", SubscriptionGroupConfig::default())
+        .expect("upsert");
+    write(
+        "state_json",
+        "groups",
+        &[
+            &[1][..],
+            &std::fs::read(dir.join("subscriptionGroup.json")).unwrap(),
+        ]
+        .concat(),
+    );
+    let offsets = ConsumerOffsets::open(dir.join("consumerOffset.json")).expect("open");
+    offsets.commit("GID_c", "orders", 0, 12);
+    offsets.commit("GID_c", "orders", 3, 7);
+    offsets.persist().expect("persist");
+    write(
+        "state_json",
+        "offsets",
+        &[
+            &[2][..],
+            &std::fs::read(dir.join("consumerOffset.json")).unwrap(),
+        ]
+        .concat(),
+    );
+    let start = RecoveryStart {
+        half_offset: 10,
+        op_offset: 4,
+    };
+    write(
+        "state_json",
+        "transaction",
+        &[&[3][..], &serde_json::to_vec_pretty(&start).unwrap()].concat(),
+    );
+    let stats = MinuteStats::new(DEFAULT_BUCKET_MS, 100, Some(dir.join("minuteStats.json")));
+    for (kind, group) in [(StatsKind::Topic, ""), (StatsKind::Group, "GID_c")] {
+        let key = SeriesKey {
+            kind,
+            topic: "orders".into(),
+            group: group.into(),
+        };
+        stats.record(key.clone(), 5, now);
+        stats.record(key, 2, now + 120_000);
+    }
+    stats.persist().expect("persist");
+    write(
+        "state_json",
+        "minute-stats",
+        &[
+            &[4][..],
+            &std::fs::read(dir.join("minuteStats.json")).unwrap(),
+        ]
+        .concat(),
+    );
+    // Java's topics.json: numbers as strings, and the fields this broker ignores.
+    let java = br#"{"dataVersion":{"counter":"3","timestamp":1700000000000},"table":{"orders":{"order":false,"perm":"6","readQueueNums":8,"topicFilterType":"SINGLE_TAG","topicName":"orders","topicSysFlag":0,"writeQueueNums":"8"}}}"#;
+    write("state_json", "java-topics", &[&[0][..], java].concat());
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -178,8 +178,8 @@ impl MinuteStats {
     pub fn open(bucket_ms: i64, max_series: usize, path: PathBuf) -> Self {
         let stats = Self::new(bucket_ms, max_series, Some(path.clone()));
         match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<SavedStats>(&bytes) {
-                Ok(saved) => stats.restore(saved),
+            Ok(bytes) => match stats.restore_json(&bytes) {
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "minute stats file unreadable; starting empty")
                 }
@@ -316,6 +316,20 @@ impl MinuteStats {
                 })
                 .collect(),
         }
+    }
+
+    /// Restores the state file's bytes (what [`MinuteStats::open`] reads).
+    pub(crate) fn restore_json(&self, bytes: &[u8]) -> Result<(), serde_json::Error> {
+        self.restore(serde_json::from_slice::<SavedStats>(bytes)?);
+        Ok(())
+    }
+
+    /// The state file's bytes as [`MinuteStats::persist`] writes them, series sorted by
+    /// key (for `crate::fuzz`, which compares two of them).
+    pub(crate) fn saved_json(&self) -> Vec<u8> {
+        let mut saved = self.snapshot();
+        saved.series.sort_by(|a, b| a.key.cmp(&b.key));
+        serde_json::to_vec(&saved).unwrap_or_default()
     }
 
     fn restore(&self, saved: SavedStats) {

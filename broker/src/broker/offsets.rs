@@ -15,7 +15,7 @@ fn key(group: &str, topic: &str) -> String {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-struct Stored {
+pub(crate) struct Stored {
     offset_table: HashMap<String, BTreeMap<i32, i64>>,
 }
 

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-/// What a table file holds.
+/// What a table file holds (`crate::fuzz` reads it too).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Stored<V> {
+pub(crate) struct Stored<V> {
     #[serde(default = "BTreeMap::new")]
     table: BTreeMap<String, V>,
     #[serde(default)]

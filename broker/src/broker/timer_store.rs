@@ -315,7 +315,9 @@ impl TimerStore {
                 let messages = self.read(slot, &due)?;
                 return Ok(DueBatch { messages, slot });
             }
-            if loaded.next < loaded.entries.len() || loaded.slot + self.slot_ms > now_ms {
+            if loaded.next < loaded.entries.len()
+                || loaded.slot.saturating_add(self.slot_ms) > now_ms
+            {
                 return Ok(DueBatch {
                     messages: vec![],
                     slot: loaded.slot,
@@ -403,7 +405,15 @@ fn scan(path: &Path) -> io::Result<(Vec<Entry>, u64)> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((vec![], 0)),
         Err(e) => return Err(e),
     };
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let len = file.metadata()?.len();
+    scan_records(BufReader::with_capacity(1 << 16, file), len)
+}
+
+/// [`scan`] over the `len` bytes of a slot file. A record longer than what is left is a
+/// torn tail (its length is not allocated for); an intact record (its CRC right) whose
+/// message does not decode is skipped with a warning, so every entry kept can be read
+/// back by [`TimerStore::take_due`] (it would fail on it at every delivery pass).
+fn scan_records(mut reader: impl Read, len: u64) -> io::Result<(Vec<Entry>, u64)> {
     let mut entries = vec![];
     let mut pos = 0u64;
     let mut header = [0u8; HEADER];
@@ -412,12 +422,13 @@ fn scan(path: &Path) -> io::Result<(Vec<Entry>, u64)> {
         if read_full(&mut reader, &mut header)? < HEADER {
             break;
         }
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let record_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        if !(HEADER..=MAX_RECORD).contains(&len) {
+        let fits = u64::try_from(record_len).is_ok_and(|l| l <= len.saturating_sub(pos));
+        if !(HEADER..=MAX_RECORD).contains(&record_len) || !fits {
             break;
         }
-        payload.resize(len - HEADER, 0);
+        payload.resize(record_len - HEADER, 0);
         if read_full(&mut reader, &mut payload)? < payload.len() {
             break;
         }
@@ -427,14 +438,38 @@ fn scan(path: &Path) -> io::Result<(Vec<Entry>, u64)> {
         if hasher.finalize() != crc {
             break;
         }
-        entries.push(Entry {
-            deliver_ms: i64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
-            pos,
-            len: len as u32,
-        });
-        pos += len as u64;
+        if decode_message(&payload).is_some() {
+            entries.push(Entry {
+                deliver_ms: i64::from_le_bytes(header[8..16].try_into().expect("8 bytes")),
+                pos,
+                len: record_len as u32,
+            });
+        } else {
+            tracing::warn!(pos, "timer record does not decode; skipping it");
+        }
+        pos += record_len as u64;
     }
     Ok((entries, pos))
+}
+
+/// For the fuzz check (`crate::fuzz::check_timer_store`): what [`scan`] keeps of a slot
+/// file's bytes, as (deliver ms, record bytes), and the length of the valid prefix.
+pub(crate) fn scan_slot_bytes(data: &[u8]) -> (Vec<(i64, &[u8])>, u64) {
+    let (entries, valid) = scan_records(data, data.len() as u64).expect("reading a slice");
+    let records = entries
+        .iter()
+        .map(|e| {
+            let at = usize::try_from(e.pos).expect("within the slice");
+            (e.deliver_ms, &data[at..at + e.len as usize])
+        })
+        .collect();
+    (records, valid)
+}
+
+/// A whole record (header included): its deliver time and message, if it decodes.
+pub(crate) fn decode_record(record: &[u8]) -> Option<(i64, MessageToStore)> {
+    let deliver_ms = i64::from_le_bytes(record.get(8..HEADER)?.try_into().ok()?);
+    Some((deliver_ms, decode_message(record.get(HEADER..)?)?))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -453,26 +488,37 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 fn read_progress(path: &Path) -> io::Result<i64> {
     match fs::read(path) {
-        Ok(b) if b.len() == 12 && crc32fast::hash(&b[..8]).to_le_bytes() == b[8..12] => {
-            Ok(i64::from_le_bytes(b[..8].try_into().expect("8 bytes")))
-        }
-        // A damaged checkpoint only means more messages come twice.
-        Ok(_) => Ok(i64::MIN),
+        Ok(b) => Ok(parse_progress(&b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(i64::MIN),
         Err(e) => Err(e),
     }
 }
 
-fn write_progress(dir: &Path, progress: i64) -> io::Result<()> {
+/// The `progress` file's value; a damaged file only means more messages come twice.
+pub(crate) fn parse_progress(b: &[u8]) -> i64 {
+    match b.split_at_checked(8) {
+        Some((value, crc)) if crc == crc32fast::hash(value).to_le_bytes() => {
+            i64::from_le_bytes(value.try_into().expect("8 bytes"))
+        }
+        _ => i64::MIN,
+    }
+}
+
+/// The `progress` file's bytes.
+pub(crate) fn encode_progress(progress: i64) -> Vec<u8> {
     let mut b = progress.to_le_bytes().to_vec();
     b.extend(crc32fast::hash(&b).to_le_bytes());
+    b
+}
+
+fn write_progress(dir: &Path, progress: i64) -> io::Result<()> {
     let tmp = dir.join("progress.tmp");
-    fs::write(&tmp, &b)?;
+    fs::write(&tmp, encode_progress(progress))?;
     fs::rename(tmp, dir.join("progress"))
 }
 
 /// A record: header and the encoded message.
-fn encode_record(deliver_ms: i64, msg: &MessageToStore) -> Vec<u8> {
+pub(crate) fn encode_record(deliver_ms: i64, msg: &MessageToStore) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER + 64 + msg.body.len() + msg.properties.len());
     b.put_u32_le(0);
     b.put_u32_le(0);

@@ -155,6 +155,46 @@ fn a_torn_tail_is_truncated_and_what_came_before_is_kept() {
 }
 
 #[test]
+fn an_intact_record_that_does_not_decode_is_skipped_not_retried_forever() {
+    // A record whose CRC is right but whose message does not decode (a born host that
+    // is not an address): delivery used to fail on it at every pass, holding back every
+    // later message; it is skipped when the store opens.
+    let dir = Dir::new("undecodable");
+    let now = 3 * S;
+    let mut bad = encode_record(now + 20, &msg("bad"));
+    let host = bad
+        .windows(13)
+        .position(|w| w == b"10.0.0.1:5000")
+        .expect("host in the record");
+    bad[host..host + 13].copy_from_slice(b"10.0.0.1:x000");
+    let crc = crc32fast::hash(&bad[8..]);
+    bad[4..8].copy_from_slice(&crc.to_le_bytes());
+    let mut file = encode_record(now + 10, &msg("first"));
+    file.extend_from_slice(&bad);
+    file.extend_from_slice(&encode_record(now + 30, &msg("last")));
+    fs::create_dir_all(&dir.0).unwrap();
+    fs::write(dir.0.join(format!("slot-{now}")), &file).unwrap();
+    let store = open(&dir);
+    assert_eq!(store.pending(), 2);
+    assert_eq!(drain(&store, now + S), ["first", "last"]);
+    assert_eq!(store.pending(), 0);
+}
+
+#[test]
+fn a_record_longer_than_the_file_is_a_torn_tail() {
+    let (records, valid) = scan_slot_bytes(&[0xFF, 0xFF, 0xFF, 0x03, 0, 0, 0, 0]);
+    assert_eq!((records.len(), valid), (0, 0));
+    let mut file = encode_record(7, &msg("one"));
+    let one = file.len() as u64;
+    // A header claiming 64 MiB, of which the file holds none.
+    file.extend_from_slice(&(64u32 << 20).to_le_bytes());
+    file.extend_from_slice(&[0; 12]);
+    let (records, valid) = scan_slot_bytes(&file);
+    assert_eq!((records.len(), valid), (1, one));
+    assert_eq!(decode_record(records[0].1), Some((7, msg("one"))));
+}
+
+#[test]
 fn pending_messages_stay_on_disk_until_their_slot_comes_due() {
     let dir = Dir::new("memory");
     let store = open(&dir);

@@ -38,7 +38,8 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn encode(&self, seq: u64) -> Vec<u8> {
+    /// A slot's bytes (`crate::fuzz` checks a read checkpoint re-encodes to its slot).
+    pub(crate) fn encode(&self, seq: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(BODY_LEN + 4);
         out.extend_from_slice(&MAGIC.to_be_bytes());
         out.extend_from_slice(&VERSION.to_be_bytes());
@@ -116,11 +117,27 @@ impl CheckpointFile {
 
     /// Writes `cp` into the older slot and fsyncs it.
     pub fn write(&mut self, cp: &Checkpoint) -> Result<()> {
-        let seq = self.seq + 1;
+        let Some(seq) = self.seq.checked_add(1) else {
+            return self.restart_sequence(cp);
+        };
         let slot = seq % 2 * SLOT_LEN;
         self.file.write_at(&cp.encode(seq), slot).at(&self.path)?;
         self.file.sync().at(&self.path)?;
         self.seq = seq;
+        Ok(())
+    }
+
+    /// After sequence `u64::MAX` (only a damaged file that kept its CRC gets there):
+    /// writes `cp` as sequence 1 into slot 1, then blanks slot 0, which holds the
+    /// `u64::MAX` one (an older checkpoint wins if the blanking is lost: still safe).
+    fn restart_sequence(&mut self, cp: &Checkpoint) -> Result<()> {
+        self.file.write_at(&cp.encode(1), SLOT_LEN).at(&self.path)?;
+        self.file.sync().at(&self.path)?;
+        self.file
+            .write_at(&[0u8; SLOT_LEN as usize], 0)
+            .at(&self.path)?;
+        self.file.sync().at(&self.path)?;
+        self.seq = 1;
         Ok(())
     }
 }
@@ -138,6 +155,26 @@ mod tests {
             phys_timestamp: n as i64 * 10,
             cq_timestamp: 1,
             index_timestamp: -1,
+        }
+    }
+
+    #[test]
+    fn the_next_checkpoint_wins_over_sequence_u64_max() {
+        for (slot, other) in [(0, SLOT_LEN), (SLOT_LEN, 0)] {
+            let fs = SimFs::new();
+            let path = Path::new("/s/checkpoint");
+            let file = fs.open(path, true).expect("open");
+            file.write_at(&cp(100).encode(u64::MAX), slot)
+                .expect("write");
+            file.write_at(&cp(50).encode(7), other).expect("write");
+            let (mut file, got) = CheckpointFile::open(&fs, path).expect("open");
+            assert_eq!(got, Some(cp(100)));
+            file.write(&cp(200)).expect("write");
+            let (mut file, got) = CheckpointFile::open(&fs, path).expect("reopen");
+            assert_eq!(got, Some(cp(200)));
+            file.write(&cp(300)).expect("write");
+            let (_, got) = CheckpointFile::open(&fs, path).expect("reopen");
+            assert_eq!(got, Some(cp(300)));
         }
     }
 

@@ -162,14 +162,22 @@ impl MessageIndex {
         if read_full(file, &mut raw, 0)? < HEADER_LEN {
             return Ok(None);
         }
-        let Some(h) = parse_header(&raw).filter(|h| h.begin == begin) else {
+        // A run covers a non-empty range of the log starting at its name.
+        let Some(h) = parse_header(&raw).filter(|h| h.begin == begin && h.end > h.begin) else {
             return Ok(None);
         };
-        if file.size()? != HEADER_LEN as u64 + h.count * ENTRY_LEN as u64 {
+        // A damaged count must not overflow (nor, wrapped, match the file's size).
+        let size = file.size()?;
+        let body_len = h
+            .count
+            .checked_mul(ENTRY_LEN as u64)
+            .filter(|&len| size.checked_sub(HEADER_LEN as u64) == Some(len))
+            .and_then(|len| usize::try_from(len).ok());
+        let Some(body_len) = body_len else {
             return Ok(None);
-        }
+        };
         if full {
-            let mut body = vec![0u8; h.count as usize * ENTRY_LEN];
+            let mut body = vec![0u8; body_len];
             read_full(file, &mut body, HEADER_LEN as u64)?;
             if crc32fast::hash(&body) != h.entries_crc {
                 return Ok(None);
@@ -514,6 +522,40 @@ mod tests {
                 vec![1900]
             );
         }
+    }
+
+    /// A run file with a header whose CRC is right (damage that kept it, or a bug).
+    fn plant_run(fs: &SimFs, begin: u64, end: u64, count: u64, body: &[u8]) {
+        let header = encode_header(&Header {
+            begin,
+            end,
+            count,
+            entries_crc: crc32fast::hash(body),
+        });
+        let path = Path::new("/s/index").join(file_name(begin));
+        let file = fs.open(&path, true).expect("open");
+        file.write_at(&header, 0).expect("write");
+        file.write_at(body, HEADER_LEN as u64).expect("write");
+    }
+
+    #[test]
+    fn a_run_with_a_huge_count_or_an_empty_range_is_dropped() {
+        let fs = SimFs::new();
+        let index = open(&fs, 4);
+        fill(&index, 0, 8);
+        index.seal(true).expect("seal");
+        drop(index);
+        // count × 16 overflows u64 (and wrapped, 2^60 + 1 runs would match 16 bytes).
+        let entry = [&7u64.to_be_bytes()[..], &800u64.to_be_bytes()].concat();
+        plant_run(&fs, 800, 900, (1 << 60) + 1, &entry);
+        let index = open(&fs, 4);
+        assert_eq!(index.sealed_end(), Some(800));
+        assert!(index.lookup(7, 10).expect("lookup").is_empty());
+        drop(index);
+        // A run ending where it begins.
+        plant_run(&fs, 800, 800, 1, &entry);
+        let index = open(&fs, 4);
+        assert_eq!(index.sealed_end(), Some(800));
     }
 
     #[test]

@@ -1,0 +1,5 @@
+//! Fuzz target `checkpoint`: see [`mq_broker::fuzz::check_checkpoint`].
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mq_broker::fuzz::check_checkpoint(data));
