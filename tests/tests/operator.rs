@@ -1123,7 +1123,9 @@ async fn idle_and_failover() -> Result<()> {
         || {
             let successor = successor.clone();
             async move {
-                let leads = metric(&successor, "mq_operator_leader").await?;
+                let leads = metric(&successor, "mq_operator_leader")
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if leads == 1.0 {
                     Ok(Some(()))
                 } else {
