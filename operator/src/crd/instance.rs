@@ -160,8 +160,10 @@ pub struct NameServerSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`). Unset: the
-    /// cluster profile's.
+    /// Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`). At least two
+    /// commit-log segments of the cluster profile (`2Gi` with the default `1Gi`
+    /// segments): the webhook refuses less, naming the minimum. Unset: the cluster
+    /// profile's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "storage_size_schema")]
     pub size: Option<Quantity>,
@@ -356,7 +358,7 @@ pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([
 
 fn storage_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
-        "description": "Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`).",
+        "description": "Size of each broker's volume (a Kubernetes quantity, e.g. `20Gi`). At least two commit-log segments of the cluster profile (`2Gi` with the default `1Gi` segments): the webhook refuses less, naming the minimum.",
         "x-kubernetes-int-or-string": true,
         "pattern": QUANTITY_PATTERN,
     })
