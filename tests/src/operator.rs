@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -189,6 +189,72 @@ pub async fn topics_ready(
         }
     })
     .await
+}
+
+/// The platform's cluster-profiles ConfigMap, which the operator reads on every reconcile.
+pub const PROFILES: &str = "mqfleet-cluster-profiles";
+
+/// Waits until `MQInstance` `name` of `ns` is Running and Ready for its generation, with
+/// exactly `brokers` ready brokers when given; returns it.
+pub async fn instance_running(
+    tb: &Testbed,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    brokers: Option<i32>,
+    timeout: Duration,
+) -> Result<mq_operator::crd::MQInstance> {
+    use mq_operator::crd::{MQInstance, Phase, is_ready};
+    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
+    let what = match brokers {
+        Some(n) => format!("MQInstance {ns}/{name} Running and Ready with {n} ready broker(s)"),
+        None => format!("MQInstance {ns}/{name} Running and Ready"),
+    };
+    // The operator's log is what explains a wait that times out, so the dump is PLATFORM's.
+    tb.until(client, PLATFORM, &what, timeout, || {
+        let instances = instances.clone();
+        async move {
+            let i = instances.get(name).await.map_err(|e| e.to_string())?;
+            let s = i.status.clone().unwrap_or_default();
+            let ok = s.phase == Some(Phase::Running)
+                && brokers.is_none_or(|n| s.ready_brokers == n)
+                && is_ready(i.metadata.generation, i.status.as_ref());
+            if ok {
+                Ok(Some(i))
+            } else {
+                Err(format!("status {:?}", i.status))
+            }
+        }
+    })
+    .await
+}
+
+/// The profiles ConfigMap's `profiles.yaml`, parsed (an absent key reads as null).
+pub async fn profiles(client: &Client) -> Result<serde_yaml::Value> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
+        .get(PROFILES)
+        .await?;
+    let text = cm
+        .data
+        .and_then(|d| d.get("profiles.yaml").cloned())
+        .unwrap_or_default();
+    serde_yaml::from_str(&text).map_err(|source| crate::Error::Yaml {
+        path: format!("configmap {PLATFORM}/{PROFILES} profiles.yaml").into(),
+        source,
+    })
+}
+
+/// Replaces the profiles ConfigMap's `profiles.yaml` with `value`.
+pub async fn set_profiles(client: &Client, value: &serde_yaml::Value) -> Result<()> {
+    let text = serde_yaml::to_string(value).map_err(|source| crate::Error::Yaml {
+        path: format!("configmap {PLATFORM}/{PROFILES} profiles.yaml").into(),
+        source,
+    })?;
+    let patch = json!({"data": {"profiles.yaml": text}});
+    Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
+        .patch(PROFILES, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// Waits until the admission webhook answers for namespace `ns`: a dry-run copy of the

@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
 use mq_operator::crd::{MQGroup, MQInstance, MQTopic, Phase, is_ready};
 use mq_testbed::Testbed;
-use mq_testbed::operator::create;
+use mq_testbed::operator::{create, instance_running};
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_single::Message;
@@ -72,26 +72,7 @@ async fn set_up(tb: &Testbed, client: &Client, ns: &str) -> Result<MQInstance> {
         mq_testbed::operator::group("shop", "shop", GROUP),
     )
     .await?;
-    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
-    let instance = tb
-        .until(
-            client,
-            PLATFORM,
-            "MQInstance shop Running and Ready",
-            RUNNING,
-            || {
-                let api = instances.clone();
-                async move {
-                    let i = api.get("shop").await.map_err(|e| e.to_string())?;
-                    let running = i.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
-                    Ok(
-                        (running && is_ready(i.metadata.generation, i.status.as_ref()))
-                            .then_some(i),
-                    )
-                }
-            },
-        )
-        .await?;
+    let instance = instance_running(tb, client, ns, "shop", None, RUNNING).await?;
     println!(
         "MQInstance apply → Running: {:.1} s",
         began.elapsed().as_secs_f64()

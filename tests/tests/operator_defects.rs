@@ -14,10 +14,10 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use mq_broker::client::AdminClient;
-use mq_operator::crd::{MQInstance, MQTopic, Phase, is_ready};
+use mq_operator::crd::{MQInstance, MQTopic, is_ready};
 use mq_testbed::Testbed;
 use mq_testbed::operator::create;
-use mq_testbed::operator::{PLATFORM, instance_admin_key, server_pod};
+use mq_testbed::operator::{PLATFORM, instance_admin_key, instance_running, server_pod};
 use serde_json::json;
 
 /// Bound on an instance becoming Running, and on most other waits.
@@ -52,22 +52,8 @@ async fn running(
     name: &str,
     brokers: i32,
 ) -> Result<String> {
-    let instances: Api<MQInstance> = Api::namespaced(client.clone(), ns);
-    let what = format!("MQInstance {name} Running with {brokers} ready broker(s)");
-    let instance = tb
-        .until(client, PLATFORM, &what, RUNNING, || {
-            let instances = instances.clone();
-            async move {
-                let i = instances.get(name).await.map_err(|e| e.to_string())?;
-                let s = i.status.clone().unwrap_or_default();
-                let ok = s.phase == Some(Phase::Running)
-                    && s.ready_brokers == brokers
-                    && is_ready(i.metadata.generation, i.status.as_ref());
-                Ok(ok.then_some(i))
-            }
-        })
-        .await?;
-    instance
+    instance_running(tb, client, ns, name, Some(brokers), RUNNING)
+        .await?
         .status
         .and_then(|s| s.instance_id)
         .context("no instance id")

@@ -22,13 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use mq_operator::controller::store_health::DISK_FULL;
-use mq_operator::crd::{FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQTopic, Phase, is_ready};
+use mq_operator::crd::{FORCE_DELETE_ANNOTATION, MQGroup, MQInstance, MQTopic, is_ready};
 use mq_testbed::Testbed;
-use mq_testbed::operator::{PLATFORM, create, server_pod};
+use mq_testbed::operator::{
+    PLATFORM, create, instance_running, profiles, server_pod, set_profiles,
+};
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use serde_json::json;
@@ -39,7 +41,6 @@ const NS: &str = "disk-full";
 const NAME: &str = "full";
 const TOPIC: &str = "DISK";
 const GROUP: &str = "GID_DISK";
-const PROFILES: &str = "mqfleet-cluster-profiles";
 /// The profile of this test: one broker on a 12 MiB sized volume, 4 MiB segments (the
 /// webhook asks for two segments at least).
 const PROFILE: &str = "small-disk";
@@ -67,26 +68,6 @@ fn seen_by(pid: u32, path: &str) -> PathBuf {
         .join(path.trim_start_matches('/'))
 }
 
-/// The profiles ConfigMap's `profiles.yaml`, parsed.
-async fn profiles(client: &Client) -> Result<serde_yaml::Value> {
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
-        .get(PROFILES)
-        .await?;
-    let text = cm
-        .data
-        .and_then(|d| d.get("profiles.yaml").cloned())
-        .context("no profiles.yaml")?;
-    Ok(serde_yaml::from_str(&text)?)
-}
-
-async fn set_profiles(client: &Client, value: &serde_yaml::Value) -> Result<()> {
-    let patch = json!({"data": {"profiles.yaml": serde_yaml::to_string(value)?}});
-    Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
-        .patch(PROFILES, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
-}
-
 fn manifest() -> serde_json::Value {
     json!({
         "apiVersion": "mqfleet.io/v1alpha1", "kind": "MQInstance",
@@ -112,30 +93,7 @@ async fn conditions(
 
 /// Waits until the instance is Running and Ready with its broker; returns it.
 async fn running(tb: &Testbed, client: &Client) -> Result<MQInstance> {
-    let api: Api<MQInstance> = Api::namespaced(client.clone(), NS);
-    Ok(tb
-        .until(
-            client,
-            PLATFORM,
-            "the instance Running and Ready",
-            WAIT,
-            || {
-                let api = api.clone();
-                async move {
-                    let i = api.get(NAME).await.map_err(|e| e.to_string())?;
-                    let s = i.status.clone().unwrap_or_default();
-                    let ok = s.phase == Some(Phase::Running)
-                        && s.ready_brokers == 1
-                        && is_ready(i.metadata.generation, i.status.as_ref());
-                    if ok {
-                        Ok(Some(i))
-                    } else {
-                        Err(format!("status {:?}", i.status))
-                    }
-                }
-            },
-        )
-        .await?)
+    Ok(instance_running(tb, client, NS, NAME, Some(1), WAIT).await?)
 }
 
 /// What a person sees with `kubectl get mqi <name> -o jsonpath=...`: one line per
@@ -434,7 +392,7 @@ async fn cleanup() -> Result<()> {
     if let Some(map) = all.as_mapping_mut() {
         map.remove(PROFILE);
     }
-    set_profiles(&client, &all).await
+    Ok(set_profiles(&client, &all).await?)
 }
 
 #[test]

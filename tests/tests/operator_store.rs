@@ -22,9 +22,11 @@ use mq_broker::store::checkpoint::CheckpointFile;
 use mq_broker::store::io::RealFs;
 use mq_operator::controller::store_health::{RECOVER_TRUNCATE_ANNOTATION, STORE_DAMAGED};
 use mq_operator::controller::workloads::Names;
-use mq_operator::crd::{MQGroup, MQInstance, MQTopic, Phase, is_ready};
+use mq_operator::crd::{MQGroup, MQInstance, MQTopic, is_ready};
 use mq_testbed::Testbed;
-use mq_testbed::operator::{PLATFORM, create, events, instance_admin_key, server_pod};
+use mq_testbed::operator::{
+    PLATFORM, create, events, instance_admin_key, instance_running, server_pod,
+};
 use serde_json::json;
 
 /// Bound on an instance becoming Running, and on the other waits.
@@ -38,31 +40,8 @@ fn annotate(value: Option<&str>) -> Patch<serde_json::Value> {
 
 /// Waits until the instance is Running and Ready with its broker; its id.
 async fn running(tb: &Testbed, client: &Client) -> Result<String> {
-    let instances: Api<MQInstance> = Api::namespaced(client.clone(), NS);
-    let instance = tb
-        .until(
-            client,
-            PLATFORM,
-            "MQInstance rot Running and Ready",
-            WAIT,
-            || {
-                let instances = instances.clone();
-                async move {
-                    let i = instances.get(NAME).await.map_err(|e| e.to_string())?;
-                    let s = i.status.clone().unwrap_or_default();
-                    let ok = s.phase == Some(Phase::Running)
-                        && s.ready_brokers == 1
-                        && is_ready(i.metadata.generation, i.status.as_ref());
-                    if ok {
-                        Ok(Some(i))
-                    } else {
-                        Err(format!("status {:?}", i.status))
-                    }
-                }
-            },
-        )
-        .await?;
-    instance
+    instance_running(tb, client, NS, NAME, Some(1), WAIT)
+        .await?
         .status
         .and_then(|s| s.instance_id)
         .context("no instance id")
