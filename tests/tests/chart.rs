@@ -229,6 +229,7 @@ fn default_values_give_the_documented_platform() -> Result<()> {
     ensure!(default.brokers.image == "mqfleet/mq-broker:0.1.0");
     ensure!(default.name_servers.image == "mqfleet/mq-broker:0.1.0");
     ensure!(default.create_time == Some(1_767_225_600_000), "{text}");
+    ensure!(default.image_pull_secrets.is_empty(), "{text}");
     // A first account, generated: a decimal user id, keys, kept on uninstall.
     let account = docs
         .iter()
@@ -282,6 +283,10 @@ fn custom_values_reach_the_objects() -> Result<()> {
         text.contains("registry.example.com:5000/mqfleet/mq-broker:1.2.3"),
         "{text}"
     );
+    // The servers pull from the same private registry with the same Secret.
+    let parsed = mq_operator::domain::profiles::Profiles::parse(text)?;
+    let default = parsed.get("default").context("no default profile")?;
+    ensure!(default.image_pull_secrets == ["regcred"], "{text}");
     for crd in docs
         .iter()
         .filter(|d| d["kind"].as_str() == Some("CustomResourceDefinition"))
@@ -294,6 +299,27 @@ fn custom_values_reach_the_objects() -> Result<()> {
         mq_operator::domain::accounts::Account::from_secret(&secret).map_err(anyhow::Error::msg)?;
     ensure!(account.credentials.access_key == "AKfirst0001");
     ensure!(account.namespace == "shop");
+    Ok(())
+}
+
+#[test]
+fn a_profile_may_pull_with_its_own_secrets() -> Result<()> {
+    let docs = documents(&template(&[
+        "--set",
+        "image.pullSecrets[0]=regcred",
+        "--set",
+        "profiles.default.imagePullSecrets[0]=mirror-creds",
+    ])?)?;
+    let profiles = find(&docs, "ConfigMap", "mqfleet-cluster-profiles").context("profiles")?;
+    let text = profiles["data"]["profiles.yaml"]
+        .as_str()
+        .context("profiles.yaml")?;
+    let parsed = mq_operator::domain::profiles::Profiles::parse(text)?;
+    let default = parsed.get("default").context("no default profile")?;
+    ensure!(default.image_pull_secrets == ["mirror-creds"], "{text}");
+    let operator = find(&docs, "Deployment", "mq-operator").context("no operator")?;
+    let pod = &operator["spec"]["template"]["spec"];
+    ensure!(pod["imagePullSecrets"][0]["name"].as_str() == Some("regcred"));
     Ok(())
 }
 
@@ -316,6 +342,10 @@ fn invalid_values_are_refused_with_the_schema_message() -> Result<()> {
             "Additional property operatr is not allowed",
         ),
         ("firstAccount.userId=abc", "firstAccount.userId"),
+        (
+            "profiles.default.imagePullSecrets[0]=Reg_Cred",
+            "profiles.default.imagePullSecrets.0",
+        ),
     ] {
         let (ok, _, err) = helm(&["template", "m", chart, "--set", set])?;
         ensure!(!ok, "--set {set} was accepted");

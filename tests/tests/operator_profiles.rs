@@ -11,17 +11,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use mq_operator::crd::{MQInstance, Phase, is_ready};
+use mq_operator::crd::MQInstance;
 use mq_testbed::Testbed;
-use mq_testbed::operator::PLATFORM;
+use mq_testbed::operator::{PLATFORM, instance_running, profiles, set_profiles};
 use serde_json::json;
 
 const NS: &str = "op-profiles";
 const WAIT: Duration = Duration::from_secs(90);
-const PROFILES: &str = "mqfleet-cluster-profiles";
 /// What `deploy/profiles.yaml` gives the `default` profile's brokers.
 const PROFILE_IMAGE: &str = "mqfleet/mq-broker:dev";
 
@@ -49,50 +48,18 @@ fn refusal<T: std::fmt::Debug>(result: kube::Result<T>) -> Result<String> {
     }
 }
 
-/// The profiles ConfigMap's `profiles.yaml`, parsed.
-async fn profiles(client: &Client) -> Result<serde_yaml::Value> {
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
-        .get(PROFILES)
-        .await?;
-    let text = cm
-        .data
-        .and_then(|d| d.get("profiles.yaml").cloned())
-        .context("no profiles.yaml")?;
-    Ok(serde_yaml::from_str(&text)?)
-}
-
-async fn set_profiles(client: &Client, value: &serde_yaml::Value) -> Result<()> {
-    let patch = json!({"data": {"profiles.yaml": serde_yaml::to_string(value)?}});
-    Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
-        .patch(PROFILES, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
-}
-
 /// Waits until MQInstance `name` is Running and Ready; returns it.
 async fn running(tb: &Testbed, client: &Client, name: &str) -> Result<MQInstance> {
-    let api: Api<MQInstance> = Api::namespaced(client.clone(), NS);
-    Ok(tb
-        .until(
-            client,
-            PLATFORM,
-            &format!("MQInstance {name} Running"),
-            WAIT,
-            || {
-                let api = api.clone();
-                async move {
-                    let i = api.get(name).await.map_err(|e| e.to_string())?;
-                    let phase = i.status.as_ref().and_then(|s| s.phase);
-                    let ready = is_ready(i.metadata.generation, i.status.as_ref());
-                    if phase == Some(Phase::Running) && ready {
-                        Ok(Some(i))
-                    } else {
-                        Err(format!("phase {phase:?}, status {:?}", i.status))
-                    }
-                }
-            },
-        )
-        .await?)
+    Ok(instance_running(tb, client, NS, name, None, WAIT).await?)
+}
+
+/// The names of a pod spec's image pull Secrets.
+fn pull_secrets(spec: Option<k8s_openapi::api::core::v1::PodSpec>) -> Vec<String> {
+    spec.and_then(|s| s.image_pull_secrets)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
 }
 
 fn broker_container(sts: &StatefulSet) -> Result<k8s_openapi::api::core::v1::Container> {
@@ -242,9 +209,11 @@ async fn profiles_end_to_end() -> Result<()> {
     )?;
     ensure!(message.contains("spec.cluster is immutable"), "{message}");
 
-    // 4. An edit of the profile rolls the brokers' template (and then their pods).
+    // 4. An edit of the profile rolls the brokers' template (and then their pods), with
+    // the image pull Secrets it names.
     let mut edited = original.clone();
     edited["default"]["brokers"]["resources"]["requests"]["cpu"] = serde_yaml::Value::from("150m");
+    edited["default"]["imagePullSecrets"] = serde_yaml::to_value(["mq-pull"])?;
     set_profiles(&client, &edited).await?;
     let broker_name = format!("{base}-broker");
     tb.until(
@@ -260,9 +229,10 @@ async fn profiles_end_to_end() -> Result<()> {
                 let cpu = broker_container(&sts)
                     .map_err(|e| e.to_string())
                     .map(|c| cpu_request(&c))?;
-                (cpu.as_deref() == Some("150m"))
+                let pulls = pull_secrets(sts.spec.and_then(|s| s.template.spec));
+                (cpu.as_deref() == Some("150m") && pulls == ["mq-pull"])
                     .then_some(Some(()))
-                    .ok_or_else(|| format!("broker cpu request {cpu:?}"))
+                    .ok_or_else(|| format!("broker cpu request {cpu:?}, pull secrets {pulls:?}"))
             }
         },
     )
@@ -285,9 +255,12 @@ async fn profiles_end_to_end() -> Result<()> {
                     .and_then(|s| s.containers.first())
                     .and_then(cpu_request);
                 let ready = mq_testbed::wait::is_ready(&pod);
-                (cpu.as_deref() == Some("150m") && ready)
+                let pulls = pull_secrets(pod.spec);
+                (cpu.as_deref() == Some("150m") && ready && pulls == ["mq-pull"])
                     .then_some(Some(()))
-                    .ok_or_else(|| format!("pod cpu {cpu:?}, ready {ready}"))
+                    .ok_or_else(|| {
+                        format!("pod cpu {cpu:?}, ready {ready}, pull secrets {pulls:?}")
+                    })
             }
         },
     )

@@ -232,7 +232,8 @@ fn resources(value: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -
 pub const RUN_AS: i64 = 10001;
 
 /// The pod-level part every server pod gets: no API token (the servers never call the
-/// API), a non-root user owning the volumes, and the profile's placement.
+/// API), a non-root user owning the volumes, the profile's placement and its image pull
+/// Secrets.
 fn pod_hardening_and_placement(effective: &Effective) -> Value {
     let placement = &effective.placement;
     let mut spec = json!({
@@ -253,6 +254,16 @@ fn pod_hardening_and_placement(effective: &Effective) -> Value {
     }
     if let Some(affinity) = &placement.affinity {
         spec["affinity"] = serde_json::to_value(affinity).unwrap_or_default();
+    }
+    // Only when set: an absent list keeps the pod template (and so the running pods) of
+    // instances whose profile has none exactly as before.
+    if !effective.image_pull_secrets.is_empty() {
+        let names: Vec<Value> = effective
+            .image_pull_secrets
+            .iter()
+            .map(|name| json!({"name": name}))
+            .collect();
+        spec["imagePullSecrets"] = Value::Array(names);
     }
     spec
 }
@@ -770,6 +781,33 @@ default:
         let conf = config_map(&i, &names, &s, &e, None).data.unwrap()["broker.conf"].clone();
         assert_eq!(conf.matches(".svc.cluster.local:9876").count(), 1, "{conf}");
         assert!(conf.contains("flushDiskType=ASYNC_FLUSH"), "{conf}");
+    }
+
+    #[test]
+    fn the_profiles_image_pull_secrets_reach_every_server_pod_and_only_when_set() {
+        let (i, s) = (instance(true), settings());
+        let names = Names::of(&i);
+        let pulls = |e: &Effective| {
+            [
+                broker_statefulset(&i, &names, &s, e),
+                namesrv_statefulset(&i, &names, &s, e),
+            ]
+            .map(|sts| {
+                pod_spec(&sts)
+                    .image_pull_secrets
+                    .map(|refs| refs.into_iter().map(|r| r.name).collect::<Vec<_>>())
+            })
+        };
+        let plain = effective(&i);
+        assert_eq!(pulls(&plain), [None, None], "no list without a profile's");
+        let yaml = PROFILES.replace(
+            "default:\n",
+            "default:\n  imagePullSecrets: [regcred, mirror.creds]\n",
+        );
+        let profiles = crate::domain::profiles::Profiles::parse(&yaml).unwrap();
+        let private = Effective::of(&i.spec, profiles.get("default").unwrap());
+        let want = Some(vec!["regcred".to_owned(), "mirror.creds".to_owned()]);
+        assert_eq!(pulls(&private), [want.clone(), want]);
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //!                                 # node ports on (spec.exposure nodePort needs it)
 //!   externalExposure: nodePort    # optional: what the console's tunnelSwitch anyTunnel
 //!                                 # asks for (nodePort, the default, or loadBalancer)
+//!   imagePullSecrets: [regcred]   # optional: kubernetes.io/dockerconfigjson Secrets of the
+//!                                 # platform namespace the server pods pull images with
 //! ```
 //!
 //! An instance takes its profile's values for whatever its spec leaves unset
@@ -89,6 +91,10 @@ pub struct Profile {
     /// (default) or `loadBalancer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_exposure: Option<Exposure>,
+    /// Secrets of the platform namespace (`kubernetes.io/dockerconfigjson`) the brokers
+    /// and name servers pull their images with, for a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
 }
 
 impl Profile {
@@ -336,6 +342,14 @@ fn check(name: &str, p: &Profile) -> Result<(), ProfileError> {
             "must be a host name or an IP address (no port, no spaces)".into(),
         ));
     }
+    if let Some(bad) = p.image_pull_secrets.iter().find(|n| !is_secret_name(n)) {
+        return Err(invalid(
+            "imagePullSecrets",
+            format!(
+                "{bad:?} is not a Secret name (lowercase DNS subdomain, at most 253 characters)"
+            ),
+        ));
+    }
     if quantity_bytes(&p.brokers.storage.segment_size.0).is_none_or(|b| b < MIN_SEGMENT_BYTES) {
         return Err(invalid(
             "brokers.storage.segmentSize",
@@ -375,6 +389,12 @@ fn is_object_name(s: &str) -> bool {
         (Some(first), Some(last)) => edge(first) && edge(last) && bytes.iter().all(inner),
         _ => false,
     }
+}
+
+/// Whether `s` can name a Secret: a DNS subdomain (DNS labels joined by dots, at most
+/// 253 characters), as the API server requires.
+fn is_secret_name(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_object_name)
 }
 
 /// Whether `s` is a Kubernetes quantity ([`crate::crd::QUANTITY_PATTERN`], the schema's
@@ -449,6 +469,8 @@ pub struct Effective {
     pub tls_secret: Option<String>,
     /// The host of node-port addresses clients outside the cluster use (the profile's).
     pub external_host: Option<String>,
+    /// Secrets every server pod pulls its image with (the profile's).
+    pub image_pull_secrets: Vec<String>,
 }
 
 impl Effective {
@@ -490,6 +512,7 @@ impl Effective {
             },
             tls_secret: profile.tls.as_ref().map(|t| t.secret_name.clone()),
             external_host: profile.external_host.clone(),
+            image_pull_secrets: profile.image_pull_secrets.clone(),
         }
     }
 
@@ -654,6 +677,30 @@ large:
         let bad = format!("{GOOD}  externalExposure: cluster\n");
         let err = Profiles::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("externalExposure"), "{err}");
+    }
+
+    #[test]
+    fn image_pull_secrets_must_be_secret_names() {
+        let with = format!("{GOOD}  imagePullSecrets: [regcred, mirror.example-creds]\n");
+        let p = Profiles::parse(&with).unwrap();
+        let e = Effective::of(
+            &spec(serde_json::json!({"instanceName": "o"})),
+            p.get("large").unwrap(),
+        );
+        assert_eq!(e.image_pull_secrets, ["regcred", "mirror.example-creds"]);
+        let none = Profiles::parse(GOOD).unwrap();
+        assert!(none.get("large").unwrap().image_pull_secrets.is_empty());
+        for bad in ["Reg_Cred", "", "a..b", ".a", "-a"] {
+            let yaml = format!("{GOOD}  imagePullSecrets: [ok, {bad:?}]\n");
+            let err = Profiles::parse(&yaml).unwrap_err().to_string();
+            assert!(
+                err.contains("profile \"large\": imagePullSecrets")
+                    && err.contains("not a Secret name"),
+                "{bad:?}: {err}"
+            );
+        }
+        let long = format!("{GOOD}  imagePullSecrets: [{}]\n", "a".repeat(254));
+        assert!(Profiles::parse(&long).is_err(), "254 characters");
     }
 
     #[test]
