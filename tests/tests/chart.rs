@@ -220,11 +220,7 @@ fn default_values_give_the_documented_platform() -> Result<()> {
             .any(|d| d["kind"].as_str() == Some("ServiceMonitor"))
     );
     // The profile's images follow the broker image; epoch milliseconds stay integers.
-    let profiles = find(&docs, "ConfigMap", "mqfleet-cluster-profiles").context("profiles")?;
-    let text = profiles["data"]["profiles.yaml"]
-        .as_str()
-        .context("profiles.yaml")?;
-    let parsed = mq_operator::domain::profiles::Profiles::parse(text)?;
+    let (text, parsed) = rendered_profiles(&docs)?;
     let default = parsed.get("default").context("no default profile")?;
     ensure!(default.brokers.image == "mqfleet/mq-broker:0.1.0");
     ensure!(default.name_servers.image == "mqfleet/mq-broker:0.1.0");
@@ -275,16 +271,12 @@ fn custom_values_reach_the_objects() -> Result<()> {
     ensure!(service["spec"]["type"].as_str() == Some("NodePort"));
     ensure!(service["spec"]["ports"][0]["nodePort"].as_i64() == Some(30080));
     ensure!(find(&docs, "ServiceMonitor", "mqfleet").is_some());
-    let profiles = find(&docs, "ConfigMap", "mqfleet-cluster-profiles").context("profiles")?;
-    let text = profiles["data"]["profiles.yaml"]
-        .as_str()
-        .context("profiles.yaml")?;
+    let (text, parsed) = rendered_profiles(&docs)?;
     ensure!(
         text.contains("registry.example.com:5000/mqfleet/mq-broker:1.2.3"),
         "{text}"
     );
     // The servers pull from the same private registry with the same Secret.
-    let parsed = mq_operator::domain::profiles::Profiles::parse(text)?;
     let default = parsed.get("default").context("no default profile")?;
     ensure!(default.image_pull_secrets == ["regcred"], "{text}");
     for crd in docs
@@ -310,11 +302,7 @@ fn a_profile_may_pull_with_its_own_secrets() -> Result<()> {
         "--set",
         "profiles.default.imagePullSecrets[0]=mirror-creds",
     ])?)?;
-    let profiles = find(&docs, "ConfigMap", "mqfleet-cluster-profiles").context("profiles")?;
-    let text = profiles["data"]["profiles.yaml"]
-        .as_str()
-        .context("profiles.yaml")?;
-    let parsed = mq_operator::domain::profiles::Profiles::parse(text)?;
+    let (text, parsed) = rendered_profiles(&docs)?;
     let default = parsed.get("default").context("no default profile")?;
     ensure!(default.image_pull_secrets == ["mirror-creds"], "{text}");
     let operator = find(&docs, "Deployment", "mq-operator").context("no operator")?;
@@ -352,6 +340,16 @@ fn invalid_values_are_refused_with_the_schema_message() -> Result<()> {
         ensure!(err.contains(expected), "--set {set}: {err}");
     }
     Ok(())
+}
+
+/// The rendered profiles ConfigMap's `profiles.yaml`: its text, and as the operator parses it.
+fn rendered_profiles(docs: &[Value]) -> Result<(String, mq_operator::domain::profiles::Profiles)> {
+    let profiles = find(docs, "ConfigMap", "mqfleet-cluster-profiles").context("profiles")?;
+    let text = profiles["data"]["profiles.yaml"]
+        .as_str()
+        .context("profiles.yaml")?;
+    let parsed = mq_operator::domain::profiles::Profiles::parse(text)?;
+    Ok((text.to_owned(), parsed))
 }
 
 /// Fails unless `a` and `b` hold the same files with the same bytes; `fix` says how to
