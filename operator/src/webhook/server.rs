@@ -243,6 +243,10 @@ mod tests {
         let tls = Arc::new(RwLock::new(tls_config(&cert).unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // As `main` does: kube's HTTPS connector takes the process default provider, which
+        // rustls cannot pick by itself when a build unifies both of its backends (the
+        // workspace's test build does: a client dev-dependency brings aws-lc-rs).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let lookup = validate::Lookup::start(
             kube::Client::try_from(config).unwrap(),
