@@ -131,6 +131,9 @@ pub enum Error {
         #[source]
         source: kube::runtime::wait::Error,
     },
+    /// Something a cluster object should hold is not there (named with its place).
+    #[error("{0} is missing")]
+    Missing(String),
     /// The permanent thread that spawns attached processes is gone.
     #[error("the process spawner thread is gone")]
     SpawnerGone,

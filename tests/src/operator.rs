@@ -9,6 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
+use mq_operator::domain::profiles::{DEFAULT_CONFIGMAP, PROFILES_KEY};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -191,9 +192,6 @@ pub async fn topics_ready(
     .await
 }
 
-/// The platform's cluster-profiles ConfigMap, which the operator reads on every reconcile.
-pub const PROFILES: &str = "mqfleet-cluster-profiles";
-
 /// Waits until `MQInstance` `name` of `ns` is Running and Ready for its generation, with
 /// exactly `brokers` ready brokers when given; returns it.
 pub async fn instance_running(
@@ -229,17 +227,17 @@ pub async fn instance_running(
     .await
 }
 
-/// The profiles ConfigMap's `profiles.yaml`, parsed (an absent key reads as null).
+/// The profiles ConfigMap's `profiles.yaml`, parsed.
 pub async fn profiles(client: &Client) -> Result<serde_yaml::Value> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
-        .get(PROFILES)
+        .get(DEFAULT_CONFIGMAP)
         .await?;
     let text = cm
         .data
-        .and_then(|d| d.get("profiles.yaml").cloned())
-        .unwrap_or_default();
+        .and_then(|d| d.get(PROFILES_KEY).cloned())
+        .ok_or_else(|| crate::Error::Missing(profiles_place().display().to_string()))?;
     serde_yaml::from_str(&text).map_err(|source| crate::Error::Yaml {
-        path: format!("configmap {PLATFORM}/{PROFILES} profiles.yaml").into(),
+        path: profiles_place(),
         source,
     })
 }
@@ -247,14 +245,23 @@ pub async fn profiles(client: &Client) -> Result<serde_yaml::Value> {
 /// Replaces the profiles ConfigMap's `profiles.yaml` with `value`.
 pub async fn set_profiles(client: &Client, value: &serde_yaml::Value) -> Result<()> {
     let text = serde_yaml::to_string(value).map_err(|source| crate::Error::Yaml {
-        path: format!("configmap {PLATFORM}/{PROFILES} profiles.yaml").into(),
+        path: profiles_place(),
         source,
     })?;
-    let patch = json!({"data": {"profiles.yaml": text}});
+    let patch = json!({"data": {PROFILES_KEY: text}});
     Api::<ConfigMap>::namespaced(client.clone(), PLATFORM)
-        .patch(PROFILES, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            DEFAULT_CONFIGMAP,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     Ok(())
+}
+
+/// Where the profiles live, for errors: `configmap <ns>/<name> <key>`.
+fn profiles_place() -> std::path::PathBuf {
+    format!("configmap {PLATFORM}/{DEFAULT_CONFIGMAP} {PROFILES_KEY}").into()
 }
 
 /// Waits until the admission webhook answers for namespace `ns`: a dry-run copy of the
